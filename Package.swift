@@ -1,0 +1,38 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "snapshot",
+    products: [
+        .executable(name: "snapshot", targets: ["snapshot"]),
+        .library(name: "SnapshotCore", targets: ["SnapshotCore"]),
+        .library(name: "SnapshotEngine", targets: ["SnapshotEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .target(
+            name: "SnapshotCore",
+            dependencies: ["CZstd", "COpenSSL"]),
+        .target(
+            name: "SnapshotEngine",
+            dependencies: ["SnapshotCore", .product(name: "Yams", package: "Yams")]),
+        .executableTarget(
+            name: "snapshot",
+            dependencies: [
+                "SnapshotEngine", "SnapshotCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "SnapshotCoreTests", dependencies: ["SnapshotCore"]),
+        .testTarget(name: "SnapshotEngineTests", dependencies: ["SnapshotEngine", "SnapshotCore"]),
+        .testTarget(name: "SnapshotCLITests", dependencies: ["SnapshotCore"]),
+    ]
+)

@@ -1,0 +1,120 @@
+/// How a file's bytes are cut into chunks.
+///
+/// `contentDefined` is FastCDC (Xia et al., 2020) with normalized chunking, level 2: below the
+/// average size a cut needs `log2(avg)+2` zero hash bits, above it `log2(avg)-2`, so sizes
+/// cluster around the average while an insertion moves only the boundaries near it.
+/// `fixed` cuts every `size` bytes: the right choice for files that are overwritten in
+/// place at fixed offsets (Qdrant's mmap vector storage), where content-defined cuts gain
+/// nothing and small blocks keep a scattered update small.
+public enum ChunkingScheme: Sendable, Hashable {
+    case contentDefined(min: Int, average: Int, max: Int)
+    case fixed(size: Int)
+
+    /// The largest chunk this scheme emits.
+    public var maxSize: Int {
+        switch self {
+        case .contentDefined(_, _, let max): return max
+        case .fixed(let size): return size
+        }
+    }
+}
+
+/// A FastCDC cut-point finder. Immutable and thread-safe.
+public struct Chunker: Sendable {
+    public let scheme: ChunkingScheme
+    private let gear: [UInt64]
+    private let maskSmall: UInt64
+    private let maskLarge: UInt64
+
+    /// - Parameter seed: selects the gear table; the repository stores a random one so that
+    ///   chunk boundaries do not reveal content across repositories.
+    public init(scheme: ChunkingScheme, seed: UInt64) {
+        self.scheme = scheme
+        var state = seed
+        var table = [UInt64](repeating: 0, count: 256)
+        for i in 0..<256 {
+            // splitmix64
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            table[i] = z ^ (z >> 31)
+        }
+        gear = table
+        if case .contentDefined(_, let avg, _) = scheme {
+            let bits = max(4, Int.bitWidth - 1 - avg.leadingZeroBitCount)
+            // The gear hash's high bits depend on the most recent 64 bytes; test those.
+            maskSmall = Self.highMask(bits + 2)
+            maskLarge = Self.highMask(bits - 2)
+        } else {
+            maskSmall = 0
+            maskLarge = 0
+        }
+    }
+
+    private static func highMask(_ bits: Int) -> UInt64 {
+        bits >= 64 ? ~0 : ((UInt64(1) << UInt64(bits)) - 1) << UInt64(64 - bits)
+    }
+
+    /// The length of the chunk that starts at the beginning of `data`. When `data` is shorter
+    /// than `scheme.maxSize`, the caller must pass all remaining bytes of the file (the end
+    /// of the file is a cut).
+    @inline(__always)
+    public func cut(_ data: UnsafeRawBufferPointer) -> Int {
+        let n = data.count
+        switch scheme {
+        case .fixed(let size):
+            return Swift.min(size, n)
+        case .contentDefined(let minSize, let avg, let maxSize):
+            if n <= minSize { return n }
+            let normal = Swift.min(avg, n)
+            let end = Swift.min(maxSize, n)
+            let bytes = data.bindMemory(to: UInt8.self)
+            return gear.withUnsafeBufferPointer { g in
+                var fp: UInt64 = 0
+                var i = minSize
+                let ms = maskSmall
+                let ml = maskLarge
+                while i < normal {
+                    fp = (fp << 1) &+ g[Int(bytes[i])]
+                    if fp & ms == 0 { return i + 1 }
+                    i += 1
+                }
+                while i < end {
+                    fp = (fp << 1) &+ g[Int(bytes[i])]
+                    if fp & ml == 0 { return i + 1 }
+                    i += 1
+                }
+                return end
+            }
+        }
+    }
+}
+
+/// Which chunking scheme a file gets, by name.
+public struct ChunkingPolicy: Sendable, Equatable {
+    /// The scheme for files that match no fixed-block pattern.
+    public var defaultScheme: ChunkingScheme
+    /// Files whose name ends with one of these suffixes use `fixedScheme`.
+    public var fixedSuffixes: [String]
+    public var fixedScheme: ChunkingScheme
+
+    /// Content-defined chunks of 128 KiB–1 MiB (average 512 KiB) for most files, 64 KiB
+    /// fixed blocks for Qdrant mmap vector storage (`*.mmap`). Chosen by measurement on the
+    /// shared benchmark dataset (see docs/design.md).
+    public static let standard = ChunkingPolicy(
+        defaultScheme: .contentDefined(min: 128 << 10, average: 512 << 10, max: 2 << 20),
+        fixedSuffixes: [".mmap"],
+        fixedScheme: .fixed(size: 64 << 10))
+
+    public init(defaultScheme: ChunkingScheme, fixedSuffixes: [String], fixedScheme: ChunkingScheme) {
+        self.defaultScheme = defaultScheme
+        self.fixedSuffixes = fixedSuffixes
+        self.fixedScheme = fixedScheme
+    }
+
+    public func scheme(forFileNamed name: String) -> ChunkingScheme {
+        for suffix in fixedSuffixes where name.hasSuffix(suffix) { return fixedScheme }
+        return defaultScheme
+    }
+}

@@ -1,0 +1,203 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Thin, throwing wrappers over the POSIX calls the repository needs. Paths are Strings;
+/// every error names the path and the operation.
+public enum POSIX {
+    /// Reads a whole file.
+    public static func readFile(_ path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "stat") }
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < out.count {
+            let n = out.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw RepositoryError.fromErrno(path: path, operation: "read")
+            }
+            if n == 0 { out.removeLast(out.count - done); break }
+            done += n
+        }
+        return out
+    }
+
+    /// Writes `bytes` to `path` through a temporary file, fsyncs it, renames it into place
+    /// and fsyncs the directory: readers see the old file or the new one, never a mix.
+    public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+        let tmp = path + ".tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: tmp, operation: "create") }
+        do {
+            try writeAll(fd, bytes, path: tmp)
+            guard fsync(fd) == 0 else { throw RepositoryError.fromErrno(path: tmp, operation: "fsync") }
+        } catch {
+            close(fd)
+            unlink(tmp)
+            throw error
+        }
+        close(fd)
+        guard rename(tmp, path) == 0 else {
+            let e = errno
+            unlink(tmp)
+            throw RepositoryError.fromErrno(path: path, operation: "rename", errno: e)
+        }
+        try syncDirectory(parent(of: path))
+    }
+
+    /// Writes all of `bytes` at the current offset.
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+        try bytes.withUnsafeBytes { try writeAll(fd, $0, path: path) }
+    }
+
+    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw RepositoryError.fromErrno(path: path, operation: "write")
+            }
+            done += n
+        }
+    }
+
+    /// Reads exactly `count` bytes at `offset`, throwing on a short read.
+    public static func pread(_ fd: Int32, count: Int, offset: Int, path: String) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = out.withUnsafeMutableBytes {
+                Glibc.pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw RepositoryError.fromErrno(path: path, operation: "read")
+            }
+            if n == 0 {
+                throw RepositoryError.corrupt(file: path, detail: "file ends at \(offset + done), \(count - done) bytes short")
+            }
+            done += n
+        }
+        return out
+    }
+
+    /// fsyncs a directory so that renames and creations in it are durable.
+    public static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
+        defer { close(fd) }
+        _ = fsync(fd)
+    }
+
+    /// Creates a directory and its missing parents.
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        if isDirectory(path) { return }
+        let p = parent(of: path)
+        if p != path && !p.isEmpty { try makeDirectories(p, mode: mode) }
+        if mkdir(path, mode) != 0 && errno != EEXIST {
+            throw RepositoryError.fromErrno(path: path, operation: "mkdir")
+        }
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    /// Names in a directory, without "." and "..", unsorted.
+    public static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw RepositoryError.fromErrno(path: path, operation: "open directory") }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                POSIX.string(fromNulTerminated: raw)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Removes a file or a whole directory tree; a missing path is not an error.
+    public static func removeTree(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in try listDirectory(path) { try removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
+        } else {
+            guard unlink(path) == 0 || errno == ENOENT else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
+        }
+    }
+
+    /// The directory part of a path ("." for a bare name).
+    public static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    /// The last element of a path, ignoring trailing slashes.
+    public static func lastComponent(_ path: String) -> String {
+        var p = Substring(path)
+        while p.count > 1 && p.hasSuffix("/") { p = p.dropLast() }
+        if let slash = p.lastIndex(of: "/"), p != "/" { return String(p[p.index(after: slash)...]) }
+        return String(p)
+    }
+
+    /// An absolute, "."/".."-free form of `path`, resolved against the working directory
+    /// (symlinks are not resolved).
+    public static func absolute(_ path: String, relativeTo base: String? = nil) -> String {
+        var full = path
+        if !path.hasPrefix("/") {
+            let cwd = base ?? currentDirectory()
+            full = cwd + "/" + path
+        }
+        var parts: [Substring] = []
+        for part in full.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == ".." { if !parts.isEmpty { parts.removeLast() }; continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    public static func currentDirectory() -> String {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buf, buf.count) != nil else { return "/" }
+        return buf.withUnsafeBytes { string(fromNulTerminated: $0) }
+    }
+
+    /// Decodes the bytes before the first NUL (invalid UTF-8 is replaced).
+    public static func string(fromNulTerminated raw: UnsafeRawBufferPointer) -> String {
+        let end = raw.firstIndex(of: 0) ?? raw.count
+        return String(decoding: UnsafeRawBufferPointer(rebasing: raw[0..<end]), as: UTF8.self)
+    }
+
+    /// The host name, for metadata and locks.
+    public static func hostName() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buf, 255) == 0 else { return "localhost" }
+        return buf.withUnsafeBytes { string(fromNulTerminated: $0) }
+    }
+}
+
+extension POSIX {
+    /// strerror as a String.
+    public static func errorText(_ code: Int32) -> String {
+        guard let p = strerror(code) else { return "error \(code)" }
+        return string(fromNulTerminated: UnsafeRawBufferPointer(start: p, count: strlen(p)))
+    }
+}

@@ -1,0 +1,146 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What a blob holds.
+public enum BlobType: UInt8, Sendable {
+    case data = 0
+    case tree = 1
+    case manifest = 2
+}
+
+/// Where a blob lives: which pack, where in it, and how it is encoded.
+public struct BlobLocation: Sendable, Equatable {
+    public var pack: BlobID
+    public var type: BlobType
+    /// Offset of the entry (its header byte) in the pack.
+    public var offset: UInt32
+    /// Length of the entry: header byte plus payload.
+    public var length: UInt32
+    /// Length of the plaintext after decoding.
+    public var rawLength: UInt32
+}
+
+/// One blob entry as recorded in a pack trailer and in index files.
+public struct PackEntry: Sendable, Equatable {
+    public var id: BlobID
+    public var type: BlobType
+    public var offset: UInt32
+    public var length: UInt32
+    public var rawLength: UInt32
+}
+
+/// The byte format of pack files (see docs/design.md, "Packs").
+public enum PackFormat {
+    public static let magic: [UInt8] = Array("SNPK".utf8)
+    public static let version: UInt32 = 1
+    /// Entry header: low two bits are the compression (0 raw, 1 zstd); bit 7 is reserved for
+    /// encryption and must be 0 in format version 1.
+    public static let compressionRaw: UInt8 = 0
+    public static let compressionZstd: UInt8 = 1
+    static let entrySize = 45
+    /// Trailer footer: entry count, version, magic.
+    static let footerSize = 12
+
+    static func encodeTrailer(_ entries: [PackEntry]) -> [UInt8] {
+        var w = ByteWriter(capacity: entries.count * entrySize + footerSize + 32)
+        for e in entries {
+            w.u8(e.type.rawValue)
+            w.id(e.id)
+            w.u32(e.offset)
+            w.u32(e.length)
+            w.u32(e.rawLength)
+        }
+        let digest = BlobID.hash(w.bytes)
+        w.id(digest)
+        w.u32(UInt32(entries.count))
+        w.u32(version)
+        w.raw(magic)
+        return w.bytes
+    }
+
+    /// Reads the trailer of a pack file: the list of its blobs (for rebuild-index and checks).
+    public static func readTrailer(path: String) throws -> [PackEntry] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "stat") }
+        let size = Int(st.st_size)
+        guard size >= footerSize + 32 else { throw RepositoryError.corrupt(file: path, detail: "too short for a pack") }
+        var footer = ByteReader(try POSIX.pread(fd, count: footerSize, offset: size - footerSize, path: path))
+        let count = Int(try footer.u32())
+        let ver = try footer.u32()
+        guard try footer.raw(4) == magic else { throw RepositoryError.corrupt(file: path, detail: "no pack trailer magic") }
+        guard ver == version else { throw RepositoryError.corrupt(file: path, detail: "pack version \(ver)") }
+        let trailerSize = count * entrySize
+        guard trailerSize + 32 + footerSize <= size else { throw RepositoryError.corrupt(file: path, detail: "trailer larger than the pack") }
+        let bytes = try POSIX.pread(fd, count: trailerSize + 32, offset: size - footerSize - 32 - trailerSize, path: path)
+        let body = Array(bytes[0..<trailerSize])
+        let stored = bytes[trailerSize...].withUnsafeBytes { BlobID(bytes: $0) }
+        guard BlobID.hash(body) == stored else { throw RepositoryError.corrupt(file: path, detail: "pack trailer checksum mismatch") }
+        var r = ByteReader(body)
+        var entries: [PackEntry] = []
+        do {
+            for _ in 0..<count {
+                guard let type = BlobType(rawValue: try r.u8()) else { throw CoreError.corrupt("unknown blob type") }
+                entries.append(PackEntry(id: try r.id(), type: type, offset: try r.u32(), length: try r.u32(), rawLength: try r.u32()))
+            }
+        } catch CoreError.corrupt(let detail) {
+            throw RepositoryError.corrupt(file: path, detail: detail)
+        }
+        return entries
+    }
+}
+
+/// Appends blob entries to one new pack file. Not thread-safe: one per worker.
+///
+/// The pack is written under a temporary name and renamed to `data/<xx>/<id>` only after
+/// its trailer is written and fsynced, so a pack that has a final name is always complete.
+final class PackWriter {
+    let id: BlobID
+    let finalPath: String
+    private let tmpPath: String
+    private let fd: Int32
+    private(set) var size: Int = 0
+    private(set) var entries: [PackEntry] = []
+
+    init(dataDirectory: String) throws {
+        id = BlobID.random()
+        let hex = id.hex
+        let dir = dataDirectory + "/" + hex.prefix(2)
+        try POSIX.makeDirectories(dir)
+        finalPath = dir + "/" + hex
+        tmpPath = finalPath + ".tmp"
+        fd = open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: tmpPath, operation: "create") }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Appends one entry; `payload` is already compressed when `compression` says so.
+    func add(id: BlobID, type: BlobType, compression: UInt8, payload: UnsafeRawBufferPointer, rawLength: Int) throws {
+        var header = compression
+        try withUnsafeBytes(of: &header) { try POSIX.writeAll(fd, $0, path: tmpPath) }
+        try POSIX.writeAll(fd, payload, path: tmpPath)
+        entries.append(PackEntry(id: id, type: type, offset: UInt32(size), length: UInt32(payload.count + 1), rawLength: UInt32(rawLength)))
+        size += payload.count + 1
+    }
+
+    /// Writes the trailer, fsyncs and renames the pack into place. The directory fsync is
+    /// left to the caller, once for all packs of a commit.
+    func finish() throws {
+        try POSIX.writeAll(fd, PackFormat.encodeTrailer(entries), path: tmpPath)
+        guard fsync(fd) == 0 else { throw RepositoryError.fromErrno(path: tmpPath, operation: "fsync") }
+        guard rename(tmpPath, finalPath) == 0 else { throw RepositoryError.fromErrno(path: finalPath, operation: "rename") }
+    }
+
+    /// Removes the unfinished pack (on error or cancellation).
+    func discard() {
+        unlink(tmpPath)
+    }
+}

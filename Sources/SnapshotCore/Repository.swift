@@ -1,0 +1,283 @@
+import Foundation
+import Synchronization
+
+/// The repository's own configuration, `.store/config` (JSON, written once by init).
+public struct RepositoryConfig: Codable, Sendable {
+    public var version: Int
+    public var id: String
+    /// Selects the chunker's gear table.
+    public var chunkerSeed: UInt64
+    /// `none` in format version 1; `aes-256-gcm` is reserved for encrypted repositories.
+    public var encryption: String
+    public var created: String
+
+    enum CodingKeys: String, CodingKey {
+        case version, id, encryption, created
+        case chunkerSeed = "chunker_seed"
+    }
+}
+
+/// A snapshot repository on a local directory: `<path>/<type>/<id>/` snapshot directories and
+/// the content-addressed store under `<path>/.store/`.
+///
+/// Thread-safe for concurrent blob reads and for concurrent `BlobWriter`s; the caller holds a
+/// `RepositoryLock` for the duration of its work.
+public final class Repository: Sendable {
+    /// The newest store format this build reads and writes.
+    public static let formatVersion = 1
+
+    public let path: String
+    public let config: RepositoryConfig
+    public let index = MasterIndex()
+    private let packFiles = Mutex<[BlobID: Int32]>([:])
+
+    public var storePath: String { path + "/.store" }
+    var dataPath: String { storePath + "/data" }
+    var indexPath: String { storePath + "/index" }
+
+    private init(path: String, config: RepositoryConfig) {
+        self.path = path
+        self.config = config
+    }
+
+    deinit {
+        packFiles.withLock { files in
+            for fd in files.values { close(fd) }
+        }
+    }
+
+    /// True when `path` holds a repository.
+    public static func exists(at path: String) -> Bool {
+        POSIX.exists(path + "/.store/config")
+    }
+
+    /// Creates a new, empty repository. Throws when one already exists there.
+    @discardableResult
+    public static func initialize(at path: String, encryption: String = "none") throws -> Repository {
+        let store = path + "/.store"
+        if exists(at: path) {
+            throw RepositoryError.corrupt(file: store + "/config", detail: "a repository already exists here")
+        }
+        guard encryption == "none" else {
+            throw RepositoryError.unsupportedVersion(path: path, version: 2)
+        }
+        for dir in [store + "/data", store + "/index", store + "/tmp"] {
+            try POSIX.makeDirectories(dir)
+        }
+        var seed: UInt64 = 0
+        withUnsafeMutableBytes(of: &seed) { raw in
+            let id = BlobID.random()
+            raw.copyBytes(from: id.bytes[0..<8])
+        }
+        let config = RepositoryConfig(
+            version: formatVersion, id: BlobID.random().hex, chunkerSeed: seed,
+            encryption: encryption, created: Timestamp.now().iso8601)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let bytes = Array(try encoder.encode(config)) + [0x0a]
+        try POSIX.writeFileAtomically(store + "/config", bytes)
+        return Repository(path: path, config: config)
+    }
+
+    /// Opens a repository and loads its index.
+    public static func open(at path: String) throws -> Repository {
+        let configPath = path + "/.store/config"
+        guard POSIX.exists(configPath) else { throw RepositoryError.notFound(path: path) }
+        let bytes = try POSIX.readFile(configPath)
+        let config: RepositoryConfig
+        do {
+            config = try JSONDecoder().decode(RepositoryConfig.self, from: Data(bytes))
+        } catch {
+            throw RepositoryError.corrupt(file: configPath, detail: "not a valid repository config (\(error))")
+        }
+        guard config.version <= formatVersion else {
+            throw RepositoryError.unsupportedVersion(path: path, version: config.version)
+        }
+        guard config.encryption == "none" else {
+            throw RepositoryError.corrupt(file: configPath, detail: "encryption \(config.encryption) is not supported by this build")
+        }
+        let repo = Repository(path: path, config: config)
+        try repo.loadIndex()
+        return repo
+    }
+
+    /// Reads every index file into `index`.
+    func loadIndex() throws {
+        for name in try POSIX.listDirectory(indexPath) where !name.contains(".tmp") {
+            let file = indexPath + "/" + name
+            index.add(try IndexFile.decode(try POSIX.readFile(file), file: file))
+        }
+    }
+
+    /// The index files present, by name.
+    public func indexFileNames() throws -> [String] {
+        try POSIX.listDirectory(indexPath).filter { !$0.contains(".tmp") }.sorted()
+    }
+
+    /// A writer for new blobs; give each thread its own.
+    public func makeBlobWriter(compressionLevel: Int) -> BlobWriter {
+        BlobWriter(repository: self, compressionLevel: compressionLevel)
+    }
+
+    /// Makes the packs finished so far durable and readable by later commands: fsyncs the
+    /// data directories and writes one new index file (atomically) that lists them. Must be
+    /// called after every `BlobWriter.flush()` and before any snapshot that refers to the
+    /// blobs is committed.
+    public func commitIndex() throws {
+        let packs = index.takeNewPacks()
+        guard !packs.isEmpty else { return }
+        var dirs = Set<String>()
+        for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
+        for dir in dirs { try POSIX.syncDirectory(dir) }
+        let name = BlobID.random().hex
+        try POSIX.writeFileAtomically(indexPath + "/" + name, IndexFile.encode(packs))
+    }
+
+    /// Path of a pack file.
+    public func packPath(_ pack: BlobID) -> String {
+        let hex = pack.hex
+        return dataPath + "/" + hex.prefix(2) + "/" + hex
+    }
+
+    private func packDescriptor(_ pack: BlobID) throws -> Int32 {
+        if let fd = packFiles.withLock({ $0[pack] }) { return fd }
+        let path = packPath(pack)
+        let fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw RepositoryError.corrupt(file: path, detail: "pack file missing") }
+            throw RepositoryError.fromErrno(path: path, operation: "open")
+        }
+        return packFiles.withLock { files in
+            if let existing = files[pack] {
+                close(fd)
+                return existing
+            }
+            files[pack] = fd
+            return fd
+        }
+    }
+
+    /// Reads the stored entry of a blob (header byte and payload), undecoded.
+    public func readEntry(_ location: BlobLocation) throws -> [UInt8] {
+        let fd = try packDescriptor(location.pack)
+        return try POSIX.pread(fd, count: Int(location.length), offset: Int(location.offset), path: packPath(location.pack))
+    }
+}
+
+/// Reads and decodes blobs. Not thread-safe: one per thread (it owns a zstd context).
+public final class BlobReader {
+    let repository: Repository
+    private let compressor = Compressor(level: 1)
+
+    public init(repository: Repository) {
+        self.repository = repository
+    }
+
+    /// The plaintext of a blob. With `check`, its SHA-256 is recomputed and compared with its
+    /// id, so corrupted data is never returned.
+    public func read(_ id: BlobID, check: Bool = true) throws -> [UInt8] {
+        guard let location = repository.index.location(of: id) else {
+            throw RepositoryError.missingBlob(id: id, context: "not in any index")
+        }
+        let entry = try repository.readEntry(location)
+        let plain = try decode(entry, location: location)
+        if check && BlobID.hash(plain) != id {
+            throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
+        }
+        return plain
+    }
+
+    private func decode(_ entry: [UInt8], location: BlobLocation) throws -> [UInt8] {
+        let file = repository.packPath(location.pack)
+        guard let header = entry.first else { throw RepositoryError.corrupt(file: file, detail: "empty entry at \(location.offset)") }
+        switch header {
+        case PackFormat.compressionRaw:
+            guard entry.count - 1 == Int(location.rawLength) else {
+                throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length")
+            }
+            return Array(entry[1...])
+        case PackFormat.compressionZstd:
+            do {
+                return try entry.withUnsafeBytes { raw in
+                    try compressor.decompress(UnsafeRawBufferPointer(rebasing: raw[1...]), rawLength: Int(location.rawLength))
+                }
+            } catch CoreError.corrupt(let detail) {
+                throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
+            }
+        default:
+            throw RepositoryError.corrupt(file: file, detail: "unknown entry header \(header) at offset \(location.offset)")
+        }
+    }
+}
+
+/// Stores new blobs into packs. Not thread-safe: one per thread. Deduplicates against the
+/// whole repository and against other writers of the same session.
+public final class BlobWriter {
+    let repository: Repository
+    private let compressor: Compressor
+    private var pack: PackWriter?
+    /// Packs are closed at about this size.
+    static let packTarget = 16 << 20
+
+    /// Bytes of new plaintext and of stored entries written by this writer.
+    public private(set) var newRawBytes: Int = 0
+    public private(set) var newStoredBytes: Int = 0
+    public private(set) var newBlobs: Int = 0
+
+    init(repository: Repository, compressionLevel: Int) {
+        self.repository = repository
+        compressor = Compressor(level: compressionLevel)
+    }
+
+    deinit { pack?.discard() }
+
+    /// Stores `data` unless the repository already has it; returns its id.
+    /// - Parameter compress: false skips the compression attempt (known-incompressible data).
+    @discardableResult
+    public func store(_ data: UnsafeRawBufferPointer, type: BlobType, compress: Bool = true) throws -> (id: BlobID, compressed: Bool?) {
+        let id = BlobID.hash(data)
+        guard repository.index.reserve(id) else { return (id, nil) }
+        return (id, try storeNew(id: id, data: data, type: type, compress: compress))
+    }
+
+    /// Stores a blob whose id the caller computed and reserved through `reserve(_:)`.
+    /// Returns whether it was compressed.
+    public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compress: Bool) throws -> Bool {
+        if pack == nil { pack = try PackWriter(dataDirectory: repository.dataPath) }
+        var compressed = false
+        if compress, data.count >= 64, let packed = compressor.compress(data) {
+            try packed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: PackFormat.compressionZstd, payload: $0, rawLength: data.count) }
+            newStoredBytes += packed.count + 1
+            compressed = true
+        } else {
+            try pack!.add(id: id, type: type, compression: PackFormat.compressionRaw, payload: data, rawLength: data.count)
+            newStoredBytes += data.count + 1
+        }
+        newRawBytes += data.count
+        newBlobs += 1
+        if pack!.size >= Self.packTarget { try finishPack() }
+        return compressed
+    }
+
+    /// Claims `id` for this writer: true when it must be stored.
+    public func reserve(_ id: BlobID) -> Bool {
+        repository.index.reserve(id)
+    }
+
+    @discardableResult
+    public func store(_ bytes: [UInt8], type: BlobType) throws -> BlobID {
+        try bytes.withUnsafeBytes { try store($0, type: type).id }
+    }
+
+    private func finishPack() throws {
+        guard let p = pack else { return }
+        pack = nil
+        try p.finish()
+        repository.index.packFinished(p.id, entries: p.entries)
+    }
+
+    /// Closes the open pack so that its blobs can be committed by `Repository.commitIndex()`.
+    public func flush() throws {
+        try finishPack()
+    }
+}

@@ -1,0 +1,59 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Errors from the repository format layer. Each message says what went wrong and where.
+public enum RepositoryError: Error, CustomStringConvertible, Sendable {
+    /// No repository at the path.
+    case notFound(path: String)
+    /// A repository file could not be parsed or failed its checksum.
+    case corrupt(file: String, detail: String)
+    /// A system call failed on a path.
+    case io(path: String, operation: String, errno: Int32)
+    /// Another process holds a conflicting lock.
+    case locked(path: String, holder: String)
+    /// Access to a path was denied.
+    case permission(path: String, operation: String)
+    /// A reference that names no snapshot, or names several.
+    case snapshotNotFound(reference: String, detail: String)
+    /// The repository was written by a newer format version.
+    case unsupportedVersion(path: String, version: Int)
+    /// A blob that the index or a tree refers to is missing.
+    case missingBlob(id: BlobID, context: String)
+
+    /// Builds an error from the current `errno`, separating permission problems.
+    public static func fromErrno(path: String, operation: String, errno code: Int32 = errno) -> RepositoryError {
+        if code == EACCES || code == EPERM {
+            return .permission(path: path, operation: operation)
+        }
+        return .io(path: path, operation: operation, errno: code)
+    }
+
+    public var description: String {
+        switch self {
+        case .notFound(let path):
+            return "no repository at \(path) (create one with `snapshot init` or `snapshot create`)"
+        case .corrupt(let file, let detail):
+            return "damaged repository file \(file): \(detail)"
+        case .io(let path, let operation, let code):
+            return "\(operation) \(path): \(POSIX.errorText(code))"
+        case .locked(let path, let holder):
+            return "repository \(path) is locked by \(holder); try again when it finishes"
+        case .permission(let path, let operation):
+            return "\(operation) \(path): permission denied"
+        case .snapshotNotFound(let reference, let detail):
+            return "snapshot \"\(reference)\": \(detail)"
+        case .unsupportedVersion(let path, let version):
+            return "repository \(path) has format version \(version); this snapshot build reads up to \(Repository.formatVersion)"
+        case .missingBlob(let id, let context):
+            return "blob \(id.short) missing (\(context))"
+        }
+    }
+}
+
+/// Internal parse failure, rewrapped with a file name by the caller.
+enum CoreError: Error {
+    case corrupt(String)
+}

@@ -1,0 +1,186 @@
+import Foundation
+
+/// One committed snapshot: where its directory is and what its metadata says.
+public struct SnapshotRecord: Sendable {
+    public var type: String
+    public var id: String
+    public var directory: String
+    public var metadata: SnapshotMetadata
+}
+
+/// The visible part of the repository: `<repo>/<type>/<id>/{metadata.json,manifest.json}` and
+/// `<repo>/<type>/latest`. Committing a snapshot is one directory rename, so a snapshot is
+/// either wholly visible or not at all.
+public struct SnapshotCatalog: Sendable {
+    /// Every snapshot type, each a directory of the repository.
+    public static let types = ["system", "config", "data", "models", "full", "incremental", "differential", "pre-restore"]
+
+    public let repositoryPath: String
+
+    public init(repositoryPath: String) {
+        self.repositoryPath = repositoryPath
+    }
+
+    /// Every snapshot, newest first (by timestamp, then id). A snapshot directory whose
+    /// metadata.json cannot be read is an error naming it.
+    public func all(type: String? = nil) throws -> [SnapshotRecord] {
+        var out: [SnapshotRecord] = []
+        for t in type.map({ [$0] }) ?? Self.types {
+            let dir = repositoryPath + "/" + t
+            guard POSIX.isDirectory(dir) else { continue }
+            for name in try POSIX.listDirectory(dir) where !name.hasPrefix(".") && name != "latest" {
+                let snapDir = dir + "/" + name
+                guard POSIX.isDirectory(snapDir) else { continue }
+                out.append(SnapshotRecord(type: t, id: name, directory: snapDir, metadata: try readMetadata(snapDir + "/metadata.json")))
+            }
+        }
+        return out.sorted { a, b in
+            a.metadata.timestamp != b.metadata.timestamp ? a.metadata.timestamp > b.metadata.timestamp : Self.idOrder(a.id, b.id)
+        }
+    }
+
+    /// Orders ids newest first, treating `-10` after `-9`.
+    static func idOrder(_ a: String, _ b: String) -> Bool {
+        func split(_ s: String) -> (String, Int) {
+            let base = String(s.prefix(19))
+            let suffix = s.count > 20 ? Int(s.dropFirst(20)) ?? 0 : 0
+            return (base, suffix)
+        }
+        let (ab, an) = split(a), (bb, bn) = split(b)
+        return ab != bb ? ab > bb : an > bn
+    }
+
+    public func readMetadata(_ path: String) throws -> SnapshotMetadata {
+        let bytes = try POSIX.readFile(path)
+        do {
+            return try JSONDecoder().decode(SnapshotMetadata.self, from: Data(bytes))
+        } catch {
+            throw RepositoryError.corrupt(file: path, detail: "not valid snapshot metadata (\(Self.describe(error)))")
+        }
+    }
+
+    public func readManifest(_ record: SnapshotRecord) throws -> SnapshotManifest {
+        let path = record.directory + "/manifest.json"
+        guard POSIX.exists(path) else { throw RepositoryError.corrupt(file: path, detail: "manifest missing") }
+        let bytes = try POSIX.readFile(path)
+        do {
+            let m = try JSONDecoder().decode(SnapshotManifest.self, from: Data(bytes))
+            for (name, c) in m.components where c.treeID == nil {
+                throw RepositoryError.corrupt(file: path, detail: "component \(name) has no valid tree id")
+            }
+            return m
+        } catch let e as RepositoryError {
+            throw e
+        } catch {
+            throw RepositoryError.corrupt(file: path, detail: "not a valid manifest (\(Self.describe(error)))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let c): return c.debugDescription
+        case DecodingError.keyNotFound(let k, _): return "missing key \(k.stringValue)"
+        case DecodingError.typeMismatch(_, let c): return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        case DecodingError.valueNotFound(_, let c): return "null at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        default: return "\(error)"
+        }
+    }
+
+    /// Resolves a reference: an id, `latest` (newest of any type except pre-restore),
+    /// `TYPE/latest`, `TYPE/ID`, or a unique snapshot name.
+    public func resolve(_ reference: String) throws -> SnapshotRecord {
+        let all = try self.all()
+        if reference == "latest" {
+            guard let r = all.first(where: { $0.type != "pre-restore" }) else {
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "the repository has no snapshots")
+            }
+            return r
+        }
+        if let slash = reference.firstIndex(of: "/") {
+            let type = String(reference[..<slash]), rest = String(reference[reference.index(after: slash)...])
+            guard Self.types.contains(type) else {
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "unknown type \(type) (one of \(Self.types.joined(separator: ", ")))")
+            }
+            let ofType = all.filter { $0.type == type }
+            if rest == "latest" {
+                guard let r = ofType.first else {
+                    throw RepositoryError.snapshotNotFound(reference: reference, detail: "no \(type) snapshots")
+                }
+                return r
+            }
+            if let r = ofType.first(where: { $0.id == rest }) { return r }
+            throw RepositoryError.snapshotNotFound(reference: reference, detail: "no such snapshot")
+        }
+        if let r = all.first(where: { $0.id == reference }) { return r }
+        let named = all.filter { !$0.metadata.name.isEmpty && $0.metadata.name == reference }
+        if named.count == 1 { return named[0] }
+        if named.count > 1 {
+            throw RepositoryError.snapshotNotFound(reference: reference, detail: "name is not unique (\(named.map(\.id).joined(separator: ", "))); use an id")
+        }
+        throw RepositoryError.snapshotNotFound(reference: reference, detail: "no snapshot has this id or name (see `snapshot list`)")
+    }
+
+    /// A new id for a snapshot taken at `time`: its UTC second, with `-2`, `-3`… appended
+    /// when that id is taken in any type.
+    public func allocateID(at time: Timestamp) throws -> String {
+        let base = time.snapshotID
+        var taken = Set<String>()
+        for t in Self.types {
+            let dir = repositoryPath + "/" + t
+            if POSIX.isDirectory(dir) { taken.formUnion(try POSIX.listDirectory(dir)) }
+        }
+        if !taken.contains(base) { return base }
+        var n = 2
+        while taken.contains("\(base)-\(n)") { n += 1 }
+        return "\(base)-\(n)"
+    }
+
+    /// Makes a snapshot visible: writes metadata.json and manifest.json into a hidden
+    /// directory, fsyncs them, renames the directory to `<type>/<id>` (the commit point) and
+    /// then points `<type>/latest` at it. The caller must have committed the index first.
+    public func commit(metadata: SnapshotMetadata, manifest: SnapshotManifest) throws -> SnapshotRecord {
+        let typeDir = repositoryPath + "/" + metadata.type
+        try POSIX.makeDirectories(typeDir)
+        let staging = typeDir + "/.tmp-" + metadata.snapshotID
+        try POSIX.removeTree(staging)
+        try POSIX.makeDirectories(staging)
+        try POSIX.writeFileAtomically(staging + "/manifest.json", Array(try JSONEncoder.snapshot.encode(manifest)) + [0x0a])
+        try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+        let final = typeDir + "/" + metadata.snapshotID
+        guard rename(staging, final) == 0 else { throw RepositoryError.fromErrno(path: final, operation: "rename") }
+        try POSIX.syncDirectory(typeDir)
+        try updateLatest(type: metadata.type)
+        return SnapshotRecord(type: metadata.type, id: metadata.snapshotID, directory: final, metadata: metadata)
+    }
+
+    /// Points `<type>/latest` at the newest snapshot of the type (or removes it when none).
+    public func updateLatest(type: String) throws {
+        let typeDir = repositoryPath + "/" + type
+        let link = typeDir + "/latest"
+        guard let newest = try all(type: type).first else {
+            unlink(link)
+            return
+        }
+        let tmp = typeDir + "/.latest.tmp"
+        unlink(tmp)
+        guard symlink(newest.id, tmp) == 0 else { throw RepositoryError.fromErrno(path: tmp, operation: "symlink") }
+        guard rename(tmp, link) == 0 else { throw RepositoryError.fromErrno(path: link, operation: "rename") }
+        try POSIX.syncDirectory(typeDir)
+    }
+
+    /// Rewrites a committed snapshot's metadata.json atomically (verification results).
+    public func rewriteMetadata(_ record: SnapshotRecord, _ metadata: SnapshotMetadata) throws {
+        try POSIX.writeFileAtomically(record.directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+    }
+
+    /// Removes hidden staging directories left by a killed create.
+    public func removeStaleStaging() {
+        for t in Self.types {
+            let dir = repositoryPath + "/" + t
+            guard let names = try? POSIX.listDirectory(dir) else { continue }
+            for name in names where name.hasPrefix(".tmp-") || name == ".latest.tmp" {
+                try? POSIX.removeTree(dir + "/" + name)
+            }
+        }
+    }
+}

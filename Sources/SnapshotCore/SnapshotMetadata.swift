@@ -1,0 +1,215 @@
+import Foundation
+
+/// What one component of a snapshot captured (`metadata.json` → `components`).
+public struct ComponentSummary: Codable, Sendable, Equatable {
+    /// `files` (later: `mqtt`, `command`, `env`).
+    public var kind: String
+    /// The source: an absolute path for files components.
+    public var source: String
+    public var files: Int
+    public var bytes: UInt64
+    /// Paths that could not be read and are not in the snapshot, with the reason.
+    public var skipped: [String]
+
+    public init(kind: String, source: String, files: Int, bytes: UInt64, skipped: [String] = []) {
+        self.kind = kind
+        self.source = source
+        self.files = files
+        self.bytes = bytes
+        self.skipped = skipped
+    }
+
+    enum CodingKeys: String, CodingKey { case kind, source, files, bytes, skipped }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "files"
+        source = try c.decodeIfPresent(String.self, forKey: .source) ?? ""
+        files = try c.decodeIfPresent(Int.self, forKey: .files) ?? 0
+        bytes = try c.decodeIfPresent(UInt64.self, forKey: .bytes) ?? 0
+        skipped = try c.decodeIfPresent([String].self, forKey: .skipped) ?? []
+    }
+}
+
+/// The result of the last `verify` of a snapshot, kept in its metadata.json.
+public struct VerificationRecord: Codable, Sendable, Equatable {
+    public var timestamp: String
+    public var ok: Bool
+    public var readData: Bool
+
+    public init(timestamp: String, ok: Bool, readData: Bool) {
+        self.timestamp = timestamp
+        self.ok = ok
+        self.readData = readData
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case timestamp, ok
+        case readData = "read_data"
+    }
+}
+
+/// `<repo>/<type>/<id>/metadata.json`: the seed's fields (../shared/spec/cli.md) plus ours.
+public struct SnapshotMetadata: Codable, Sendable, Equatable {
+    public var snapshotID: String
+    public var timestamp: String
+    public var type: String
+    public var name: String
+    public var version: String
+    public var components: [String: ComponentSummary]
+    public var checksums: [String: String]
+    public var sizeBytes: UInt64
+    public var storedBytes: UInt64
+    public var compressionRatio: Double
+    public var durationS: Double
+    public var parent: String?
+    public var hostname: String
+    public var tags: [String: String]
+    public var auto: Bool
+    /// The manifest blob in the store (for `rebuild-metadata`).
+    public var manifest: String
+    public var verified: VerificationRecord?
+
+    /// The value of `version`: the metadata format.
+    public static let currentVersion = "1"
+
+    public init(
+        snapshotID: String, timestamp: String, type: String, name: String,
+        components: [String: ComponentSummary], checksums: [String: String],
+        sizeBytes: UInt64, storedBytes: UInt64, compressionRatio: Double, durationS: Double,
+        parent: String?, hostname: String, tags: [String: String], auto: Bool, manifest: String
+    ) {
+        self.snapshotID = snapshotID
+        self.timestamp = timestamp
+        self.type = type
+        self.name = name
+        self.version = Self.currentVersion
+        self.components = components
+        self.checksums = checksums
+        self.sizeBytes = sizeBytes
+        self.storedBytes = storedBytes
+        self.compressionRatio = compressionRatio
+        self.durationS = durationS
+        self.parent = parent
+        self.hostname = hostname
+        self.tags = tags
+        self.auto = auto
+        self.manifest = manifest
+        self.verified = nil
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case snapshotID = "snapshot_id"
+        case timestamp, type, name, version, components, checksums
+        case sizeBytes = "size_bytes"
+        case storedBytes = "stored_bytes"
+        case compressionRatio = "compression_ratio"
+        case durationS = "duration_s"
+        case parent, hostname, tags, auto, manifest, verified
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        snapshotID = try c.decode(String.self, forKey: .snapshotID)
+        timestamp = try c.decode(String.self, forKey: .timestamp)
+        type = try c.decode(String.self, forKey: .type)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
+        version = try c.decodeIfPresent(String.self, forKey: .version) ?? Self.currentVersion
+        components = try c.decodeIfPresent([String: ComponentSummary].self, forKey: .components) ?? [:]
+        checksums = try c.decodeIfPresent([String: String].self, forKey: .checksums) ?? [:]
+        sizeBytes = try c.decodeIfPresent(UInt64.self, forKey: .sizeBytes) ?? 0
+        storedBytes = try c.decodeIfPresent(UInt64.self, forKey: .storedBytes) ?? 0
+        compressionRatio = try c.decodeIfPresent(Double.self, forKey: .compressionRatio) ?? 1
+        durationS = try c.decodeIfPresent(Double.self, forKey: .durationS) ?? 0
+        parent = try c.decodeIfPresent(String.self, forKey: .parent)
+        hostname = try c.decodeIfPresent(String.self, forKey: .hostname) ?? ""
+        tags = try c.decodeIfPresent([String: String].self, forKey: .tags) ?? [:]
+        auto = try c.decodeIfPresent(Bool.self, forKey: .auto) ?? false
+        manifest = try c.decodeIfPresent(String.self, forKey: .manifest) ?? ""
+        verified = try c.decodeIfPresent(VerificationRecord.self, forKey: .verified)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(snapshotID, forKey: .snapshotID)
+        try c.encode(timestamp, forKey: .timestamp)
+        try c.encode(type, forKey: .type)
+        try c.encode(name, forKey: .name)
+        try c.encode(version, forKey: .version)
+        try c.encode(components, forKey: .components)
+        try c.encode(checksums, forKey: .checksums)
+        try c.encode(sizeBytes, forKey: .sizeBytes)
+        try c.encode(storedBytes, forKey: .storedBytes)
+        try c.encode(compressionRatio, forKey: .compressionRatio)
+        try c.encode(durationS, forKey: .durationS)
+        try c.encode(parent, forKey: .parent)  // null when none, so the key is always there
+        try c.encode(hostname, forKey: .hostname)
+        try c.encode(tags, forKey: .tags)
+        try c.encode(auto, forKey: .auto)
+        try c.encode(manifest, forKey: .manifest)
+        try c.encodeIfPresent(verified, forKey: .verified)
+    }
+
+    /// Pretty, key-sorted JSON as written to metadata.json and printed by `show --json`.
+    public func jsonBytes() throws -> [UInt8] {
+        Array(try JSONEncoder.snapshot.encode(self))
+    }
+}
+
+extension JSONEncoder {
+    /// The encoder for every JSON file and `--json` document: sorted keys, pretty, `/` unescaped.
+    public static var snapshot: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+}
+
+/// One component in a manifest: where its tree is and where it came from.
+public struct ManifestComponent: Codable, Sendable, Equatable {
+    public var kind: String
+    public var source: String
+    /// The tree of the component's contents (`<component>/…`).
+    public var tree: String
+    /// The source was a single file: the tree holds just that file.
+    public var rootIsFile: Bool?
+    /// Permission bits and mtime of the source directory itself.
+    public var rootMode: UInt32?
+    public var rootMtime: Timestamp?
+
+    public init(kind: String, source: String, tree: BlobID) {
+        self.kind = kind
+        self.source = source
+        self.tree = tree.hex
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case kind, source, tree
+        case rootIsFile = "root_is_file"
+        case rootMode = "root_mode"
+        case rootMtime = "root_mtime"
+    }
+
+    public var treeID: BlobID? { BlobID(hex: tree) }
+}
+
+/// `<repo>/<type>/<id>/manifest.json` (also stored as a manifest blob): the snapshot's trees.
+public struct SnapshotManifest: Codable, Sendable, Equatable {
+    public var format: Int
+    public var snapshotID: String
+    public var type: String
+    public var components: [String: ManifestComponent]
+
+    public init(snapshotID: String, type: String, components: [String: ManifestComponent]) {
+        format = 1
+        self.snapshotID = snapshotID
+        self.type = type
+        self.components = components
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format
+        case snapshotID = "snapshot_id"
+        case type, components
+    }
+}

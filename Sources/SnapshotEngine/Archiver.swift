@@ -1,0 +1,467 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import Foundation
+import Synchronization
+import SnapshotCore
+
+/// A files component to capture: a file or directory tree stored under `<name>/`.
+public struct FileSource: Sendable, Equatable {
+    public var name: String
+    /// Absolute path of the file or directory.
+    public var path: String
+    public var excludes: [String]
+
+    public init(name: String, path: String, excludes: [String] = []) {
+        self.name = name
+        self.path = path
+        self.excludes = excludes
+    }
+}
+
+/// Everything `create` needs; the CLI and the MQTT agent both build one of these.
+public struct CreateRequest: Sendable {
+    public var type: String
+    public var name: String
+    public var auto: Bool
+    public var time: Timestamp?
+    public var tags: [String: String]
+    public var sources: [FileSource]
+    public var compressionLevel: Int
+    public var chunking: ChunkingPolicy
+    public var workers: Int
+
+    public init(
+        type: String, name: String = "", auto: Bool = false, time: Timestamp? = nil, tags: [String: String] = [:],
+        sources: [FileSource], compressionLevel: Int = 3, chunking: ChunkingPolicy = .standard,
+        workers: Int = max(1, min(8, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    ) {
+        self.type = type
+        self.name = name
+        self.auto = auto
+        self.time = time
+        self.tags = tags
+        self.sources = sources
+        self.compressionLevel = compressionLevel
+        self.chunking = chunking
+        self.workers = workers
+    }
+}
+
+/// Takes snapshots: scans the sources, reads only files that changed since the parent
+/// snapshot, chunks, hashes, compresses and packs new data on `workers` threads, then writes
+/// trees, the index and the snapshot (in that order; see docs/design.md "Commit point").
+///
+/// The caller holds the repository's exclusive lock.
+public final class Archiver: Sendable {
+    let repository: Repository
+    let catalog: SnapshotCatalog
+    public let progress: WorkProgress
+    let cancelled: Atomic<Bool>
+
+    public init(repository: Repository, progress: WorkProgress = WorkProgress()) {
+        self.repository = repository
+        self.catalog = SnapshotCatalog(repositoryPath: repository.path)
+        self.progress = progress
+        self.cancelled = Atomic(false)
+    }
+
+    /// Stops the running `create` at the next file or chunk; nothing is committed.
+    public func cancel() { cancelled.store(true, ordering: .relaxed) }
+
+    // MARK: scan
+
+    final class FileJob: @unchecked Sendable {
+        let path: String
+        var node: Node
+        var failure: String?
+        /// Another name of the same inode that is read instead of this one.
+        var sameAs: FileJob?
+        init(path: String, node: Node) {
+            self.path = path
+            self.node = node
+        }
+    }
+
+    final class ScanDir {
+        var node: Node
+        var entries: [Entry] = []
+        init(node: Node) { self.node = node }
+    }
+
+    enum Entry {
+        case node(Node)
+        case job(FileJob)
+        case dir(ScanDir)
+    }
+
+    struct ScanState {
+        var jobs: [FileJob] = []
+        var skipped: [String] = []
+        var files = 0
+        var bytes: UInt64 = 0
+    }
+
+    private func scan(
+        directory path: String, relative: String, node: Node, parent: Tree?, excludes: ExcludeMatcher,
+        reader: BlobReader, state: inout ScanState
+    ) throws -> ScanDir {
+        let dir = ScanDir(node: node)
+        let names: [String]
+        do {
+            names = try POSIX.listDirectory(path)
+        } catch {
+            state.skipped.append("\(relative.isEmpty ? "." : relative): \(error)")
+            return dir
+        }
+        var parentNodes: [String: Node] = [:]
+        if let parent {
+            for n in parent.nodes { parentNodes[n.name] = n }
+        }
+        for name in names.sorted() {
+            if cancelled.load(ordering: .relaxed) { throw EngineError.cancelled }
+            let childPath = path + "/" + name
+            let childRel = relative.isEmpty ? name : relative + "/" + name
+            if excludes.excludes(name: name, relativePath: childRel) { continue }
+            var st = stat()
+            guard lstat(childPath, &st) == 0 else {
+                state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
+                continue
+            }
+            guard var child = FileStat.node(name: name, st) else { continue }
+            let old = parentNodes[name]
+            switch child.kind {
+            case .directory:
+                var oldTree: Tree?
+                if let old, old.kind == .directory, let sub = old.subtree {
+                    oldTree = try? reader.readTree(sub, path: childRel)
+                }
+                let sub = try scan(
+                    directory: childPath, relative: childRel, node: child, parent: oldTree,
+                    excludes: excludes, reader: reader, state: &state)
+                dir.entries.append(.dir(sub))
+            case .file:
+                state.files += 1
+                state.bytes += child.size
+                progress.bytesTotal.add(Int(child.size), ordering: .relaxed)
+                progress.filesTotal.add(1, ordering: .relaxed)
+                if let old, old.kind == .file, old.size == child.size, old.mtime == child.mtime,
+                    old.ctime == child.ctime, old.inode == child.inode, old.sparse == child.sparse,
+                    old.content.allSatisfy({ repository.index.location(of: $0) != nil })
+                {
+                    child.content = old.content
+                    dir.entries.append(.node(child))
+                    progress.bytesDone.add(Int(child.size), ordering: .relaxed)
+                    progress.filesDone.add(1, ordering: .relaxed)
+                } else {
+                    let job = FileJob(path: childPath, node: child)
+                    state.jobs.append(job)
+                    dir.entries.append(.job(job))
+                }
+            case .symlink:
+                guard let target = FileStat.readLink(childPath) else {
+                    state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
+                    continue
+                }
+                child.linkTarget = target
+                dir.entries.append(.node(child))
+            default:
+                dir.entries.append(.node(child))
+            }
+        }
+        return dir
+    }
+
+    // MARK: read
+
+    /// Per-thread reading state.
+    final class Worker {
+        let writer: BlobWriter
+        let buffer: UnsafeMutableRawBufferPointer
+        init(writer: BlobWriter, bufferSize: Int) {
+            self.writer = writer
+            buffer = .allocate(byteCount: bufferSize, alignment: 4096)
+        }
+        deinit { buffer.deallocate() }
+    }
+
+    static let readBufferSize = 8 << 20
+
+    /// Reads one file, storing its new chunks; fills `job.node.content` or `job.failure`.
+    private func read(_ job: FileJob, worker: Worker, policy: ChunkingPolicy, seed: UInt64, chunkers: inout [ChunkingScheme: Chunker]) throws {
+        let fdOpen = open(job.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fdOpen >= 0 else {
+            job.failure = POSIX.errorText(errno)
+            return
+        }
+        defer { close(fdOpen) }
+        _ = posix_fadvise(fdOpen, 0, 0, POSIX_FADV_SEQUENTIAL)
+        let scheme = policy.scheme(forFileNamed: job.node.name)
+        let chunker: Chunker
+        if let c = chunkers[scheme] {
+            chunker = c
+        } else {
+            chunker = Chunker(scheme: scheme, seed: seed)
+            chunkers[scheme] = chunker
+        }
+        let buf = worker.buffer
+        let maxChunk = scheme.maxSize
+        var start = 0, end = 0, eof = false, total: UInt64 = 0
+        var content: [BlobID] = []
+        content.reserveCapacity(Int(job.node.size) / 65536 + 1)
+        // Compression is retried per file until it fails on 4 chunks in a row: incompressible
+        // files (vectors, weights) then skip the attempt, which costs more than hashing.
+        var incompressibleRun = 0
+        while true {
+            if !eof && end - start < maxChunk {
+                if start > 0 {
+                    if end > start { memmove(buf.baseAddress!, buf.baseAddress! + start, end - start) }
+                    end -= start
+                    start = 0
+                }
+                while end < buf.count {
+                    let n = Glibc.read(fdOpen, buf.baseAddress! + end, buf.count - end)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        job.failure = "read: " + POSIX.errorText(errno)
+                        return
+                    }
+                    if n == 0 { eof = true; break }
+                    end += n
+                }
+            }
+            if end == start { break }
+            if cancelled.load(ordering: .relaxed) { throw EngineError.cancelled }
+            let chunk = UnsafeRawBufferPointer(rebasing: buf[start..<end])
+            let n = chunker.cut(chunk)
+            let data = UnsafeRawBufferPointer(rebasing: chunk[0..<n])
+            let id = BlobID.hash(data)
+            if worker.writer.reserve(id) {
+                let compressed = try worker.writer.storeNew(id: id, data: data, type: .data, compress: incompressibleRun < 4)
+                incompressibleRun = compressed ? 0 : incompressibleRun + 1
+            }
+            content.append(id)
+            start += n
+            total += UInt64(n)
+            progress.bytesDone.add(n, ordering: .relaxed)
+        }
+        if total != job.node.size {
+            // The file changed while it was read: keep what was read, consistently.
+            progress.bytesDone.add(Int(job.node.size) - Int(total), ordering: .relaxed)
+            job.node.size = total
+        }
+        job.node.content = content
+    }
+
+    private func readAll(_ jobs: [FileJob], request: CreateRequest) throws -> (raw: Int, stored: Int) {
+        // Hard links: read each inode once.
+        var firstOfInode: [String: FileJob] = [:]
+        var toRead: [FileJob] = []
+        for job in jobs {
+            if job.node.links > 1 {
+                let key = "\(job.node.device):\(job.node.inode)"
+                if let first = firstOfInode[key] {
+                    job.sameAs = first
+                    continue
+                }
+                firstOfInode[key] = job
+            }
+            toRead.append(job)
+        }
+        toRead.sort { $0.node.size > $1.node.size }
+        let queue = toRead
+        let next = Atomic<Int>(0)
+        let failure = Mutex<(any Error)?>(nil)
+        let totals = Mutex((raw: 0, stored: 0))
+        let seed = repository.config.chunkerSeed
+        let workerCount = max(1, min(request.workers, queue.count))
+        let repository = self.repository
+        let level = request.compressionLevel
+        let policy = request.chunking
+        DispatchQueue.concurrentPerform(iterations: workerCount) { _ in
+            let worker = Worker(writer: repository.makeBlobWriter(compressionLevel: level), bufferSize: Self.readBufferSize)
+            var chunkers: [ChunkingScheme: Chunker] = [:]
+            do {
+                while failure.withLock({ $0 == nil }) {
+                    let i = next.add(1, ordering: .relaxed).oldValue
+                    guard i < queue.count else { break }
+                    try read(queue[i], worker: worker, policy: policy, seed: seed, chunkers: &chunkers)
+                    progress.filesDone.add(1, ordering: .relaxed)
+                }
+                try worker.writer.flush()
+                totals.withLock { $0.raw += worker.writer.newRawBytes; $0.stored += worker.writer.newStoredBytes }
+            } catch {
+                failure.withLock { if $0 == nil { $0 = error } }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+        for job in jobs {
+            if let first = job.sameAs {
+                job.node.content = first.node.content
+                job.node.size = first.node.size
+                job.failure = first.failure
+                progress.filesDone.add(1, ordering: .relaxed)
+                progress.bytesDone.add(Int(job.node.size), ordering: .relaxed)
+            }
+        }
+        return totals.withLock { $0 }
+    }
+
+    // MARK: trees
+
+    private func buildTree(_ dir: ScanDir, relative: String, writer: BlobWriter, trees: inout [BlobID: Tree], state: inout ScanState) throws -> BlobID {
+        var nodes: [Node] = []
+        nodes.reserveCapacity(dir.entries.count)
+        for entry in dir.entries {
+            switch entry {
+            case .node(let n):
+                nodes.append(n)
+            case .job(let job):
+                let rel = relative.isEmpty ? job.node.name : relative + "/" + job.node.name
+                if let failure = job.failure {
+                    state.skipped.append("\(rel): \(failure)")
+                    state.files -= 1
+                    state.bytes -= job.node.size
+                } else {
+                    nodes.append(job.node)
+                }
+            case .dir(let sub):
+                var n = sub.node
+                let rel = relative.isEmpty ? n.name : relative + "/" + n.name
+                n.subtree = try buildTree(sub, relative: rel, writer: writer, trees: &trees, state: &state)
+                nodes.append(n)
+            }
+        }
+        let tree = Tree(nodes: nodes)
+        let id = try writer.store(tree.encode(), type: .tree)
+        trees[id] = tree
+        return id
+    }
+
+    // MARK: create
+
+    /// Finds the snapshot to compare against for a component: for `differential` the newest
+    /// `full`, for `full` none, otherwise the newest snapshot that captured the same component
+    /// from the same source.
+    private func parent(for source: FileSource, type: String, records: [SnapshotRecord]) -> (record: SnapshotRecord, tree: BlobID)? {
+        if type == "full" { return nil }
+        for record in records {
+            if type == "differential" && record.type != "full" { continue }
+            guard let c = record.metadata.components[source.name], c.kind == "files", c.source == source.path,
+                let manifest = try? catalog.readManifest(record), let mc = manifest.components[source.name],
+                let tree = mc.treeID, repository.index.location(of: tree) != nil
+            else { continue }
+            return (record, tree)
+        }
+        return nil
+    }
+
+    /// Takes a snapshot and commits it. Throws without committing anything on any error
+    /// other than unreadable files, which are recorded in the component's `skipped`.
+    public func create(_ request: CreateRequest) throws -> SnapshotRecord {
+        let started = Timestamp.now()
+        catalog.removeStaleStaging()
+        let records = try catalog.all()
+        let reader = BlobReader(repository: repository)
+        let treeWriter = repository.makeBlobWriter(compressionLevel: request.compressionLevel)
+        var summaries: [String: ComponentSummary] = [:]
+        var checksums: [String: String] = [:]
+        var manifestComponents: [String: ManifestComponent] = [:]
+        var parentIDs: [String] = []
+        var raw = 0, stored = 0
+        var logical: UInt64 = 0
+
+        progress.phase = "scanning"
+        var scans: [(source: FileSource, root: ScanDir, state: ScanState, isFile: Bool)] = []
+        for source in request.sources {
+            var st = stat()
+            guard stat(source.path, &st) == 0 else { throw EngineError.sourceMissing(component: source.name, path: source.path) }
+            let excludes = ExcludeMatcher(source.excludes)
+            let parent = parent(for: source, type: request.type, records: records)
+            if let parent, !parentIDs.contains(parent.record.id) { parentIDs.append(parent.record.id) }
+            let parentTree = try parent.map { try reader.readTree($0.tree, path: source.name) }
+            var state = ScanState()
+            let root: ScanDir
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                let node = FileStat.node(name: source.name, st)!
+                root = try scan(directory: source.path, relative: "", node: node, parent: parentTree, excludes: excludes, reader: reader, state: &state)
+            } else {
+                // A single file: the component holds one entry, named like the file.
+                let fileName = POSIX.lastComponent(source.path)
+                root = ScanDir(node: Node(name: source.name, kind: .directory))
+                var lst = stat()
+                lstat(source.path, &lst)
+                guard var node = FileStat.node(name: fileName, (lst.st_mode & S_IFMT) == S_IFLNK ? st : lst) else {
+                    throw EngineError.sourceMissing(component: source.name, path: source.path)
+                }
+                state.files = 1
+                state.bytes = node.size
+                progress.bytesTotal.add(Int(node.size), ordering: .relaxed)
+                progress.filesTotal.add(1, ordering: .relaxed)
+                if let old = parentTree?.nodes.first(where: { $0.name == fileName }), old.size == node.size,
+                    old.mtime == node.mtime, old.ctime == node.ctime, old.inode == node.inode
+                {
+                    node.content = old.content
+                    root.entries.append(.node(node))
+                    progress.bytesDone.add(Int(node.size), ordering: .relaxed)
+                } else {
+                    let job = FileJob(path: source.path, node: node)
+                    state.jobs.append(job)
+                    root.entries.append(.job(job))
+                }
+            }
+            scans.append((source, root, state, (st.st_mode & S_IFMT) != S_IFDIR))
+        }
+
+        progress.phase = "reading"
+        let allJobs = scans.flatMap { $0.state.jobs }
+        let totals = try readAll(allJobs, request: request)
+        raw += totals.raw
+        stored += totals.stored
+
+        progress.phase = "writing trees"
+        for (source, root, scanState, isFile) in scans {
+            var state = scanState
+            var trees: [BlobID: Tree] = [:]
+            let rootID = try buildTree(root, relative: "", writer: treeWriter, trees: &trees, state: &state)
+            let digest = try ComponentDigest.compute(root: rootID) { id, path in
+                if let t = trees[id] { return t }
+                return try reader.readTree(id, path: path)
+            }
+            summaries[source.name] = ComponentSummary(kind: "files", source: source.path, files: state.files, bytes: state.bytes, skipped: state.skipped)
+            checksums[source.name] = digest
+            var mc = ManifestComponent(kind: "files", source: source.path, tree: rootID)
+            if isFile {
+                mc.rootIsFile = true
+            } else {
+                mc.rootMode = root.node.mode
+                mc.rootMtime = root.node.mtime
+            }
+            manifestComponents[source.name] = mc
+            logical += state.bytes
+        }
+        if cancelled.load(ordering: .relaxed) { throw EngineError.cancelled }
+
+        progress.phase = "committing"
+        let id = try catalog.allocateID(at: request.time ?? started)
+        let manifest = SnapshotManifest(snapshotID: id, type: request.type, components: manifestComponents)
+        let manifestID = try treeWriter.store(Array(try JSONEncoder.snapshot.encode(manifest)), type: .manifest)
+        try treeWriter.flush()
+        raw += treeWriter.newRawBytes
+        stored += treeWriter.newStoredBytes
+        try repository.commitIndex()
+        let duration = Timestamp.now().timeInterval - started.timeInterval
+        let metadata = SnapshotMetadata(
+            snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type, name: request.name,
+            components: summaries, checksums: checksums, sizeBytes: logical, storedBytes: UInt64(stored),
+            compressionRatio: raw > 0 ? (Double(stored) / Double(raw) * 1000).rounded() / 1000 : 1,
+            durationS: (duration * 1000).rounded() / 1000,
+            parent: request.type == "full" ? nil : parentIDs.first, hostname: POSIX.hostName(), tags: request.tags,
+            auto: request.auto, manifest: manifestID.hex)
+        progress.phase = "done"
+        return try catalog.commit(metadata: metadata, manifest: manifest)
+    }
+}

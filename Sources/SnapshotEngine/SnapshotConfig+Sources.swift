@@ -1,0 +1,47 @@
+import SnapshotCore
+
+extension SnapshotConfig {
+    /// The components a snapshot of `type` captures: `incremental` and `differential`
+    /// capture `full`'s.
+    public func componentNames(for type: String) throws -> [String] {
+        let key = (type == "incremental" || type == "differential") ? "full" : type
+        guard let names = types[key] else {
+            throw EngineError.unknownType(type, known: ["system", "config", "data", "models", "full", "incremental", "differential"])
+        }
+        return names
+    }
+
+    /// The sources for `create`: one files component per `--path` (named after its last
+    /// element) when `paths` is not empty, otherwise the type's configured components.
+    /// Components of kinds this build cannot capture yet are returned separately so that
+    /// the snapshot can record them as not captured.
+    public func sources(type: String, paths: [String], extraExcludes: [String], workingDirectory: String) throws -> (files: [FileSource], notCaptured: [(name: String, kind: String)]) {
+        if !paths.isEmpty {
+            var out: [FileSource] = []
+            for path in paths {
+                let absolute = POSIX.absolute(path, relativeTo: workingDirectory)
+                var name = POSIX.lastComponent(absolute)
+                if name == "/" || name.isEmpty { name = "root" }
+                guard !out.contains(where: { $0.name == name }) else {
+                    throw EngineError.usage("--path \(path): another --path is also named \"\(name)\"; each path becomes a component named after its last element")
+                }
+                out.append(FileSource(name: name, path: absolute, excludes: extraExcludes))
+            }
+            return (out, [])
+        }
+        var files: [FileSource] = []
+        var other: [(String, String)] = []
+        for name in try componentNames(for: type) {
+            guard let source = component(name) else {
+                throw EngineError.unknownComponent(name, known: components.map(\.name))
+            }
+            switch source {
+            case .files(let path, let exclude):
+                files.append(FileSource(name: name, path: path, excludes: exclude + extraExcludes))
+            default:
+                other.append((name, source.kind))
+            }
+        }
+        return (files, other)
+    }
+}

@@ -1,0 +1,283 @@
+import SnapshotCore
+import Yams
+
+/// Where a component's data comes from (`configs/snapshots.yaml` → `components`).
+public enum ComponentSource: Sendable, Equatable {
+    /// A file or directory; `path` is absolute after loading.
+    case files(path: String, exclude: [String])
+    /// Retained messages under these topic filters.
+    case mqtt(filters: [String])
+    /// A command's standard output.
+    case command(command: String, parse: String?, output: String?, optional: Bool)
+    /// Environment variables matching these patterns.
+    case env(patterns: [String])
+
+    public var kind: String {
+        switch self {
+        case .files: return "files"
+        case .mqtt: return "mqtt"
+        case .command: return "command"
+        case .env: return "env"
+        }
+    }
+}
+
+/// The agent and components configuration (../shared/spec/config.md). Unknown keys and
+/// wrong types are errors naming the file, line and key.
+public struct SnapshotConfig: Sendable {
+    public var file: String?
+    public var root: String
+    public var repository: String
+    public var compressionLevel: Int
+    /// Components in file order.
+    public var components: [(name: String, source: ComponentSource)]
+    public var types: [String: [String]]
+    public var hooks: [String: String]
+    public var mqtt: [String: String]
+    public var schedule: [(cron: String, type: String)]
+    public var retention: String
+    public var alerts: String
+
+    public func component(_ name: String) -> ComponentSource? {
+        components.first { $0.name == name }?.source
+    }
+
+    /// The built-in configuration, relative to `root`.
+    public static func defaults(root: String) -> SnapshotConfig {
+        func p(_ s: String) -> String { POSIX.absolute(s, relativeTo: root) }
+        return SnapshotConfig(
+            file: nil, root: root, repository: p("snapshots"), compressionLevel: 3,
+            components: [
+                ("configs", .files(path: p("configs"), exclude: ["*.tmp"])),
+                ("storage", .files(path: p("storage"), exclude: ["*.tmp", "*.lock"])),
+                ("logs", .files(path: p("logs"), exclude: [])),
+                ("models", .files(path: p("models"), exclude: [])),
+                ("workers", .mqtt(filters: ["workers/+/status", "workers/+/health"])),
+                ("model_state", .mqtt(filters: ["models/+/state"])),
+                ("gpu_usage", .command(
+                    command: "nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv",
+                    parse: "csv", output: "gpu_usage.json", optional: true)),
+                ("environment", .env(patterns: ["MQTT_*", "QDRANT_*", "SNAPSHOT_*"])),
+            ],
+            types: [
+                "system": ["configs", "storage", "models", "workers", "logs"],
+                "config": ["configs", "environment"],
+                "data": ["storage"],
+                "models": ["models", "model_state", "gpu_usage"],
+                "full": ["configs", "storage", "models", "workers", "logs", "model_state", "gpu_usage", "environment"],
+            ],
+            hooks: ["stop_services": "", "start_services": "", "health_check": ""],
+            mqtt: [:], schedule: [], retention: p("configs/retention.yaml"), alerts: p("configs/snapshot_alerts.yaml"))
+    }
+
+    /// Loads `path`. A missing file gives the defaults when `required` is false (the default
+    /// path) and an error when the user named it.
+    public static func load(path: String, required: Bool, workingDirectory: String = POSIX.currentDirectory()) throws -> SnapshotConfig {
+        let absolute = POSIX.absolute(path, relativeTo: workingDirectory)
+        guard POSIX.exists(absolute) else {
+            if required { throw EngineError.config(file: path, line: nil, message: "file not found") }
+            return defaults(root: workingDirectory)
+        }
+        let bytes: [UInt8]
+        do {
+            bytes = try POSIX.readFile(absolute)
+        } catch {
+            throw EngineError.config(file: path, line: nil, message: "\(error)")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw EngineError.config(file: path, line: nil, message: "not UTF-8 text")
+        }
+        return try parse(text, file: path, workingDirectory: workingDirectory)
+    }
+
+    /// Parses configuration text; `file` is used in messages.
+    public static func parse(_ text: String, file: String, workingDirectory: String) throws -> SnapshotConfig {
+        let node: Yams.Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch let e as YamlError {
+            throw EngineError.config(file: file, line: Self.line(of: e), message: "invalid YAML: \(Self.summary(of: e))")
+        } catch {
+            throw EngineError.config(file: file, line: nil, message: "invalid YAML: \(error)")
+        }
+        let r = ConfigReader(file: file)
+        guard let node else { return defaults(root: workingDirectory) }
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "retention", "alerts"])
+        var rootDir = workingDirectory
+        if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
+        var config = defaults(root: rootDir)
+        config.file = file
+        func p(_ s: String) -> String { POSIX.absolute(s, relativeTo: rootDir) }
+        if let v = top["repository"] { config.repository = p(try r.string(v, "repository")) }
+        if let v = top["compression"] {
+            let m = try r.mapping(v, "compression", allowed: ["level"])
+            if let l = m["level"] {
+                let level = try r.int(l, "compression.level")
+                guard (1...19).contains(level) else { throw r.error(l, "compression.level must be 1..19, got \(level)") }
+                config.compressionLevel = level
+            }
+        }
+        if let v = top["components"] {
+            config.components = []
+            for (keyNode, value) in try r.orderedMapping(v, "components") {
+                let name = try r.string(keyNode, "component name")
+                guard Self.isValidName(name) else {
+                    throw r.error(keyNode, "component name \"\(name)\" must be letters, digits, '_' or '-'")
+                }
+                guard !config.components.contains(where: { $0.name == name }) else {
+                    throw r.error(keyNode, "duplicate component \"\(name)\"")
+                }
+                let where_ = "components.\(name)"
+                let m = try r.mapping(value, where_, allowed: ["path", "exclude", "mqtt", "command", "parse", "output", "optional", "env"])
+                let kinds = ["path", "mqtt", "command", "env"].filter { m[$0] != nil }
+                guard kinds.count == 1 else {
+                    throw r.error(value, "\(where_) needs exactly one of path, mqtt, command, env (has \(kinds.isEmpty ? "none" : kinds.joined(separator: ", ")))")
+                }
+                let source: ComponentSource
+                switch kinds[0] {
+                case "path":
+                    source = .files(path: p(try r.string(m["path"]!, where_ + ".path")), exclude: try m["exclude"].map { try r.strings($0, where_ + ".exclude") } ?? [])
+                case "mqtt":
+                    source = .mqtt(filters: try r.strings(m["mqtt"]!, where_ + ".mqtt"))
+                case "command":
+                    let parse = try m["parse"].map { try r.string($0, where_ + ".parse") }
+                    if let parse, parse != "csv" { throw r.error(m["parse"]!, "\(where_).parse must be csv") }
+                    source = .command(
+                        command: try r.string(m["command"]!, where_ + ".command"), parse: parse,
+                        output: try m["output"].map { try r.string($0, where_ + ".output") },
+                        optional: try m["optional"].map { try r.bool($0, where_ + ".optional") } ?? false)
+                default:
+                    source = .env(patterns: try r.strings(m["env"]!, where_ + ".env"))
+                }
+                let allowedExtras: Set<String> = switch source {
+                case .files: ["path", "exclude"]
+                case .mqtt: ["mqtt"]
+                case .command: ["command", "parse", "output", "optional"]
+                case .env: ["env"]
+                }
+                for (k, v) in m where !allowedExtras.contains(k) {
+                    throw r.error(v, "\(where_).\(k) does not apply to a \(source.kind) component")
+                }
+                config.components.append((name, source))
+            }
+        }
+        if let v = top["types"] {
+            config.types = [:]
+            for (keyNode, value) in try r.orderedMapping(v, "types") {
+                let type = try r.string(keyNode, "type name")
+                guard SnapshotCatalog.types.contains(type), type != "pre-restore" else {
+                    throw r.error(keyNode, "unknown snapshot type \"\(type)\" (system, config, data, models, full, incremental, differential)")
+                }
+                let names = try r.strings(value, "types.\(type)")
+                for n in names where !config.components.contains(where: { $0.name == n }) {
+                    throw r.error(value, "types.\(type) names unknown component \"\(n)\"")
+                }
+                config.types[type] = names
+            }
+        }
+        if let v = top["hooks"] {
+            let m = try r.mapping(v, "hooks", allowed: ["stop_services", "start_services", "health_check"])
+            for (k, n) in m { config.hooks[k] = try r.string(n, "hooks.\(k)") }
+        }
+        if let v = top["mqtt"] {
+            let m = try r.mapping(v, "mqtt", allowed: ["broker", "id", "groups", "prefix", "username", "password_file", "tls", "allow", "max_payload", "restore_targets", "hmac_key_file"])
+            for (k, n) in m {
+                switch k {
+                case "groups", "allow", "restore_targets": config.mqtt[k] = try r.strings(n, "mqtt.\(k)").joined(separator: ",")
+                case "max_payload": config.mqtt[k] = String(try r.int(n, "mqtt.max_payload"))
+                case "tls":
+                    let t = try r.mapping(n, "mqtt.tls", allowed: ["ca", "cert", "key"])
+                    for (tk, tv) in t { config.mqtt["tls." + tk] = try r.string(tv, "mqtt.tls.\(tk)") }
+                default: config.mqtt[k] = try r.string(n, "mqtt.\(k)")
+                }
+            }
+        }
+        if let v = top["schedule"] {
+            guard case .sequence(let seq) = v else { throw r.error(v, "schedule must be a list") }
+            config.schedule = try seq.map { item in
+                let m = try r.mapping(item, "schedule entry", allowed: ["cron", "type"])
+                guard let c = m["cron"], let t = m["type"] else { throw r.error(item, "schedule entry needs cron and type") }
+                return (try r.string(c, "schedule.cron"), try r.string(t, "schedule.type"))
+            }
+        }
+        if let v = top["retention"] { config.retention = p(try r.string(v, "retention")) }
+        if let v = top["alerts"] { config.alerts = p(try r.string(v, "alerts")) }
+        return config
+    }
+
+    static func isValidName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.allSatisfy { c in
+            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95 || c == 45 || c == 46
+        } && s != "." && s != ".." && !s.hasPrefix(".")
+    }
+
+    static func line(of e: YamlError) -> Int? {
+        switch e {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+            return mark.line
+        default:
+            return nil
+        }
+    }
+
+    static func summary(of e: YamlError) -> String {
+        switch e {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _):
+            return problem
+        default:
+            return "\(e)".split(separator: "\n").first.map(String.init) ?? "\(e)"
+        }
+    }
+}
+
+/// Typed access to YAML nodes with file:line errors.
+struct ConfigReader {
+    let file: String
+
+    func error(_ node: Yams.Node, _ message: String) -> EngineError {
+        EngineError.config(file: file, line: node.mark?.line, message: message)
+    }
+
+    func orderedMapping(_ node: Yams.Node, _ what: String) throws -> [(Yams.Node, Yams.Node)] {
+        guard case .mapping(let m) = node else { throw error(node, "\(what) must be a mapping") }
+        return m.map { ($0.key, $0.value) }
+    }
+
+    /// A mapping with only `allowed` keys; duplicate keys are errors.
+    func mapping(_ node: Yams.Node, _ what: String, allowed: Set<String>) throws -> [String: Yams.Node] {
+        var out: [String: Yams.Node] = [:]
+        for (k, v) in try orderedMapping(node, what) {
+            let key = try string(k, "\(what) key")
+            guard allowed.contains(key) else {
+                throw error(k, "unknown key \"\(key)\" in \(what) (allowed: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            guard out[key] == nil else { throw error(k, "duplicate key \"\(key)\" in \(what)") }
+            out[key] = v
+        }
+        return out
+    }
+
+    func string(_ node: Yams.Node, _ what: String) throws -> String {
+        guard case .scalar(let s) = node else { throw error(node, "\(what) must be a string") }
+        return s.string
+    }
+
+    func int(_ node: Yams.Node, _ what: String) throws -> Int {
+        guard case .scalar(let s) = node, let v = Int(s.string) else { throw error(node, "\(what) must be an integer") }
+        return v
+    }
+
+    func bool(_ node: Yams.Node, _ what: String) throws -> Bool {
+        guard case .scalar(let s) = node else { throw error(node, "\(what) must be true or false") }
+        switch s.string {
+        case "true", "True", "yes": return true
+        case "false", "False", "no": return false
+        default: throw error(node, "\(what) must be true or false")
+        }
+    }
+
+    func strings(_ node: Yams.Node, _ what: String) throws -> [String] {
+        guard case .sequence(let seq) = node else { throw error(node, "\(what) must be a list") }
+        return try seq.map { try string($0, what + " item") }
+    }
+}

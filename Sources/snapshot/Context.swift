@@ -1,0 +1,123 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+import SnapshotCore
+import SnapshotEngine
+
+/// What a subcommand needs from the global options: the loaded config and repository path,
+/// output helpers and the one place where errors become exit codes.
+struct Context {
+    let options: GlobalOptions
+    let config: SnapshotConfig
+    let repositoryPath: String
+
+    init(_ options: GlobalOptions) throws {
+        self.options = options
+        let env = ProcessInfo.processInfo.environment
+        let cwd = POSIX.currentDirectory()
+        do {
+            if let explicit = options.config ?? env["SNAPSHOT_CONFIG"] {
+                config = try SnapshotConfig.load(path: explicit, required: true, workingDirectory: cwd)
+            } else {
+                config = try SnapshotConfig.load(path: "configs/snapshots.yaml", required: false, workingDirectory: cwd)
+            }
+        } catch {
+            throw Context.fail(error)
+        }
+        if let repo = options.repo ?? env["SNAPSHOT_REPO"] {
+            repositoryPath = POSIX.absolute(repo, relativeTo: cwd)
+        } else {
+            repositoryPath = config.repository
+        }
+    }
+
+    /// Opens the repository with a lock; `create` makes a missing repository first.
+    func open(_ mode: RepositoryLock.Mode, purpose: String, createIfMissing: Bool = false) throws -> (Repository, RepositoryLock) {
+        do {
+            if createIfMissing && !Repository.exists(at: repositoryPath) {
+                try Repository.initialize(at: repositoryPath)
+            }
+            guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
+            let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose)
+            return (try Repository.open(at: repositoryPath), lock)
+        } catch {
+            throw Context.fail(error)
+        }
+    }
+
+    func resolve(_ reference: String, in repository: Repository) throws -> (SnapshotRecord, SnapshotManifest) {
+        do {
+            let catalog = SnapshotCatalog(repositoryPath: repository.path)
+            let record = try catalog.resolve(reference)
+            return (record, try catalog.readManifest(record))
+        } catch {
+            throw Context.fail(error)
+        }
+    }
+
+    /// Prints to stdout unless quiet.
+    func say(_ text: String) {
+        if !options.quiet { print(text) }
+    }
+
+    /// Writes a JSON document to stdout.
+    func printJSON<T: Encodable>(_ value: T) throws {
+        let data = try JSONEncoder.snapshot.encode(value)
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data([0x0a]))
+    }
+
+    /// Runs `body` with a progress display appropriate to the options.
+    func withProgress<T>(_ progress: WorkProgress, _ body: () throws -> T) throws -> T {
+        let printer = ProgressPrinter(progress: progress, json: options.json, enabled: !options.quiet)
+        printer.start()
+        defer { printer.stop() }
+        do {
+            return try body()
+        } catch {
+            printer.stop()
+            throw Context.fail(error)
+        }
+    }
+
+    /// Prints the one-line error and turns it into the exit code of ../shared/spec/cli.md.
+    static func fail(_ error: any Error) -> any Error {
+        if error is ExitCode || error is CleanExit { return error }
+        let code: Int32
+        switch error {
+        case let e as RepositoryError:
+            switch e {
+            case .notFound, .io: code = 74
+            case .corrupt, .unsupportedVersion, .missingBlob: code = 65
+            case .locked: code = 75
+            case .permission: code = 77
+            case .snapshotNotFound: code = 64
+            }
+        case let e as EngineError:
+            switch e {
+            case .sourceMissing, .config, .unsafePath: code = 65
+            case .unknownComponent, .unknownType, .usage: code = 64
+            case .target: code = 74
+            case .cancelled, .pathNotInSnapshot: code = 1
+            }
+        default:
+            code = 1
+        }
+        FileHandle.standardError.write(Data("snapshot: error: \(error)\n".utf8))
+        return ExitCode(code)
+    }
+}
+
+/// Human-readable byte counts (MiB etc., 1024-based like restic).
+func formatBytes(_ n: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1024 && u < units.count - 1 {
+        v /= 1024
+        u += 1
+    }
+    return u == 0 ? "\(n) B" : String(format: "%.1f ", v) + units[u]
+}

@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import SnapshotCore
+import SnapshotEngine
+
+extension Snapshot {
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Take a snapshot.",
+            discussion: "Prints the new snapshot's id (with --json, its metadata.json object). Unchanged files (same size, mtime, ctime and inode as in the parent snapshot) are not read again, except for --type full.")
+
+        @OptionGroup var global: GlobalOptions
+
+        @Option(help: ArgumentHelp("system, config, data, models, full, incremental or differential.", valueName: "type"))
+        var type: String = "full"
+
+        @Option(help: "A name for the snapshot, usable as a reference when unique.")
+        var name: String = ""
+
+        @Flag(help: "Mark the snapshot as scheduled.")
+        var auto = false
+
+        @Option(help: ArgumentHelp("Capture only this path, as a component named after its last element (repeatable).", valueName: "path"))
+        var path: [String] = []
+
+        @Option(help: ArgumentHelp("Skip entries matching this glob (repeatable).", valueName: "glob"))
+        var exclude: [String] = []
+
+        @Option(help: ArgumentHelp("Back-date the snapshot (ISO 8601).", valueName: "iso8601"))
+        var time: String?
+
+        @Option(help: ArgumentHelp("A tag (repeatable).", valueName: "key=value"))
+        var tag: [String] = []
+
+        static let types = ["system", "config", "data", "models", "full", "incremental", "differential"]
+
+        func validate() throws {
+            guard Self.types.contains(type) else {
+                throw ValidationError("--type must be one of \(Self.types.joined(separator: ", ")), not \(type)")
+            }
+            if let time, Timestamp(iso8601: time) == nil {
+                throw ValidationError("--time \(time) is not an ISO 8601 date-time (e.g. 2024-01-15T10:30:00Z)")
+            }
+            for t in tag where !t.contains("=") || t.hasPrefix("=") {
+                throw ValidationError("--tag \(t) must be key=value")
+            }
+            if name.hasPrefix("pre-restore") || name == "latest" || name.contains("/") {
+                throw ValidationError("--name \(name) is reserved or contains '/'")
+            }
+        }
+
+        func run() async throws {
+            let context = try Context(global)
+            let sources: (files: [FileSource], notCaptured: [(name: String, kind: String)])
+            do {
+                sources = try context.config.sources(type: type, paths: path, extraExcludes: exclude, workingDirectory: POSIX.currentDirectory())
+            } catch {
+                throw Context.fail(error)
+            }
+            for (component, kind) in sources.notCaptured where !global.quiet {
+                FileHandle.standardError.write(Data("snapshot: warning: component \(component) (\(kind) source) is not captured by this version\n".utf8))
+            }
+            var tags: [String: String] = [:]
+            for t in tag {
+                let parts = t.split(separator: "=", maxSplits: 1)
+                tags[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+            }
+            let request = CreateRequest(
+                type: type, name: name, auto: auto, time: time.flatMap { Timestamp(iso8601: $0) }, tags: tags,
+                sources: sources.files, compressionLevel: context.config.compressionLevel)
+            let (repository, lock) = try context.open(.exclusive, purpose: "create", createIfMissing: true)
+            defer { lock.release() }
+            let archiver = Archiver(repository: repository)
+            let record = try context.withProgress(archiver.progress) { try archiver.create(request) }
+            let m = record.metadata
+            if global.json {
+                try context.printJSON(m)
+            } else if global.quiet {
+                // Nothing: the exit status says it all.
+            } else {
+                print(record.id)
+                FileHandle.standardError.write(Data(
+                    "snapshot \(record.type)/\(record.id): \(m.components.values.reduce(0) { $0 + $1.files }) files, \(formatBytes(m.sizeBytes)), added \(formatBytes(m.storedBytes)) in \(String(format: "%.2f", m.durationS)) s\n".utf8))
+            }
+            // Unreadable entries are recorded in the snapshot; the run still counts as a warning.
+            let skipped = m.components.sorted { $0.key < $1.key }.flatMap { c in c.value.skipped.map { "\(c.key)/\($0)" } }
+            if !skipped.isEmpty {
+                for entry in skipped {
+                    FileHandle.standardError.write(Data("snapshot: warning: not captured: \(entry)\n".utf8))
+                }
+                FileHandle.standardError.write(Data("snapshot: warning: snapshot \(record.id) is missing \(skipped.count) unreadable entries\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+/// Moves global options given before the subcommand (`snapshot --repo R init`, as restic
+/// users and the benchmark write them) to after it, where every subcommand parses them.
+@main
+enum Entrypoint {
+    static let valued: Set<String> = ["--repo", "--config", "--password-file"]
+    static let flags: Set<String> = ["--json", "--quiet", "--debug"]
+
+    static func reorder(_ args: [String]) -> [String] {
+        var globals: [String] = []
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            let name = a.split(separator: "=", maxSplits: 1).first.map(String.init) ?? a
+            if valued.contains(name) {
+                globals.append(a)
+                if !a.contains("="), i + 1 < args.count {
+                    globals.append(args[i + 1])
+                    i += 1
+                }
+                i += 1
+            } else if flags.contains(a) {
+                globals.append(a)
+                i += 1
+            } else {
+                break
+            }
+        }
+        guard !globals.isEmpty, i < args.count else { return args }
+        return [args[i]] + globals + args[(i + 1)...]
+    }
+
+    static func main() async {
+        await Snapshot.main(reorder(Array(CommandLine.arguments.dropFirst())))
+    }
+}

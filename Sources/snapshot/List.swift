@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import SnapshotCore
+
+extension Snapshot {
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List snapshots, newest first.")
+
+        @OptionGroup var global: GlobalOptions
+
+        @Option(help: ArgumentHelp("Only snapshots of this type.", valueName: "type"))
+        var type: String?
+
+        func validate() throws {
+            if let type, !SnapshotCatalog.types.contains(type) {
+                throw ValidationError("--type must be one of \(SnapshotCatalog.types.joined(separator: ", ")), not \(type)")
+            }
+        }
+
+        func run() async throws {
+            let context = try Context(global)
+            let (repository, lock) = try context.open(.shared, purpose: "list")
+            defer { lock.release() }
+            let records: [SnapshotRecord]
+            do {
+                records = try SnapshotCatalog(repositoryPath: repository.path).all(type: type)
+            } catch {
+                throw Context.fail(error)
+            }
+            if global.json {
+                try context.printJSON(records.map(\.metadata))
+                return
+            }
+            var rows = [["ID", "TYPE", "NAME", "SIZE", "ADDED", "DURATION", "VERIFIED"]]
+            for r in records {
+                let m = r.metadata
+                let verified = m.verified.map { $0.ok ? "ok \($0.timestamp.prefix(10))" : "FAILED" } ?? "-"
+                rows.append([r.id, r.type, m.name.isEmpty ? "-" : m.name, formatBytes(m.sizeBytes), formatBytes(m.storedBytes), String(format: "%.2f s", m.durationS), verified])
+            }
+            printTable(rows)
+            if !global.quiet { print("\(records.count) snapshot\(records.count == 1 ? "" : "s")") }
+        }
+    }
+}
+
+/// Prints rows as left-aligned columns.
+func printTable(_ rows: [[String]]) {
+    guard let first = rows.first else { return }
+    var widths = first.map(\.count)
+    for row in rows {
+        for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
+    }
+    for row in rows {
+        var line = ""
+        for (i, cell) in row.enumerated() {
+            line += i == row.count - 1 ? cell : cell.padding(toLength: widths[i] + 2, withPad: " ", startingAt: 0)
+        }
+        print(line)
+    }
+}
