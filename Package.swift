@@ -31,8 +31,9 @@ let package = Package(
                 "SnapshotEngine", "SnapshotCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "SnapshotCoreTests", dependencies: ["SnapshotCore"]),
-        .testTarget(name: "SnapshotEngineTests", dependencies: ["SnapshotEngine", "SnapshotCore"]),
-        .testTarget(name: "SnapshotCLITests", dependencies: ["SnapshotCore"]),
+        .target(name: "TestSupport", dependencies: ["SnapshotCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "SnapshotCoreTests", dependencies: ["SnapshotCore", "TestSupport"]),
+        .testTarget(name: "SnapshotEngineTests", dependencies: ["SnapshotEngine", "SnapshotCore", "TestSupport"]),
+        .testTarget(name: "SnapshotCLITests", dependencies: ["SnapshotCore", "TestSupport"]),
     ]
 )

@@ -30,6 +30,14 @@ public struct PackEntry: Sendable, Equatable {
     public var offset: UInt32
     public var length: UInt32
     public var rawLength: UInt32
+
+    public init(id: BlobID, type: BlobType, offset: UInt32, length: UInt32, rawLength: UInt32) {
+        self.id = id
+        self.type = type
+        self.offset = offset
+        self.length = length
+        self.rawLength = rawLength
+    }
 }
 
 /// The byte format of pack files (see docs/design.md, "Packs").

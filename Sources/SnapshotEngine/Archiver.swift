@@ -61,6 +61,11 @@ public final class Archiver: Sendable {
     let catalog: SnapshotCatalog
     public let progress: WorkProgress
     let cancelled: Atomic<Bool>
+    private let readCounts = Mutex((files: 0, bytes: 0))
+
+    /// Files and bytes the last `create` actually read (the rest were unchanged since the
+    /// parent snapshot).
+    public var lastRead: (files: Int, bytes: Int) { readCounts.withLock { $0 } }
 
     public init(repository: Repository, progress: WorkProgress = WorkProgress()) {
         self.repository = repository
@@ -418,6 +423,7 @@ public final class Archiver: Sendable {
 
         progress.phase = "reading"
         let allJobs = scans.flatMap { $0.state.jobs }
+        readCounts.withLock { $0 = (allJobs.count, allJobs.reduce(0) { $0 + Int($1.node.size) }) }
         let totals = try readAll(allJobs, request: request)
         raw += totals.raw
         stored += totals.stored

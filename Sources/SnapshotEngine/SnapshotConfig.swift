@@ -95,6 +95,9 @@ public struct SnapshotConfig: Sendable {
         let node: Yams.Node?
         do {
             node = try Yams.compose(yaml: text)
+        } catch YamlError.duplicatedKeysInMapping(let duplicates, _) {
+            let key = duplicates.sorted().first ?? ""
+            throw EngineError.config(file: file, line: Self.secondLine(defining: key, in: text), message: "duplicate key \"\(key)\"")
         } catch let e as YamlError {
             throw EngineError.config(file: file, line: Self.line(of: e), message: "invalid YAML: \(Self.summary(of: e))")
         } catch {
@@ -209,6 +212,19 @@ public struct SnapshotConfig: Sendable {
         !s.isEmpty && s.utf8.allSatisfy { c in
             (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95 || c == 45 || c == 46
         } && s != "." && s != ".." && !s.hasPrefix(".")
+    }
+
+    /// The line of the second `key:` in `text` (Yams reports duplicates without a position).
+    static func secondLine(defining key: String, in text: String) -> Int? {
+        var seen = 0
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.drop { $0 == " " || $0 == "-" }
+            if trimmed.hasPrefix(key + ":") || trimmed.hasPrefix("\"\(key)\":") {
+                seen += 1
+                if seen == 2 { return i + 1 }
+            }
+        }
+        return nil
     }
 
     static func line(of e: YamlError) -> Int? {

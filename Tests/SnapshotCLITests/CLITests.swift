@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+import Testing
+import TestSupport
+
+@Suite(.serialized) struct CLITests {
+    func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8))
+    }
+
+    func expectVerifies(_ repo: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let v = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(v.status == 0, "verify: \(v.stdout) \(v.stderr)", sourceLocation: sourceLocation)
+    }
+
+    @Test func createListShowLsCatDiffRestoreWithJSON() throws {
+        let dir = TemporaryDirectory("snapshot-cli")
+        let src = dir.sub("data")
+        Fixture.fidelityTree(at: src)
+        let repo = dir.sub("repo")
+        #expect(try CLI.run(["--repo", repo, "init"]).status == 0)
+        let created = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "incremental", "--name", "first", "--tag", "env=test", "--time", "2024-01-15T10:30:00Z", "--json"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let meta = try #require(try json(created.stdout) as? [String: Any])
+        for key in ["snapshot_id", "timestamp", "type", "name", "version", "components", "checksums", "size_bytes", "stored_bytes", "compression_ratio", "duration_s", "parent", "hostname", "tags"] {
+            #expect(meta[key] != nil, "metadata.json lacks \(key)")
+        }
+        #expect(meta["snapshot_id"] as? String == "2024-01-15_10-30-00")
+        #expect(meta["timestamp"] as? String == "2024-01-15T10:30:00Z")
+        #expect((meta["checksums"] as? [String: String])?["data"]?.hasPrefix("sha256:") == true)
+        #expect(POSIX.exists(repo + "/incremental/2024-01-15_10-30-00/metadata.json"))
+        #expect(FileStatLink.target(repo + "/incremental/latest") == "2024-01-15_10-30-00")
+
+        Fixture.write(src + "/configs/system.yaml", Array("system:\n  name: changed\n".utf8))
+        let second = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "incremental"])
+        #expect(second.status == 0)
+        let secondID = second.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let list = try #require(try json(try CLI.run(["--repo", repo, "list", "--json"]).stdout) as? [[String: Any]])
+        #expect(list.map { $0["snapshot_id"] as? String } == [secondID, "2024-01-15_10-30-00"])
+        #expect(try CLI.run(["--repo", repo, "show", "--snapshot", "first", "--json"]).stdout.contains("\"name\" : \"first\""))
+
+        let ls = try #require(try json(try CLI.run(["--repo", repo, "ls", "--snapshot", "latest", "data/configs", "--json"]).stdout) as? [[String: Any]])
+        #expect(Set(ls.compactMap { $0["path"] as? String }) == ["data/configs", "data/configs/system.yaml", "data/configs/secret.yaml"])
+        #expect(Set(ls[0].keys) == ["path", "type", "mode", "size", "mtime"])
+
+        #expect(try CLI.run(["--repo", repo, "cat", "--snapshot", "first", "data/configs/system.yaml"]).stdout == "system:\n  name: test\n")
+        let diff = try CLI.run(["--repo", repo, "diff", "first", "latest"])
+        #expect(diff.stdout.contains("M  data/configs/system.yaml"))
+
+        let out = dir.sub("out")
+        let restored = try CLI.run(["--repo", repo, "restore", "--snapshot", "latest", "--target", out, "--verify"])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(TreeComparison.differences(src, out + "/data") == [])
+        let verify = try #require(try json(try CLI.run(["--repo", repo, "verify", "--all", "--json"]).stdout) as? [String: Any])
+        #expect(verify["ok"] as? Bool == true)
+        #expect((verify["snapshots"] as? [[String: Any]])?.count == 2)
+        try expectVerifies(repo)
+    }
+
+    @Test func exitCodesAndOneLineErrors() throws {
+        let dir = TemporaryDirectory("snapshot-cli")
+        let repo = dir.sub("repo")
+        Fixture.write(dir.sub("src/a"), [1])
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--repo", repo] + args, in: dir.path) }
+
+        #expect(try run(["list"]).status == 74)  // no repository yet
+        #expect(try run(["create", "--type", "weekly", "--path", dir.sub("src")]).status == 64)
+        #expect(try run(["create", "--time", "yesterday", "--path", dir.sub("src")]).status == 64)
+        let missing = try run(["create", "--path", dir.sub("nope")])
+        #expect(missing.status == 65)
+        #expect(missing.stderr == "snapshot: error: component nope: source \(dir.sub("nope")) does not exist\n")
+        #expect(try run(["create", "--path", dir.sub("src")]).status == 0)
+        let notFound = try run(["show", "--snapshot", "nothing-by-this-name"])
+        #expect(notFound.status == 64)
+        #expect(notFound.stderr.split(separator: "\n").count == 1)
+        #expect(try run(["verify"]).status == 64)
+        #expect(try run(["cat", "--snapshot", "latest", "src/zzz"]).status == 1)
+        let badConfig = dir.sub("bad.yaml")
+        Fixture.write(badConfig, Array("root: .\ncompresion: {level: 3}\n".utf8))
+        let config = try CLI.run(["--config", badConfig, "--repo", repo, "list"])
+        #expect(config.status == 65)
+        #expect(config.stderr.contains("bad.yaml:2: unknown key \"compresion\""))
+
+        // A lock held by another process: exit 75 naming the holder.
+        let lock = try RepositoryLock(storePath: repo + "/.store", mode: .exclusive, purpose: "create")
+        let busy = try run(["create", "--path", dir.sub("src")])
+        #expect(busy.status == 75)
+        #expect(busy.stderr.contains("locked by PID \(getpid())"))
+        lock.release()
+
+        // Damaged metadata: exit 65 naming the file.
+        let id = try run(["list", "--json"]).stdout
+        let snapID = try #require((try json(id) as? [[String: Any]])?.first?["snapshot_id"] as? String)
+        let metaPath = repo + "/incremental/\(snapID)/metadata.json"
+        let full = repo + "/full/\(snapID)/metadata.json"
+        let path = POSIX.exists(metaPath) ? metaPath : full
+        let saved = try POSIX.readFile(path)
+        Fixture.write(path, Array("{".utf8))
+        let damaged = try run(["list"])
+        #expect(damaged.status == 65)
+        #expect(damaged.stderr.contains("metadata.json"))
+        Fixture.write(path, saved)
+        try expectVerifies(repo)
+    }
+
+    @Test func aCreateKilledAtRandomPointsLeavesAVerifiableRepository() throws {
+        let dir = TemporaryDirectory("snapshot-kill")
+        let src = dir.sub("src")
+        for i in 0..<24 {
+            Fixture.write(src + "/f\(i).bin", Fixture.bytes(1_500_000, seed: UInt64(i)))
+        }
+        Fixture.write(src + "/log.txt", Fixture.text(lines: 100_000))
+        let repo = dir.sub("repo")
+        #expect(try CLI.run(["--repo", repo, "init"]).status == 0)
+        // Time one create so that the kills spread over all of its phases, commit included.
+        let t0 = Date()
+        #expect(try CLI.run(["--repo", repo, "create", "--path", src, "--type", "full", "--quiet"]).status == 0)
+        let micros = UInt32(max(0.05, Date().timeIntervalSince(t0)) * 1_000_000)
+        var generator = SystemRandomNumberGenerator()
+        var completed = 1
+        let rounds = 8
+        for round in 0..<rounds {
+            // Change some files so every create has new data to write.
+            Fixture.write(src + "/f\(round).bin", Fixture.bytes(1_500_000, seed: UInt64(1000 + round)))
+            let running = try CLI.start(["--repo", repo, "create", "--path", src, "--quiet"])
+            usleep(UInt32.random(in: 1_000...micros, using: &generator))
+            kill(running.process.processIdentifier, SIGKILL)
+            running.process.waitUntilExit()
+            if running.process.terminationReason == .exit && running.process.terminationStatus == 0 { completed += 1 }
+            let v = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
+            #expect(v.status == 0, "round \(round): \(v.stdout) \(v.stderr)")
+        }
+        let listed = try #require(try json(try CLI.run(["--repo", repo, "list", "--json"]).stdout) as? [[String: Any]])
+        #expect(listed.count == completed)
+        #expect(completed < rounds + 1, "no create was interrupted")
+        // The next create works and restores exactly.
+        let next = try CLI.run(["--repo", repo, "create", "--path", src])
+        #expect(next.status == 0, "\(next.stderr)")
+        let out = dir.sub("out")
+        #expect(try CLI.run(["--repo", repo, "restore", "--snapshot", "latest", "--target", out]).status == 0)
+        #expect(TreeComparison.differences(src, out + "/src") == [])
+        try expectVerifies(repo)
+    }
+}
+
+enum FileStatLink {
+    static func target(_ path: String) -> String? {
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = buf.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096) }
+        return n < 0 ? nil : String(decoding: buf[0..<n], as: UTF8.self)
+    }
+}

@@ -1,0 +1,78 @@
+import SnapshotCore
+import Testing
+import TestSupport
+
+@Suite struct FormatTests {
+    @Test func sha256MatchesTheStandardVector() {
+        #expect(BlobID.hash(Array("abc".utf8)).hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        let id = BlobID.hash(Array("x".utf8))
+        #expect(BlobID(hex: id.hex) == id)
+        #expect(BlobID(hex: "zz") == nil)
+        #expect(BlobID(hex: String(repeating: "g", count: 64)) == nil)
+    }
+
+    @Test func compressionRoundTripsAndDeclinesNoise() throws {
+        let c = Compressor(level: 3)
+        let text = Fixture.text(lines: 2000)
+        let packed = try #require(text.withUnsafeBytes { c.compress($0) })
+        #expect(packed.count < text.count / 3)
+        let back = try packed.withUnsafeBytes { try c.decompress($0, rawLength: text.count) }
+        #expect(back == text)
+        let noise = Fixture.bytes(100_000, seed: 5)
+        #expect(noise.withUnsafeBytes { c.compress($0) } == nil)
+        #expect(throws: (any Error).self) { try [UInt8](repeating: 7, count: 20).withUnsafeBytes { try c.decompress($0, rawLength: 100) } }
+    }
+
+    @Test func treesRoundTripAndRejectEscapingNames() throws {
+        var file = Node(name: "a b ü.txt", kind: .file)
+        file.mode = 0o640
+        file.size = 5
+        file.content = [BlobID.hash(Array("hello".utf8))]
+        file.mtime = Timestamp(seconds: -5, nanoseconds: 123)
+        var link = Node(name: "l", kind: .symlink)
+        link.linkTarget = "../../etc/passwd"
+        var dir = Node(name: "d", kind: .directory)
+        dir.subtree = BlobID.hash([1])
+        let tree = Tree(nodes: [link, file, dir])
+        #expect(tree.nodes.map(\.name) == ["a b ü.txt", "d", "l"])
+        #expect(try Tree.decode(tree.encode()) == tree)
+        for bad in ["..", ".", "a/b", ""] {
+            let t = Tree(nodes: [Node(name: bad, kind: .fifo)])
+            #expect(throws: (any Error).self) { try Tree.decode(t.encode()) }
+        }
+        var bytes = tree.encode()
+        bytes.removeLast(3)
+        #expect(throws: (any Error).self) { try Tree.decode(bytes) }
+    }
+
+    @Test func indexFilesRoundTripAndDetectDamage() throws {
+        let pack = BlobID.random()
+        var entries: [PackEntry] = []
+        for i in 0..<50 {
+            let type: BlobType = i % 2 == 0 ? .data : .tree
+            entries.append(PackEntry(id: BlobID.hash([UInt8(i)]), type: type, offset: UInt32(i * 100), length: 100, rawLength: 250))
+        }
+        let bytes = IndexFile.encode([(pack, entries)])
+        let decoded = try IndexFile.decode(bytes, file: "idx")
+        #expect(decoded.count == 1 && decoded[0].pack == pack && decoded[0].entries == entries)
+        for position in [0, 10, bytes.count / 2, bytes.count - 1] {
+            var damaged = bytes
+            damaged[position] ^= 0x40
+            #expect(throws: RepositoryError.self) { try IndexFile.decode(damaged, file: "idx") }
+        }
+        #expect(throws: RepositoryError.self) { try IndexFile.decode(Array(bytes.prefix(20)), file: "idx") }
+        #expect(throws: RepositoryError.self) { try IndexFile.decode([], file: "idx") }
+    }
+
+    @Test func timestampsParseAndFormat() throws {
+        let t = try #require(Timestamp(iso8601: "2024-01-15T10:30:00Z"))
+        #expect(t.snapshotID == "2024-01-15_10-30-00")
+        #expect(t.iso8601 == "2024-01-15T10:30:00Z")
+        #expect(Timestamp(iso8601: "2024-01-15T12:30:00+02:00") == t)
+        #expect(Timestamp(iso8601: "2024-01-15")?.iso8601 == "2024-01-15T00:00:00Z")
+        #expect(Timestamp(iso8601: "2024-01-15T10:30:00.5Z")?.nanoseconds == 500_000_000)
+        for bad in ["", "yesterday", "2024-13-01", "2024-01-15T25:00:00Z", "2024-01-15T10:30:00Zjunk"] {
+            #expect(Timestamp(iso8601: bad) == nil, "\(bad)")
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import SnapshotCore
+import SnapshotEngine
+import Testing
+
+@Suite struct ConfigTests {
+    func error(_ yaml: String) -> String {
+        do {
+            _ = try SnapshotConfig.parse(yaml, file: "snapshots.yaml", workingDirectory: "/srv/agents")
+            return "accepted"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func defaultsAndRelativePaths() throws {
+        let c = try SnapshotConfig.parse("compression: {level: 9}\n", file: "x", workingDirectory: "/srv/agents")
+        #expect(c.compressionLevel == 9)
+        #expect(c.repository == "/srv/agents/snapshots")
+        #expect(c.component("configs") == .files(path: "/srv/agents/configs", exclude: ["*.tmp"]))
+        #expect(try c.componentNames(for: "incremental") == c.types["full"])
+        let rooted = try SnapshotConfig.parse("root: /data\ncomponents:\n  db: {path: qdrant}\ntypes:\n  data: [db]\n", file: "x", workingDirectory: "/srv")
+        #expect(rooted.component("db") == .files(path: "/data/qdrant", exclude: []))
+    }
+
+    @Test func badInputNamesFileLineAndKey() {
+        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, hooks, mqtt, repository, retention, root, schedule, types)")
+        #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
+        #expect(error("compression: {level: 40}\n").contains("1..19"))
+        #expect(error("components:\n  a: {path: x}\n  a: {path: y}\n") == "snapshots.yaml:3: duplicate key \"a\"")
+        #expect(error("components:\n  a: {}\n").contains("needs exactly one of path, mqtt, command, env"))
+        #expect(error("components:\n  a: {path: x, parse: csv}\n").contains("components.a.parse does not apply to a files component"))
+        #expect(error("components:\n  a: {path: x}\ntypes:\n  system: [a, b]\n").contains("unknown component \"b\""))
+        #expect(error("types:\n  weekly: [configs]\n").contains("unknown snapshot type \"weekly\""))
+        #expect(error("root: [1, 2]\n") == "snapshots.yaml:1: root must be a string")
+        #expect(error("key: [unclosed\n").hasPrefix("snapshots.yaml:"))
+    }
+
+    @Test func theBundledConfigLoads() throws {
+        let here = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        let c = try SnapshotConfig.load(path: "/" + here + "/configs/snapshots.yaml", required: true, workingDirectory: "/" + here)
+        #expect(c.types["system"] == ["configs", "storage", "models", "workers", "logs"])
+        #expect(c.schedule.count == 2)
+    }
+
+    @Test func aMissingSourceFailsTheSnapshotWithoutCommitting() throws {
+        let h = try EngineHarness()
+        let repo = try h.open()
+        #expect(throws: EngineError.self) {
+            try Archiver(repository: repo).create(CreateRequest(type: "data", sources: [FileSource(name: "storage", path: h.dir.sub("nope"))]))
+        }
+        #expect(try SnapshotCatalog(repositoryPath: h.repoPath).all().isEmpty)
+        try h.expectVerifies()
+    }
+}

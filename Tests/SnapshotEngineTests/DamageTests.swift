@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SnapshotCore
+import SnapshotEngine
+import Testing
+import TestSupport
+
+@Suite struct DamageTests {
+    func packFiles(_ repo: String) throws -> [String] {
+        var out: [String] = []
+        for d in try POSIX.listDirectory(repo + "/.store/data") {
+            for f in try POSIX.listDirectory(repo + "/.store/data/" + d) { out.append(repo + "/.store/data/\(d)/\(f)") }
+        }
+        return out.sorted()
+    }
+
+    @Test func aFlippedByteInAnyPackIsCaughtNamingSnapshotAndFile() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/logs/system.log", Fixture.text(lines: 40_000))
+        Fixture.write(h.source + "/models/w.bin", Fixture.bytes(2_000_000, seed: 4))
+        let record = try h.create()
+        let repo = try h.open()
+        // Damage one content blob of models/w.bin, in the middle of its payload.
+        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
+        let node = try Browser(repository: repo).node(try catalog.readManifest(try catalog.resolve(record.id)), path: "src/models/w.bin")
+        let location = try #require(repo.index.location(of: node.content[0]))
+        let path = repo.packPath(location.pack)
+        let fd = open(path, O_RDWR)
+        var byte: UInt8 = 0
+        _ = pread(fd, &byte, 1, off_t(location.offset + location.length / 2))
+        byte ^= 0x01
+        _ = pwrite(fd, &byte, 1, off_t(location.offset + location.length / 2))
+        close(fd)
+        #expect(try h.verify(readData: false).ok, "the quick check reads no data")
+        let report = try h.verify(readData: true)
+        #expect(!report.ok)
+        let errors = report.snapshots.first { $0.snapshotID == record.id }?.errors ?? []
+        #expect(errors.contains { $0.contains("src/models/w.bin") }, "\(errors)")
+        // A restore refuses to write the damaged chunk.
+        #expect(throws: RepositoryError.self) { try h.restore(record.id, to: h.dir.sub("out")) }
+    }
+
+    @Test func aMissingPackIsCaughtByTheQuickCheck() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/f.bin", Fixture.bytes(300_000, seed: 2))
+        let record = try h.create()
+        let repo = try h.open()
+        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
+        let node = try Browser(repository: repo).node(try catalog.readManifest(try catalog.resolve(record.id)), path: "src/f.bin")
+        unlink(repo.packPath(try #require(repo.index.location(of: node.content[0])).pack))
+        let report = try h.verify(readData: false)
+        #expect(!report.ok)
+        #expect(report.snapshots[0].errors.joined().contains("src/f.bin"))
+    }
+
+    @Test func truncatedOrGarbledFilesGiveClearErrors() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/a", [1, 2, 3])
+        let record = try h.create()
+        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
+        // A truncated manifest: a clear error naming the file, and verify reports it.
+        let manifest = record.directory + "/manifest.json"
+        let bytes = try POSIX.readFile(manifest)
+        Fixture.write(manifest, Array(bytes.prefix(bytes.count / 2)))
+        do {
+            _ = try catalog.readManifest(try catalog.resolve(record.id))
+            Issue.record("a truncated manifest was accepted")
+        } catch let e as RepositoryError {
+            #expect("\(e)".contains("manifest.json"))
+        }
+        #expect(!(try h.verify()).ok)
+        // Garbled metadata.json: listing names the file.
+        Fixture.write(record.directory + "/metadata.json", Array("{\"snapshot_id\": 3".utf8))
+        do {
+            _ = try catalog.all()
+            Issue.record("a garbled metadata.json was accepted")
+        } catch let e as RepositoryError {
+            #expect("\(e)".contains("metadata.json"))
+        }
+        // A truncated index file: opening the repository names it.
+        let indexDir = h.repoPath + "/.store/index"
+        let name = try #require(try POSIX.listDirectory(indexDir).first)
+        let index = try POSIX.readFile(indexDir + "/" + name)
+        Fixture.write(indexDir + "/" + name, Array(index.prefix(index.count - 7)))
+        do {
+            _ = try h.open()
+            Issue.record("a truncated index was accepted")
+        } catch let e as RepositoryError {
+            #expect("\(e)".contains(name))
+        }
+    }
+}

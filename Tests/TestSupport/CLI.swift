@@ -1,0 +1,50 @@
+import Foundation
+
+/// Runs the built `snapshot` executable (`.build/debug/snapshot`, built by `swift build`
+/// before `swift test`; override with SNAPSHOT_TEST_BIN).
+public enum CLI {
+    public static var binary: String {
+        if let b = ProcessInfo.processInfo.environment["SNAPSHOT_TEST_BIN"] { return b }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/snapshot").path
+    }
+
+    public struct Result: Sendable {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+    }
+
+    /// Runs to completion and captures both streams.
+    public static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> Result {
+        let p = try start(arguments, in: directory, environment: environment)
+        let out = p.outPipe.fileHandleForReading.readDataToEndOfFile()
+        let err = p.errPipe.fileHandleForReading.readDataToEndOfFile()
+        p.process.waitUntilExit()
+        return Result(status: p.process.terminationStatus, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+    }
+
+    public struct Running {
+        public let process: Process
+        let outPipe: Pipe
+        let errPipe: Pipe
+    }
+
+    /// Starts without waiting (for kill tests). Output goes to pipes nobody reads, so keep it small.
+    public static func start(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> Running {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "SNAPSHOT_REPO")
+        env.removeValue(forKey: "SNAPSHOT_CONFIG")
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        return Running(process: p, outPipe: out, errPipe: err)
+    }
+}

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+
+/// A scratch directory removed when the value is released.
+public final class TemporaryDirectory: @unchecked Sendable {
+    public let path: String
+
+    public init(_ label: String = "snapshot-test") {
+        var template = Array("/tmp/\(label)-XXXXXX".utf8CString)
+        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(p != nil, "mkdtemp failed")
+        path = template.withUnsafeBufferPointer { buf in
+            String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+    }
+
+    public func sub(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? POSIX.removeTree(path) }
+}
+
+/// Writes files for tests.
+public enum Fixture {
+    /// Deterministic pseudo-random bytes.
+    public static func bytes(_ count: Int, seed: UInt64) -> [UInt8] {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        var out = [UInt8](repeating: 0, count: count)
+        var i = 0
+        while i < count {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            var w = state
+            for _ in 0..<8 where i < count {
+                out[i] = UInt8(truncatingIfNeeded: w)
+                w >>= 8
+                i += 1
+            }
+        }
+        return out
+    }
+
+    /// Text that compresses well.
+    public static func text(lines: Int, seed: Int = 0) -> [UInt8] {
+        var s = ""
+        for i in 0..<lines {
+            s += "2024-11-01T00:00:\(String(format: "%02d", i % 60))Z INFO worker-\(i % 4) task=\(i + seed) topic=tasks/\(i % 97)/result latency_ms=\((i * 7) % 1500)\n"
+        }
+        return Array(s.utf8)
+    }
+
+    public static func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644, mtime: Int? = nil) {
+        try! POSIX.makeDirectories(POSIX.parent(of: path))
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode)
+        precondition(fd >= 0, "cannot create \(path)")
+        try! POSIX.writeAll(fd, bytes, path: path)
+        fchmod(fd, mode)
+        close(fd)
+        if let mtime { setMtime(path, mtime) }
+    }
+
+    public static func setMtime(_ path: String, _ seconds: Int, nanoseconds: Int = 0) {
+        var times = [timespec(tv_sec: seconds, tv_nsec: nanoseconds), timespec(tv_sec: seconds, tv_nsec: nanoseconds)]
+        utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW)
+    }
+
+    /// A tree with every fidelity case the engine promises: regular, empty and large files,
+    /// nested and empty directories, relative and outward symlinks, a hard-link pair, a sparse
+    /// file, a 0600 file, a setgid directory, UTF-8 and space names, and set mtimes.
+    public static func fidelityTree(at root: String) {
+        write(root + "/configs/system.yaml", Array("system:\n  name: test\n".utf8), mtime: 1_700_000_000)
+        write(root + "/configs/secret.yaml", Array("token: abc\n".utf8), mode: 0o600, mtime: 1_700_000_001)
+        write(root + "/empty.txt", [], mtime: 1_700_000_002)
+        write(root + "/storage/vectors/chunk_0.mmap", bytes(700_000, seed: 1), mtime: 1_700_000_003)
+        write(root + "/models/weights.bin", bytes(3_000_000, seed: 2), mtime: 1_700_000_004)
+        write(root + "/logs/system.log", text(lines: 20_000), mtime: 1_700_000_005)
+        write(root + "/names/modèle-routeur-説明.md", Array("ü\n".utf8), mtime: 1_700_000_006)
+        write(root + "/names/crash report 2024.txt", Array("oops\n".utf8), mtime: 1_700_000_007)
+        write(root + "/exec.sh", Array("#!/bin/sh\necho hi\n".utf8), mode: 0o755, mtime: 1_700_000_008)
+        try! POSIX.makeDirectories(root + "/empty-dir")
+        symlink("../configs/system.yaml", root + "/names/link-to-config")
+        symlink("/etc/hostname", root + "/names/outside-link")
+        symlink("dangling-target", root + "/names/dangling")
+        link(root + "/configs/system.yaml", root + "/names/hardlink.yaml")
+        // Sparse: 8 MiB hole, a few bytes of data, another 8 MiB hole.
+        let sparse = root + "/storage/wal/open-prealloc"
+        try! POSIX.makeDirectories(POSIX.parent(of: sparse))
+        let fd = open(sparse, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        _ = pwrite(fd, "data", 4, 8 << 20)
+        ftruncate(fd, 16 << 20)
+        close(fd)
+        setMtime(sparse, 1_700_000_009)
+        try! POSIX.makeDirectories(root + "/setgid")
+        chmod(root + "/setgid", 0o2775)
+        for dir in ["configs", "names", "storage/vectors", "storage/wal", "storage", "models", "logs", "empty-dir", "setgid"] {
+            setMtime(root + "/" + dir, 1_690_000_000)
+        }
+    }
+}
