@@ -1,5 +1,29 @@
 import Foundation
 
+/// Facts a generated component records besides its files.
+public struct ComponentDetails: Codable, Sendable, Equatable {
+    /// Retained messages captured (mqtt).
+    public var messages: Int?
+    /// The command's exit status (command).
+    public var exitCode: Int?
+    /// The first 4 KiB of the command's stderr (command).
+    public var stderr: String?
+    /// A remark: a missing optional tool, redaction counts.
+    public var note: String?
+
+    public init(messages: Int? = nil, exitCode: Int? = nil, stderr: String? = nil, note: String? = nil) {
+        self.messages = messages
+        self.exitCode = exitCode
+        self.stderr = stderr
+        self.note = note
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case messages, stderr, note
+        case exitCode = "exit_code"
+    }
+}
+
 /// What one component of a snapshot captured (`metadata.json` → `components`).
 public struct ComponentSummary: Codable, Sendable, Equatable {
     /// `files` (later: `mqtt`, `command`, `env`).
@@ -10,16 +34,29 @@ public struct ComponentSummary: Codable, Sendable, Equatable {
     public var bytes: UInt64
     /// Paths that could not be read and are not in the snapshot, with the reason.
     public var skipped: [String]
+    /// Extra facts of generated components, flattened into the same object.
+    public var details: ComponentDetails
 
-    public init(kind: String, source: String, files: Int, bytes: UInt64, skipped: [String] = []) {
+    public init(kind: String, source: String, files: Int, bytes: UInt64, skipped: [String] = [], details: ComponentDetails = ComponentDetails()) {
         self.kind = kind
         self.source = source
         self.files = files
         self.bytes = bytes
         self.skipped = skipped
+        self.details = details
     }
 
     enum CodingKeys: String, CodingKey { case kind, source, files, bytes, skipped }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(source, forKey: .source)
+        try c.encode(files, forKey: .files)
+        try c.encode(bytes, forKey: .bytes)
+        try c.encode(skipped, forKey: .skipped)
+        try details.encode(to: encoder)
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -28,6 +65,7 @@ public struct ComponentSummary: Codable, Sendable, Equatable {
         files = try c.decodeIfPresent(Int.self, forKey: .files) ?? 0
         bytes = try c.decodeIfPresent(UInt64.self, forKey: .bytes) ?? 0
         skipped = try c.decodeIfPresent([String].self, forKey: .skipped) ?? []
+        details = try ComponentDetails(from: decoder)
     }
 }
 

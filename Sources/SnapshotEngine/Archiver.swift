@@ -30,13 +30,15 @@ public struct CreateRequest: Sendable {
     public var time: Timestamp?
     public var tags: [String: String]
     public var sources: [FileSource]
+    /// Components produced at capture time (command output, environment, MQTT messages).
+    public var generated: [GeneratedSource]
     public var compressionLevel: Int
     public var chunking: ChunkingPolicy
     public var workers: Int
 
     public init(
         type: String, name: String = "", auto: Bool = false, time: Timestamp? = nil, tags: [String: String] = [:],
-        sources: [FileSource], compressionLevel: Int = 3, chunking: ChunkingPolicy = .standard,
+        sources: [FileSource], generated: [GeneratedSource] = [], compressionLevel: Int = 3, chunking: ChunkingPolicy = .standard,
         workers: Int = max(1, min(8, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     ) {
         self.type = type
@@ -45,6 +47,7 @@ public struct CreateRequest: Sendable {
         self.time = time
         self.tags = tags
         self.sources = sources
+        self.generated = generated
         self.compressionLevel = compressionLevel
         self.chunking = chunking
         self.workers = workers
@@ -118,8 +121,11 @@ public final class Archiver: Sendable {
         let names: [String]
         do {
             names = try POSIX.listDirectory(path)
-        } catch {
-            state.skipped.append("\(relative.isEmpty ? "." : relative): \(error)")
+        } catch RepositoryError.permission {
+            state.skipped.append("\(relative.isEmpty ? "." : relative): \(POSIX.errorText(EACCES))")
+            return dir
+        } catch let RepositoryError.io(_, _, code) {
+            state.skipped.append("\(relative.isEmpty ? "." : relative): \(POSIX.errorText(code))")
             return dir
         }
         var parentNodes: [String: Node] = [:]
@@ -448,6 +454,41 @@ public final class Archiver: Sendable {
             }
             manifestComponents[source.name] = mc
             logical += state.bytes
+        }
+        for source in request.generated {
+            var nodes: [Node] = []
+            var bytes: UInt64 = 0
+            let chunker = Chunker(scheme: request.chunking.defaultScheme, seed: repository.config.chunkerSeed)
+            for (fileName, content) in source.files {
+                var node = Node(name: fileName, kind: .file)
+                node.mode = 0o644
+                node.uid = geteuid()
+                node.gid = getegid()
+                node.mtime = started
+                node.ctime = started
+                node.size = UInt64(content.count)
+                node.content = try content.withUnsafeBytes { raw in
+                    var ids: [BlobID] = []
+                    var start = 0
+                    while start < raw.count {
+                        let n = chunker.cut(UnsafeRawBufferPointer(rebasing: raw[start...]))
+                        ids.append(try treeWriter.store(UnsafeRawBufferPointer(rebasing: raw[start..<start + n]), type: .data).id)
+                        start += n
+                    }
+                    return ids
+                }
+                bytes += node.size
+                nodes.append(node)
+            }
+            let tree = Tree(nodes: nodes)
+            let rootID = try treeWriter.store(tree.encode(), type: .tree)
+            summaries[source.name] = ComponentSummary(kind: source.kind, source: source.source, files: nodes.count, bytes: bytes, details: source.details)
+            checksums[source.name] = try ComponentDigest.compute(root: rootID) { id, _ in
+                guard id == rootID else { throw RepositoryError.missingBlob(id: id, context: source.name) }
+                return tree
+            }
+            manifestComponents[source.name] = ManifestComponent(kind: source.kind, source: source.source, tree: rootID)
+            logical += bytes
         }
         if cancelled.load(ordering: .relaxed) { throw EngineError.cancelled }
 

@@ -20,6 +20,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case usage(String)
     /// A file a snapshot names is not in it.
     case pathNotInSnapshot(snapshot: String, path: String)
+    /// A component could not be captured; nothing was committed.
+    case componentFailed(component: String, detail: String)
 
     public var description: String {
         switch self {
@@ -33,6 +35,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .cancelled: return "cancelled"
         case .usage(let m): return m
         case .pathNotInSnapshot(let s, let p): return "snapshot \(s) has no \(p)"
+        case .componentFailed(let c, let d): return "component \(c): \(d)"
         }
     }
 }

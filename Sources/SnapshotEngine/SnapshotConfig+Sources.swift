@@ -15,7 +15,7 @@ extension SnapshotConfig {
     /// element) when `paths` is not empty, otherwise the type's configured components.
     /// Components of kinds this build cannot capture yet are returned separately so that
     /// the snapshot can record them as not captured.
-    public func sources(type: String, paths: [String], extraExcludes: [String], workingDirectory: String) throws -> (files: [FileSource], notCaptured: [(name: String, kind: String)]) {
+    public func sources(type: String, paths: [String], extraExcludes: [String], workingDirectory: String) throws -> CapturePlan {
         if !paths.isEmpty {
             var out: [FileSource] = []
             for path in paths {
@@ -27,10 +27,10 @@ extension SnapshotConfig {
                 }
                 out.append(FileSource(name: name, path: absolute, excludes: extraExcludes))
             }
-            return (out, [])
+            return CapturePlan(files: out, generated: [])
         }
         var files: [FileSource] = []
-        var other: [(String, String)] = []
+        var other: [(String, ComponentSource)] = []
         for name in try componentNames(for: type) {
             guard let source = component(name) else {
                 throw EngineError.unknownComponent(name, known: components.map(\.name))
@@ -39,9 +39,34 @@ extension SnapshotConfig {
             case .files(let path, let exclude):
                 files.append(FileSource(name: name, path: path, excludes: exclude + extraExcludes))
             default:
-                other.append((name, source.kind))
+                other.append((name, source))
             }
         }
-        return (files, other)
+        return CapturePlan(files: files, generated: other)
+    }
+}
+
+/// The components one `create` captures.
+public struct CapturePlan: Sendable {
+    public var files: [FileSource]
+    /// Components whose files are produced at capture time.
+    public var generated: [(name: String, source: ComponentSource)]
+
+    /// Runs the command and env components; returns them and the components this build
+    /// cannot capture (mqtt, until the agent's client exists), by name and kind.
+    public func captureGenerated() throws -> (captured: [GeneratedSource], notCaptured: [(name: String, kind: String)]) {
+        var captured: [GeneratedSource] = []
+        var skipped: [(String, String)] = []
+        for (name, source) in generated {
+            switch source {
+            case .command(let command, let parse, let output, let optional):
+                captured.append(try CommandCapture.capture(name: name, command: command, parse: parse, output: output, optional: optional))
+            case .env(let patterns):
+                captured.append(try EnvironmentCapture.capture(name: name, patterns: patterns))
+            case .mqtt, .files:
+                skipped.append((name, source.kind))
+            }
+        }
+        return (captured, skipped)
     }
 }

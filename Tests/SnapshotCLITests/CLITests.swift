@@ -147,6 +147,37 @@ import TestSupport
     }
 }
 
+@Suite struct PermissionTests {
+    @Test func unreadableEntriesAreReportedSkippedAndRecorded() throws {
+        let dir = TemporaryDirectory("snapshot-perm")
+        let src = dir.sub("src")
+        Fixture.write(src + "/readable.txt", [1, 2, 3])
+        Fixture.write(src + "/secret.key", [4, 5, 6], mode: 0o000)
+        Fixture.write(src + "/locked/inner.txt", [7])
+        chmod(src + "/locked", 0o000)
+        defer { chmod(src + "/locked", 0o755) }
+        // Root reads everything: run the CLI as nobody then (needs setpriv, from util-linux).
+        let asNobody = geteuid() == 0
+        if asNobody {
+            chmod(dir.path, 0o777)
+            chmod(src, 0o755)
+        }
+        let repo = dir.sub("repo")
+        let r = try CLI.run(["--repo", repo, "create", "--path", src], asNobody: asNobody)
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stderr.contains("not captured: src/secret.key: Permission denied"))
+        #expect(r.stderr.contains("not captured: src/locked: "))
+        let show = try CLI.run(["--repo", repo, "show", "--snapshot", "latest", "--json"], asNobody: asNobody)
+        let meta = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any])
+        let skipped = ((meta["components"] as? [String: Any])?["src"] as? [String: Any])?["skipped"] as? [String]
+        #expect(skipped?.count == 2)
+        let ls = try CLI.run(["--repo", repo, "ls", "--snapshot", "latest"], asNobody: asNobody)
+        #expect(ls.stdout.contains("src/readable.txt") && !ls.stdout.contains("secret.key"))
+        let v = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"], asNobody: asNobody)
+        #expect(v.status == 0, "\(v.stdout)")
+    }
+}
+
 enum FileStatLink {
     static func target(_ path: String) -> String? {
         var buf = [UInt8](repeating: 0, count: 4096)

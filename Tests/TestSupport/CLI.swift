@@ -16,8 +16,8 @@ public enum CLI {
     }
 
     /// Runs to completion and captures both streams.
-    public static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> Result {
-        let p = try start(arguments, in: directory, environment: environment)
+    public static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:], asNobody: Bool = false) throws -> Result {
+        let p = try start(arguments, in: directory, environment: environment, asNobody: asNobody)
         let out = p.outPipe.fileHandleForReading.readDataToEndOfFile()
         let err = p.errPipe.fileHandleForReading.readDataToEndOfFile()
         p.process.waitUntilExit()
@@ -31,10 +31,16 @@ public enum CLI {
     }
 
     /// Starts without waiting (for kill tests). Output goes to pipes nobody reads, so keep it small.
-    public static func start(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> Running {
+    public static func start(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:], asNobody: Bool = false) throws -> Running {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = arguments
+        if asNobody {
+            // As an unprivileged user, for tests of permission handling when run as root.
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            p.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", binary] + arguments
+        } else {
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "SNAPSHOT_REPO")
         env.removeValue(forKey: "SNAPSHOT_CONFIG")

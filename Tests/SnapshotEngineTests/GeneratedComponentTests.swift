@@ -1,0 +1,60 @@
+import Foundation
+import SnapshotCore
+import SnapshotEngine
+import Testing
+import TestSupport
+
+@Suite struct GeneratedComponentTests {
+    static var fixtures: String {
+        "/" + #filePath.split(separator: "/").dropLast(4).joined(separator: "/") + "/shared/fixtures/nvidia-smi-h100"
+    }
+
+    @Test func csvFromARealH100BecomesTypedJSON() throws {
+        let csv = try String(contentsOfFile: Self.fixtures + "/query-gpu.csv", encoding: .utf8)
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(CSVTable.json(csv))) as? [[String: Any]])
+        #expect(rows.count == 1)
+        let gpu = rows[0]
+        #expect(gpu["name"] as? String == "NVIDIA H100 80GB HBM3")
+        #expect(gpu["memory.total [MiB]"] as? Int == 81559)
+        #expect(gpu["utilization.gpu [%]"] as? Int == 0)
+        #expect(gpu["power.draw [W]"] as? Double == 121.85)
+        #expect(gpu["driver_version"] as? String == "580.159.04")
+        #expect(gpu["index"] as? Int == 0)
+        let empty = try #require(try JSONSerialization.jsonObject(with: Data(CSVTable.json(try String(contentsOfFile: Self.fixtures + "/compute-apps.csv", encoding: .utf8)))) as? [Any])
+        #expect(empty.isEmpty)
+        #expect(throws: EngineError.self) { try CSVTable.json("a, b\n1, 2, 3\n") }
+    }
+
+    @Test func aCommandComponentRoundTripsWithItsMetadata() throws {
+        let h = try EngineHarness()
+        let gpu = try CommandCapture.capture(name: "gpu_usage", command: "cat '\(Self.fixtures)/query-gpu.csv'; echo note >&2", parse: "csv", output: "gpu_usage.json", optional: true)
+        #expect(gpu.files.map(\.name) == ["gpu_usage.csv", "gpu_usage.json"])
+        #expect(gpu.details.exitCode == 0 && gpu.details.stderr == "note\n")
+        let env = try EnvironmentCapture.capture(name: "environment", patterns: ["MQTT_*", "QDRANT_*"], environment: ["MQTT_BROKER": "mqtt://x", "MQTT_PASSWORD": "hunter2", "QDRANT_API_KEY": "k", "HOME": "/root"])
+        let record = try Archiver(repository: try h.open()).create(CreateRequest(type: "models", sources: [], generated: [gpu, env]))
+        #expect(record.metadata.components["gpu_usage"]?.files == 2)
+        #expect(record.metadata.components["gpu_usage"]?.details.exitCode == 0)
+        #expect(record.metadata.components["environment"]?.details.note == "2 variables, 1 redacted" || record.metadata.components["environment"]?.details.note == "3 variables, 2 redacted")
+        let out = h.dir.sub("out")
+        _ = try h.restore(record.id, to: out)
+        #expect(try POSIX.readFile(out + "/gpu_usage/gpu_usage.csv") == POSIX.readFile(Self.fixtures + "/query-gpu.csv"))
+        let environment = try #require(try JSONSerialization.jsonObject(with: Data(try POSIX.readFile(out + "/environment/environment.json"))) as? [String: String])
+        #expect(environment == ["MQTT_BROKER": "mqtt://x", "MQTT_PASSWORD": "[REDACTED]", "QDRANT_API_KEY": "[REDACTED]"])
+        try h.expectVerifies()
+    }
+
+    @Test func aMissingOptionalToolIsRecordedAndARequiredOneFails() throws {
+        let missing = try CommandCapture.capture(name: "gpu_usage", command: "nvidia-smi-not-installed --query-gpu=index --format=csv", parse: "csv", output: nil, optional: true)
+        #expect(missing.files.isEmpty)
+        #expect(missing.details.note?.contains("not available") == true)
+        #expect(throws: EngineError.self) {
+            try CommandCapture.capture(name: "gpu_usage", command: "nvidia-smi-not-installed", parse: nil, output: nil, optional: false)
+        }
+        do {
+            _ = try CommandCapture.capture(name: "probe", command: "echo broken >&2; exit 3", parse: nil, output: nil, optional: false)
+            Issue.record("a failing command was accepted")
+        } catch {
+            #expect("\(error)" == "component probe: command exited 3: echo broken >&2; exit 3: broken")
+        }
+    }
+}
