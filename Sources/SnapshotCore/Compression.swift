@@ -35,9 +35,11 @@ public final class Compressor {
 
     /// Decompresses into exactly `rawLength` bytes.
     public func decompress(_ input: UnsafeRawBufferPointer, rawLength: Int) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: rawLength)
-        let n = out.withUnsafeMutableBytes { o in
-            ZSTD_decompressDCtx(dctx, o.baseAddress, o.count, input.baseAddress, input.count)
+        var n = 0
+        let out = [UInt8](unsafeUninitializedCapacity: rawLength) { buf, count in
+            n = ZSTD_decompressDCtx(dctx, buf.baseAddress, rawLength, input.baseAddress, input.count)
+            // On error the bytes are garbage but initialised memory is not required for UInt8.
+            count = rawLength
         }
         if ZSTD_isError(n) != 0 {
             throw CoreError.corrupt("zstd: \(String(cString: ZSTD_getErrorName(n)))")

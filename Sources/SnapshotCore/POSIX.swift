@@ -88,6 +88,22 @@ public enum POSIX {
         return out
     }
 
+    /// Fills `buffer` from `offset`, throwing on a short read.
+    public static func preadExactly(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int, path: String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw RepositoryError.fromErrno(path: path, operation: "read")
+            }
+            if n == 0 {
+                throw RepositoryError.corrupt(file: path, detail: "file ends at \(offset + done), \(buffer.count - done) bytes short")
+            }
+            done += n
+        }
+    }
+
     /// fsyncs a directory so that renames and creations in it are durable.
     public static func syncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

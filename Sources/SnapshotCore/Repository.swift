@@ -139,7 +139,7 @@ public final class Repository: Sendable {
         return dataPath + "/" + hex.prefix(2) + "/" + hex
     }
 
-    private func packDescriptor(_ pack: BlobID) throws -> Int32 {
+    func packDescriptor(_ pack: BlobID) throws -> Int32 {
         if let fd = packFiles.withLock({ $0[pack] }) { return fd }
         let path = packPath(pack)
         let fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
@@ -173,39 +173,55 @@ public final class BlobReader {
         self.repository = repository
     }
 
+    /// Reused buffer for compressed entries.
+    private var scratch: [UInt8] = []
+
     /// The plaintext of a blob. With `check`, its SHA-256 is recomputed and compared with its
     /// id, so corrupted data is never returned.
     public func read(_ id: BlobID, check: Bool = true) throws -> [UInt8] {
         guard let location = repository.index.location(of: id) else {
             throw RepositoryError.missingBlob(id: id, context: "not in any index")
         }
-        let entry = try repository.readEntry(location)
-        let plain = try decode(entry, location: location)
+        let plain = try decode(location)
         if check && BlobID.hash(plain) != id {
             throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
         }
         return plain
     }
 
-    private func decode(_ entry: [UInt8], location: BlobLocation) throws -> [UInt8] {
+    /// Reads an entry straight into its final buffer (raw) or through one reused scratch
+    /// buffer (zstd): restore and verify read every byte, so copies matter.
+    private func decode(_ location: BlobLocation) throws -> [UInt8] {
         let file = repository.packPath(location.pack)
-        guard let header = entry.first else { throw RepositoryError.corrupt(file: file, detail: "empty entry at \(location.offset)") }
+        let fd = try repository.packDescriptor(location.pack)
+        let length = Int(location.length)
+        guard length >= 1 else { throw RepositoryError.corrupt(file: file, detail: "empty entry at \(location.offset)") }
+        if scratch.count < length { scratch = [UInt8](repeating: 0, count: max(length, 1 << 20)) }
+        try scratch.withUnsafeMutableBytes { buf in
+            try POSIX.preadExactly(fd, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<length]), offset: Int(location.offset), path: file)
+        }
+        let rawLength = Int(location.rawLength)
+        let header = scratch[0]
         switch header {
         case PackFormat.compressionRaw:
-            guard entry.count - 1 == Int(location.rawLength) else {
+            guard length - 1 == rawLength else {
                 throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length")
             }
-            return Array(entry[1...])
+            return Array(scratch[1..<length])
         case PackFormat.compressionZstd:
-            do {
-                return try entry.withUnsafeBytes { raw in
-                    try compressor.decompress(UnsafeRawBufferPointer(rebasing: raw[1...]), rawLength: Int(location.rawLength))
-                }
-            } catch CoreError.corrupt(let detail) {
-                throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
-            }
+            return try decompress(length: length, rawLength: rawLength, location: location, file: file)
         default:
             throw RepositoryError.corrupt(file: file, detail: "unknown entry header \(header) at offset \(location.offset)")
+        }
+    }
+
+    private func decompress(length: Int, rawLength: Int, location: BlobLocation, file: String) throws -> [UInt8] {
+        do {
+            return try scratch.withUnsafeBytes { raw in
+                try compressor.decompress(UnsafeRawBufferPointer(rebasing: raw[1..<length]), rawLength: rawLength)
+            }
+        } catch CoreError.corrupt(let detail) {
+            throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
         }
     }
 }

@@ -45,6 +45,8 @@ public final class Restorer: Sendable {
 
     struct Plan {
         var files: [FileJob] = []
+        /// How many times each content blob is used across the files to write.
+        var uses: [BlobID: Int] = [:]
         var hardlinks: [(path: String, first: String)] = []
         var directories: [(path: String, node: Node)] = []
         var firstOfInode: [String: String] = [:]
@@ -75,8 +77,9 @@ public final class Restorer: Sendable {
         let bytes = plan.files.reduce(UInt64(0)) { $0 + $1.node.size }
         progress.bytesTotal.store(Int(bytes), ordering: .relaxed)
         progress.filesTotal.store(plan.files.count + plan.hardlinks.count, ordering: .relaxed)
+        let shared = SharedBlobs(uses: plan.uses.filter { $0.value > 1 })
         try runParallel(plan.files.sorted { $0.node.size > $1.node.size }) { job, reader in
-            try self.write(job, reader: reader)
+            try self.write(job, reader: reader, shared: shared)
         }
         for (path, first) in plan.hardlinks {
             unlink(path)
@@ -133,6 +136,7 @@ public final class Restorer: Sendable {
                 for id in node.content where repository.index.location(of: id) == nil {
                     throw RepositoryError.missingBlob(id: id, context: "content of \(relative)/\(node.name)")
                 }
+                for id in node.content { plan.uses[id, default: 0] += 1 }
                 plan.files.append(FileJob(path: child, node: node))
             case .symlink:
                 try removeIfPresent(child)
@@ -188,7 +192,41 @@ public final class Restorer: Sendable {
         if let error = failure.withLock({ $0 }) { throw error }
     }
 
-    private func write(_ job: FileJob, reader: BlobReader) throws {
+    /// Where blobs used by several files were first written: later uses copy those bytes
+    /// with `copy_file_range` instead of reading, decompressing and hashing them again.
+    final class SharedBlobs: Sendable {
+        let uses: [BlobID: Int]
+        private let written = Mutex<[BlobID: (path: String, offset: Int)]>([:])
+
+        init(uses: [BlobID: Int]) { self.uses = uses }
+
+        func location(of id: BlobID) -> (path: String, offset: Int)? {
+            uses[id] == nil ? nil : written.withLock { $0[id] }
+        }
+
+        func record(_ id: BlobID, path: String, offset: Int) {
+            guard uses[id] != nil else { return }
+            written.withLock { if $0[id] == nil { $0[id] = (path, offset) } }
+        }
+    }
+
+    /// Copies `length` bytes from an already restored (and verified) file; false when the
+    /// kernel cannot, and the caller reads the blob instead.
+    private func copyRestored(from source: (path: String, offset: Int), length: Int, to fd: Int32, at offset: Int) -> Bool {
+        let src = open(source.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard src >= 0 else { return false }
+        defer { close(src) }
+        var inOffset = off_t(source.offset), outOffset = off_t(offset)
+        var left = length
+        while left > 0 {
+            let n = systemCopyFileRange(src, &inOffset, fd, &outOffset, left, 0)
+            if n <= 0 { return false }
+            left -= n
+        }
+        return true
+    }
+
+    private func write(_ job: FileJob, reader: BlobReader, shared: SharedBlobs) throws {
         var fd = open(job.path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
         if fd < 0 && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY) {
             try removeIfPresent(job.path)
@@ -198,6 +236,13 @@ public final class Restorer: Sendable {
         defer { close(fd) }
         var offset = 0
         for id in job.node.content {
+            if !job.node.sparse, let source = shared.location(of: id), let length = repository.index.location(of: id).map({ Int($0.rawLength) }),
+                copyRestored(from: source, length: length, to: fd, at: offset)
+            {
+                offset += length
+                progress.bytesDone.add(length, ordering: .relaxed)
+                continue
+            }
             let data = try reader.read(id)
             if !(job.node.sparse && Self.isZero(data)) {
                 try data.withUnsafeBytes { raw in
@@ -212,6 +257,7 @@ public final class Restorer: Sendable {
                     }
                 }
             }
+            shared.record(id, path: job.path, offset: offset)
             offset += data.count
             progress.bytesDone.add(data.count, ordering: .relaxed)
         }
@@ -270,3 +316,7 @@ public final class Restorer: Sendable {
         return fstat(fd, &st) == 0 && Int(st.st_size) == offset
     }
 }
+
+/// glibc's copy_file_range(2); Glibc's module map hides it behind _GNU_SOURCE.
+@_silgen_name("copy_file_range")
+private func systemCopyFileRange(_ fdIn: Int32, _ offIn: UnsafeMutablePointer<off_t>?, _ fdOut: Int32, _ offOut: UnsafeMutablePointer<off_t>?, _ length: Int, _ flags: UInt32) -> Int
