@@ -76,6 +76,8 @@ public enum Fixture {
         write(root + "/empty.txt", [], mtime: 1_700_000_002)
         write(root + "/storage/vectors/chunk_0.mmap", bytes(700_000, seed: 1), mtime: 1_700_000_003)
         write(root + "/models/weights.bin", bytes(3_000_000, seed: 2), mtime: 1_700_000_004)
+        // A copy (not a hard link): its chunks are restored from the first copy.
+        write(root + "/models/archive/weights-copy.bin", bytes(3_000_000, seed: 2), mtime: 1_700_000_010)
         write(root + "/logs/system.log", text(lines: 20_000), mtime: 1_700_000_005)
         write(root + "/names/modèle-routeur-説明.md", Array("ü\n".utf8), mtime: 1_700_000_006)
         write(root + "/names/crash report 2024.txt", Array("oops\n".utf8), mtime: 1_700_000_007)
@@ -95,7 +97,7 @@ public enum Fixture {
         setMtime(sparse, 1_700_000_009)
         try! POSIX.makeDirectories(root + "/setgid")
         chmod(root + "/setgid", 0o2775)
-        for dir in ["configs", "names", "storage/vectors", "storage/wal", "storage", "models", "logs", "empty-dir", "setgid"] {
+        for dir in ["configs", "names", "storage/vectors", "storage/wal", "storage", "models/archive", "models", "logs", "empty-dir", "setgid"] {
             setMtime(root + "/" + dir, 1_690_000_000)
         }
     }
