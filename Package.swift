@@ -7,6 +7,7 @@ let package = Package(
         .executable(name: "snapshot", targets: ["snapshot"]),
         .library(name: "SnapshotCore", targets: ["SnapshotCore"]),
         .library(name: "SnapshotEngine", targets: ["SnapshotEngine"]),
+        .library(name: "SnapshotMQTT", targets: ["SnapshotMQTT"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -25,6 +26,9 @@ let package = Package(
         .target(
             name: "SnapshotEngine",
             dependencies: ["SnapshotCore", .product(name: "Yams", package: "Yams")]),
+        .target(
+            name: "SnapshotMQTT",
+            dependencies: ["CMosquitto"]),
         .executableTarget(
             name: "snapshot",
             dependencies: [
@@ -35,5 +39,6 @@ let package = Package(
         .testTarget(name: "SnapshotCoreTests", dependencies: ["SnapshotCore", "TestSupport"]),
         .testTarget(name: "SnapshotEngineTests", dependencies: ["SnapshotEngine", "SnapshotCore", "TestSupport"]),
         .testTarget(name: "SnapshotCLITests", dependencies: ["SnapshotCore", "TestSupport"]),
+        .testTarget(name: "SnapshotMQTTTests", dependencies: ["SnapshotMQTT", "TestSupport"]),
     ]
 )

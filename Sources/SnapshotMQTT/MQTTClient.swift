@@ -1,0 +1,351 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CMosquitto
+import Foundation
+import Synchronization
+
+/// libmosquitto's global initialisation, done once.
+private let libraryInitialised: Bool = {
+    mosquitto_lib_init()
+    return true
+}()
+
+/// An MQTT 3.1.1/5 client over libmosquitto with an async API.
+///
+/// The client runs its own network thread (not `mosquitto_loop_start`, whose thread exits
+/// for good on some errors): it connects, reconnects with exponential back-off for as long
+/// as the client runs, and renews every subscription after each connect. Incoming messages
+/// arrive on `messages`, connection changes on `events`. QoS 1 publishes made while
+/// disconnected are queued by libmosquitto and sent after the reconnect; `publish` returns
+/// when the broker has acknowledged them.
+///
+/// Thread-safety: every method may be called from any thread or task. libmosquitto calls
+/// back on the network thread; the callbacks only copy data out and never call back into
+/// the loop (see ../shared/notes/swift-c-interop.md).
+public final class MQTTClient: @unchecked Sendable {
+    public let options: MQTTOptions
+    public let messages: AsyncStream<MQTTMessage>
+    public let events: AsyncStream<MQTTEvent>
+
+    private let handle: OpaquePointer
+    private let messageContinuation: AsyncStream<MQTTMessage>.Continuation
+    private let eventContinuation: AsyncStream<MQTTEvent>.Continuation
+
+    private struct State {
+        var running = false
+        var connected = false
+        var subscriptions: [String: Int] = [:]
+        var acks: [Int32: CheckedContinuation<Void, any Error>] = [:]
+        var earlyAcks: Set<Int32> = []
+        var connectWaiters: [UUID: CheckedContinuation<Void, any Error>] = [:]
+        var loopDone: DispatchSemaphore?
+    }
+    private let state = Mutex(State())
+
+    /// Creates the client; nothing is sent until `start()`.
+    public init(options: MQTTOptions) throws {
+        _ = libraryInitialised
+        self.options = options
+        (messages, messageContinuation) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .bufferingNewest(10_000))
+        (events, eventContinuation) = AsyncStream.makeStream(of: MQTTEvent.self, bufferingPolicy: .bufferingNewest(100))
+        guard let h = mosquitto_new(options.clientID, options.cleanSession, nil) else {
+            throw MQTTError.library(operation: "new", code: -1, reason: "cannot create a client (client id \"\(options.clientID)\")")
+        }
+        handle = h
+        mosquitto_threaded_set(h, true)
+        if options.protocolVersion == .v5 {
+            mosquitto_int_option(h, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5)
+        }
+        if let user = options.username, !user.isEmpty {
+            try check(mosquitto_username_pw_set(h, user, options.password), "set credentials")
+        }
+        if let tls = options.tls {
+            func opt(_ s: String) -> String? { s.isEmpty ? nil : s }
+            try check(mosquitto_tls_set(h, opt(tls.caFile), opt(tls.caFile) == nil ? "/etc/ssl/certs" : nil, opt(tls.certFile), opt(tls.keyFile), nil), "set TLS files")
+        }
+        if let will = options.will {
+            try will.payload.withUnsafeBytes { raw in
+                try check(mosquitto_will_set_v5(h, will.topic, Int32(raw.count), raw.baseAddress, Int32(will.qos), will.retain, nil), "set last will")
+            }
+        }
+        mosquitto_user_data_set(h, Unmanaged.passUnretained(self).toOpaque())
+        mosquitto_connect_v5_callback_set(h) { _, obj, rc, _, _ in
+            guard let obj else { return }
+            Unmanaged<MQTTClient>.fromOpaque(obj).takeUnretainedValue().didConnect(rc)
+        }
+        mosquitto_disconnect_v5_callback_set(h) { _, obj, rc, _ in
+            guard let obj else { return }
+            Unmanaged<MQTTClient>.fromOpaque(obj).takeUnretainedValue().didDisconnect(rc)
+        }
+        mosquitto_message_v5_callback_set(h) { _, obj, message, props in
+            guard let obj, let message else { return }
+            Unmanaged<MQTTClient>.fromOpaque(obj).takeUnretainedValue().didReceive(message.pointee, props)
+        }
+        mosquitto_publish_v5_callback_set(h) { _, obj, mid, _, _ in
+            guard let obj else { return }
+            Unmanaged<MQTTClient>.fromOpaque(obj).takeUnretainedValue().didPublish(mid)
+        }
+    }
+
+    deinit {
+        mosquitto_destroy(handle)
+        messageContinuation.finish()
+        eventContinuation.finish()
+    }
+
+    private func check(_ rc: Int32, _ operation: String) throws {
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+            throw MQTTError.library(operation: operation, code: rc, reason: Self.errorText(rc))
+        }
+    }
+
+    static func errorText(_ rc: Int32) -> String {
+        guard let p = mosquitto_strerror(rc) else { return "error \(rc)" }
+        return String(cString: p)
+    }
+
+    // MARK: network thread
+
+    /// Starts the network thread; it connects and keeps reconnecting until `stop()`.
+    public func start() {
+        let done = DispatchSemaphore(value: 0)
+        let shouldStart = state.withLock { s -> Bool in
+            guard !s.running else { return false }
+            s.running = true
+            s.loopDone = done
+            return true
+        }
+        guard shouldStart else { return }
+        let thread = Thread { [self] in
+            runLoop()
+            done.signal()
+        }
+        thread.name = "mqtt-network"
+        thread.start()
+    }
+
+    private var isRunning: Bool { state.withLock { $0.running } }
+
+    private func runLoop() {
+        var delay = options.reconnectDelay.minimum
+        var socketOpen = false
+        while isRunning {
+            if !socketOpen {
+                var props: OpaquePointer? = nil
+                if options.protocolVersion == .v5 && options.sessionExpiry > 0 {
+                    mosquitto_property_add_int32(&props, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), options.sessionExpiry)
+                }
+                let rc = mosquitto_connect_bind_v5(handle, options.host, Int32(options.port), Int32(options.keepAlive), nil, props)
+                mosquitto_property_free_all(&props)
+                if rc != MOSQ_ERR_SUCCESS.rawValue {
+                    eventContinuation.yield(.disconnected(code: rc, reason: Self.errorText(rc)))
+                    failConnectWaiters(MQTTError.library(operation: "connect to \(options.host):\(options.port)", code: rc, reason: Self.errorText(rc)))
+                    sleepWhileRunning(delay)
+                    delay = min(delay * 2, options.reconnectDelay.maximum)
+                    continue
+                }
+                socketOpen = true
+            }
+            let rc = mosquitto_loop(handle, 100, 1)
+            if rc != MOSQ_ERR_SUCCESS.rawValue {
+                socketOpen = false
+                let wasConnected = state.withLock { s -> Bool in
+                    defer { s.connected = false }
+                    return s.connected
+                }
+                if wasConnected || rc != MOSQ_ERR_NO_CONN.rawValue {
+                    eventContinuation.yield(.disconnected(code: rc, reason: Self.errorText(rc)))
+                }
+                guard isRunning else { break }
+                sleepWhileRunning(delay)
+                delay = min(delay * 2, options.reconnectDelay.maximum)
+            } else if state.withLock({ $0.connected }) {
+                delay = options.reconnectDelay.minimum
+            }
+        }
+    }
+
+    private func sleepWhileRunning(_ seconds: Double) {
+        let end = Date().addingTimeInterval(seconds)
+        while isRunning && Date() < end { usleep(20_000) }
+    }
+
+    // MARK: callbacks (network thread)
+
+    private func didConnect(_ rc: Int32) {
+        guard rc == 0 else {
+            let reason = String(cString: mosquitto_connack_string(rc))
+            eventContinuation.yield(.disconnected(code: rc, reason: "connection refused: \(reason)"))
+            failConnectWaiters(MQTTError.library(operation: "connect", code: rc, reason: "connection refused: \(reason)"))
+            return
+        }
+        let (subscriptions, waiters) = state.withLock { s -> ([String: Int], [CheckedContinuation<Void, any Error>]) in
+            s.connected = true
+            defer { s.connectWaiters = [:] }
+            return (s.subscriptions, Array(s.connectWaiters.values))
+        }
+        for (filter, qos) in subscriptions {
+            mosquitto_subscribe(handle, nil, filter, Int32(qos))
+        }
+        eventContinuation.yield(.connected)
+        for w in waiters { w.resume() }
+    }
+
+    private func didDisconnect(_ rc: Int32) {
+        state.withLock { $0.connected = false }
+    }
+
+    private func didReceive(_ m: mosquitto_message, _ props: OpaquePointer?) {
+        let topic = m.topic.map { String(cString: $0) } ?? ""
+        let payload: [UInt8] = m.payloadlen > 0 && m.payload != nil
+            ? Array(UnsafeRawBufferPointer(start: m.payload, count: Int(m.payloadlen))) : []
+        var message = MQTTMessage(topic: topic, payload: payload, qos: Int(m.qos), retain: m.retain)
+        if let props {
+            var value: UnsafeMutablePointer<CChar>? = nil
+            if mosquitto_property_read_string(props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), &value, false) != nil, let value {
+                message.responseTopic = String(cString: value)
+                free(value)
+            }
+            var data: UnsafeMutableRawPointer? = nil
+            var length: UInt16 = 0
+            if mosquitto_property_read_binary(props, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), &data, &length, false) != nil {
+                message.correlationData = data.map { Array(UnsafeRawBufferPointer(start: $0, count: Int(length))) } ?? []
+                free(data)
+            }
+            var name: UnsafeMutablePointer<CChar>? = nil
+            var pairValue: UnsafeMutablePointer<CChar>? = nil
+            var cursor = mosquitto_property_read_string_pair(props, Int32(MQTT_PROP_USER_PROPERTY.rawValue), &name, &pairValue, false)
+            while cursor != nil {
+                if let name, let pairValue {
+                    message.userProperties.append(MQTTUserProperty(name: String(cString: name), value: String(cString: pairValue)))
+                }
+                free(name)
+                free(pairValue)
+                name = nil
+                pairValue = nil
+                cursor = mosquitto_property_read_string_pair(cursor, Int32(MQTT_PROP_USER_PROPERTY.rawValue), &name, &pairValue, true)
+            }
+        }
+        messageContinuation.yield(message)
+    }
+
+    private func didPublish(_ mid: Int32) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+            if let w = s.acks.removeValue(forKey: mid) { return w }
+            s.earlyAcks.insert(mid)
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    private func failConnectWaiters(_ error: any Error) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            defer { s.connectWaiters = [:] }
+            return Array(s.connectWaiters.values)
+        }
+        for w in waiters { w.resume(throwing: error) }
+    }
+
+    // MARK: API
+
+    /// True while a CONNACK-accepted connection is up.
+    public var isConnected: Bool { state.withLock { $0.connected } }
+
+    /// Waits until connected; throws on a refused or failed attempt or after `timeout`.
+    public func waitUntilConnected(timeout: Double = 10) async throws {
+        if isConnected { return }
+        let id = UUID()
+        let timer = Task {
+            try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+            let w = state.withLock { $0.connectWaiters.removeValue(forKey: id) }
+            w?.resume(throwing: MQTTError.timeout("connecting to \(options.host):\(options.port)"))
+        }
+        defer { timer.cancel() }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let already = state.withLock { s -> Bool in
+                if s.connected { return true }
+                s.connectWaiters[id] = c
+                return false
+            }
+            if already { c.resume() }
+        }
+    }
+
+    /// Subscribes now (when connected) and after every reconnect.
+    public func subscribe(_ filter: String, qos: Int = 1) {
+        let connected = state.withLock { s -> Bool in
+            s.subscriptions[filter] = qos
+            return s.connected
+        }
+        if connected { mosquitto_subscribe(handle, nil, filter, Int32(qos)) }
+    }
+
+    public func unsubscribe(_ filter: String) {
+        state.withLock { _ = $0.subscriptions.removeValue(forKey: filter) }
+        mosquitto_unsubscribe(handle, nil, filter)
+    }
+
+    /// Publishes a message. For QoS 1 and 2 it returns once the broker acknowledged it
+    /// (possibly after a reconnect); QoS 0 returns once queued.
+    public func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [MQTTUserProperty] = []) async throws {
+        let mid = try enqueue(topic, payload, qos: qos, retain: retain, responseTopic: responseTopic, correlationData: correlationData, userProperties: userProperties)
+        guard qos > 0 else { return }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let done = state.withLock { s -> Bool in
+                if s.earlyAcks.remove(mid) != nil { return true }
+                s.acks[mid] = c
+                return false
+            }
+            if done { c.resume() }
+        }
+    }
+
+    /// Queues a message without waiting for the acknowledgement; returns the message id.
+    @discardableResult
+    public func enqueue(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [MQTTUserProperty] = []) throws -> Int32 {
+        var props: OpaquePointer? = nil
+        defer { mosquitto_property_free_all(&props) }
+        if options.protocolVersion == .v5 {
+            if let responseTopic {
+                mosquitto_property_add_string(&props, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), responseTopic)
+            }
+            if let correlationData {
+                correlationData.withUnsafeBytes { raw in
+                    _ = mosquitto_property_add_binary(&props, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), raw.baseAddress, UInt16(min(raw.count, 65535)))
+                }
+            }
+            for p in userProperties {
+                mosquitto_property_add_string_pair(&props, Int32(MQTT_PROP_USER_PROPERTY.rawValue), p.name, p.value)
+            }
+        }
+        var mid: Int32 = 0
+        let rc = payload.withUnsafeBytes { raw in
+            mosquitto_publish_v5(handle, &mid, topic, Int32(raw.count), raw.baseAddress, Int32(qos), retain, props)
+        }
+        // Not connected: libmosquitto keeps QoS>0 messages queued and sends them on reconnect.
+        if rc != MOSQ_ERR_SUCCESS.rawValue && !(rc == MOSQ_ERR_NO_CONN.rawValue && qos > 0) {
+            throw MQTTError.library(operation: "publish to \(topic)", code: rc, reason: Self.errorText(rc))
+        }
+        return mid
+    }
+
+    /// Stops the network thread. With `disconnect`, a clean DISCONNECT is sent first (which
+    /// discards the last will: publish an explicit "offline" before calling this).
+    public func stop(disconnect: Bool = true) {
+        let done = state.withLock { s -> DispatchSemaphore? in
+            guard s.running else { return nil }
+            s.running = false
+            return s.loopDone
+        }
+        guard let done else { return }
+        if disconnect { mosquitto_disconnect_v5(handle, 0, nil) }
+        done.wait()
+        let pending = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            s.connected = false
+            defer { s.acks = [:]; s.connectWaiters = [:] }
+            return Array(s.acks.values) + Array(s.connectWaiters.values)
+        }
+        for p in pending { p.resume(throwing: MQTTError.stopped) }
+    }
+}
