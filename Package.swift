@@ -25,7 +25,7 @@ let package = Package(
             dependencies: ["CZstd", "COpenSSL"]),
         .target(
             name: "SnapshotEngine",
-            dependencies: ["SnapshotCore", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["SnapshotCore", "SnapshotMQTT", .product(name: "Yams", package: "Yams")]),
         .target(
             name: "SnapshotMQTT",
             dependencies: ["CMosquitto"]),
@@ -37,7 +37,7 @@ let package = Package(
             ]),
         .target(name: "TestSupport", dependencies: ["SnapshotCore"], path: "Tests/TestSupport"),
         .testTarget(name: "SnapshotCoreTests", dependencies: ["SnapshotCore", "TestSupport"]),
-        .testTarget(name: "SnapshotEngineTests", dependencies: ["SnapshotEngine", "SnapshotCore", "TestSupport"]),
+        .testTarget(name: "SnapshotEngineTests", dependencies: ["SnapshotEngine", "SnapshotCore", "SnapshotMQTT", "TestSupport"]),
         .testTarget(name: "SnapshotCLITests", dependencies: ["SnapshotCore", "TestSupport"]),
         .testTarget(name: "SnapshotMQTTTests", dependencies: ["SnapshotMQTT", "TestSupport"]),
     ]

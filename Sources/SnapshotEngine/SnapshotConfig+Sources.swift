@@ -52,21 +52,21 @@ public struct CapturePlan: Sendable {
     /// Components whose files are produced at capture time.
     public var generated: [(name: String, source: ComponentSource)]
 
-    /// Runs the command and env components; returns them and the components this build
-    /// cannot capture (mqtt, until the agent's client exists), by name and kind.
-    public func captureGenerated() throws -> (captured: [GeneratedSource], notCaptured: [(name: String, kind: String)]) {
+    /// Runs the command, env and mqtt components. Every failure names its component.
+    public func captureGenerated(broker: BrokerSettings) async throws -> [GeneratedSource] {
         var captured: [GeneratedSource] = []
-        var skipped: [(String, String)] = []
         for (name, source) in generated {
             switch source {
             case .command(let command, let parse, let output, let optional):
                 captured.append(try CommandCapture.capture(name: name, command: command, parse: parse, output: output, optional: optional))
             case .env(let patterns):
                 captured.append(try EnvironmentCapture.capture(name: name, patterns: patterns))
-            case .mqtt, .files:
-                skipped.append((name, source.kind))
+            case .mqtt(let filters):
+                captured.append(try await MQTTCapture.capture(name: name, filters: filters, broker: broker))
+            case .files:
+                break
             }
         }
-        return (captured, skipped)
+        return captured
     }
 }

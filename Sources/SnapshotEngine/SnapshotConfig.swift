@@ -1,4 +1,5 @@
 import SnapshotCore
+import SnapshotMQTT
 import Yams
 
 /// Where a component's data comes from (`configs/snapshots.yaml` → `components`).
@@ -33,7 +34,7 @@ public struct SnapshotConfig: Sendable {
     public var components: [(name: String, source: ComponentSource)]
     public var types: [String: [String]]
     public var hooks: [String: String]
-    public var mqtt: [String: String]
+    public var mqtt: MQTTSection
     public var schedule: [(cron: String, type: String)]
     public var retention: String
     public var alerts: String
@@ -67,7 +68,7 @@ public struct SnapshotConfig: Sendable {
                 "full": ["configs", "storage", "models", "workers", "logs", "model_state", "gpu_usage", "environment"],
             ],
             hooks: ["stop_services": "", "start_services": "", "health_check": ""],
-            mqtt: [:], schedule: [], retention: p("configs/retention.yaml"), alerts: p("configs/snapshot_alerts.yaml"))
+            mqtt: MQTTSection(), schedule: [], retention: p("configs/retention.yaml"), alerts: p("configs/snapshot_alerts.yaml"))
     }
 
     /// Loads `path`. A missing file gives the defaults when `required` is false (the default
@@ -184,16 +185,46 @@ public struct SnapshotConfig: Sendable {
         }
         if let v = top["mqtt"] {
             let m = try r.mapping(v, "mqtt", allowed: ["broker", "id", "groups", "prefix", "username", "password_file", "tls", "allow", "max_payload", "restore_targets", "hmac_key_file"])
-            for (k, n) in m {
-                switch k {
-                case "groups", "allow", "restore_targets": config.mqtt[k] = try r.strings(n, "mqtt.\(k)").joined(separator: ",")
-                case "max_payload": config.mqtt[k] = String(try r.int(n, "mqtt.max_payload"))
-                case "tls":
-                    let t = try r.mapping(n, "mqtt.tls", allowed: ["ca", "cert", "key"])
-                    for (tk, tv) in t { config.mqtt["tls." + tk] = try r.string(tv, "mqtt.tls.\(tk)") }
-                default: config.mqtt[k] = try r.string(n, "mqtt.\(k)")
+            var q = MQTTSection()
+            if let n = m["broker"] {
+                q.broker = try r.string(n, "mqtt.broker")
+                guard MQTTOptions.parseBroker(q.broker) != nil else { throw r.error(n, "mqtt.broker must look like mqtt://HOST:PORT or mqtts://HOST:PORT, not \"\(q.broker)\"") }
+            }
+            if let n = m["id"] { q.id = try r.string(n, "mqtt.id") }
+            if let n = m["groups"] { q.groups = try r.strings(n, "mqtt.groups") }
+            if let n = m["prefix"] {
+                q.prefix = try r.string(n, "mqtt.prefix")
+                guard !q.prefix.isEmpty, !q.prefix.contains("+"), !q.prefix.contains("#"), !q.prefix.hasSuffix("/") else {
+                    throw r.error(n, "mqtt.prefix must be a topic without wildcards or a trailing '/'")
                 }
             }
+            for (key, value) in [("id", q.id)] + q.groups.map({ ("groups", $0) }) where value.contains(where: { "+#/".contains($0) }) {
+                throw r.error(m[key]!, "mqtt.\(key) \"\(value)\" must not contain '/', '+' or '#'")
+            }
+            if let n = m["username"] { q.username = try r.string(n, "mqtt.username") }
+            if let n = m["password_file"] { q.passwordFile = try r.string(n, "mqtt.password_file").isEmpty ? "" : p(try r.string(n, "mqtt.password_file")) }
+            if let n = m["tls"] {
+                let t = try r.mapping(n, "mqtt.tls", allowed: ["ca", "cert", "key"])
+                func path(_ k: String) throws -> String {
+                    guard let v = t[k] else { return "" }
+                    let s = try r.string(v, "mqtt.tls.\(k)")
+                    return s.isEmpty ? "" : p(s)
+                }
+                q.tls = MQTTTLS(caFile: try path("ca"), certFile: try path("cert"), keyFile: try path("key"))
+            }
+            if let n = m["allow"] {
+                q.allow = try r.strings(n, "mqtt.allow")
+                for a in q.allow where !MQTTSection.actions.contains(a) {
+                    throw r.error(n, "mqtt.allow: unknown action \"\(a)\" (actions: \(MQTTSection.actions.joined(separator: ", ")))")
+                }
+            }
+            if let n = m["max_payload"] {
+                q.maxPayload = try r.int(n, "mqtt.max_payload")
+                guard q.maxPayload > 0 && q.maxPayload <= 268_435_455 else { throw r.error(n, "mqtt.max_payload must be 1..268435455") }
+            }
+            if let n = m["restore_targets"] { q.restoreTargets = try r.strings(n, "mqtt.restore_targets").map { p($0) } }
+            if let n = m["hmac_key_file"] { q.hmacKeyFile = try r.string(n, "mqtt.hmac_key_file").isEmpty ? "" : p(try r.string(n, "mqtt.hmac_key_file")) }
+            config.mqtt = q
         }
         if let v = top["schedule"] {
             guard case .sequence(let seq) = v else { throw r.error(v, "schedule must be a list") }
@@ -295,5 +326,44 @@ struct ConfigReader {
     func strings(_ node: Yams.Node, _ what: String) throws -> [String] {
         guard case .sequence(let seq) = node else { throw error(node, "\(what) must be a list") }
         return try seq.map { try string($0, what + " item") }
+    }
+}
+
+/// The `mqtt:` section: how the agent and MQTT components reach the broker, and what the
+/// agent accepts.
+public struct MQTTSection: Sendable, Equatable {
+    /// Every action of ../shared/spec/topics.md.
+    public static let actions = ["create", "verify", "restore", "list", "show", "prune", "delete", "monitor", "test-recovery", "recover", "cancel", "ping"]
+
+    public var broker = "mqtt://127.0.0.1:1883"
+    /// Agent id; empty means the host name.
+    public var id = ""
+    public var groups: [String] = []
+    public var prefix = "snapshots"
+    public var username = ""
+    public var passwordFile = ""
+    public var tls = MQTTTLS()
+    public var allow = MQTTSection.actions
+    public var maxPayload = 65536
+    public var restoreTargets: [String] = []
+    public var hmacKeyFile = ""
+
+    public init() {}
+
+    /// Broker settings, reading the password file (trailing newline stripped).
+    public func brokerSettings(overrideURL: String? = nil) throws -> BrokerSettings {
+        var password: String?
+        if !passwordFile.isEmpty {
+            do {
+                var text = String(decoding: try POSIX.readFile(passwordFile), as: UTF8.self)
+                while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+                password = text
+            } catch {
+                throw EngineError.config(file: passwordFile, line: nil, message: "mqtt.password_file: \(error)")
+            }
+        }
+        let url = overrideURL ?? broker
+        let usesTLS = MQTTOptions.parseBroker(url)?.tls ?? false
+        return BrokerSettings(url: url, username: username.isEmpty ? nil : username, password: password, tls: usesTLS ? tls : nil)
     }
 }

@@ -52,15 +52,12 @@ extension Snapshot {
         func run() async throws {
             let context = try Context(global)
             let plan: CapturePlan
-            let generated: (captured: [GeneratedSource], notCaptured: [(name: String, kind: String)])
+            let generated: [GeneratedSource]
             do {
                 plan = try context.config.sources(type: type, paths: path, extraExcludes: exclude, workingDirectory: POSIX.currentDirectory())
-                generated = try plan.captureGenerated()
+                generated = try await plan.captureGenerated(broker: try context.config.mqtt.brokerSettings())
             } catch {
                 throw Context.fail(error)
-            }
-            for (component, kind) in generated.notCaptured where !global.quiet {
-                FileHandle.standardError.write(Data("snapshot: warning: component \(component) (\(kind) source) is not captured by this version\n".utf8))
             }
             var tags: [String: String] = [:]
             for t in tag {
@@ -69,7 +66,7 @@ extension Snapshot {
             }
             let request = CreateRequest(
                 type: type, name: name, auto: auto, time: time.flatMap { Timestamp(iso8601: $0) }, tags: tags,
-                sources: plan.files, generated: generated.captured, compressionLevel: context.config.compressionLevel)
+                sources: plan.files, generated: generated, compressionLevel: context.config.compressionLevel)
             let (repository, lock) = try context.open(.exclusive, purpose: "create", createIfMissing: true)
             defer { lock.release() }
             let archiver = Archiver(repository: repository)
