@@ -63,22 +63,22 @@ public final class Archiver: Sendable {
     let repository: Repository
     let catalog: SnapshotCatalog
     public let progress: WorkProgress
-    let cancelled: Atomic<Bool>
+    let cancellation: CancellationFlag
     private let readCounts = Mutex((files: 0, bytes: 0))
 
     /// Files and bytes the last `create` actually read (the rest were unchanged since the
     /// parent snapshot).
     public var lastRead: (files: Int, bytes: Int) { readCounts.withLock { $0 } }
 
-    public init(repository: Repository, progress: WorkProgress = WorkProgress()) {
+    public init(repository: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) {
         self.repository = repository
         self.catalog = SnapshotCatalog(repositoryPath: repository.path)
         self.progress = progress
-        self.cancelled = Atomic(false)
+        self.cancellation = cancellation
     }
 
     /// Stops the running `create` at the next file or chunk; nothing is committed.
-    public func cancel() { cancelled.store(true, ordering: .relaxed) }
+    public func cancel() { cancellation.cancel() }
 
     // MARK: scan
 
@@ -133,7 +133,7 @@ public final class Archiver: Sendable {
             for n in parent.nodes { parentNodes[n.name] = n }
         }
         for name in names.sorted() {
-            if cancelled.load(ordering: .relaxed) { throw EngineError.cancelled }
+            if cancellation.isCancelled { throw EngineError.cancelled }
             let childPath = path + "/" + name
             let childRel = relative.isEmpty ? name : relative + "/" + name
             if excludes.excludes(name: name, relativePath: childRel) { continue }
@@ -245,7 +245,7 @@ public final class Archiver: Sendable {
                 }
             }
             if end == start { break }
-            if cancelled.load(ordering: .relaxed) { throw EngineError.cancelled }
+            if cancellation.isCancelled { throw EngineError.cancelled }
             let chunk = UnsafeRawBufferPointer(rebasing: buf[start..<end])
             let n = chunker.cut(chunk)
             let data = UnsafeRawBufferPointer(rebasing: chunk[0..<n])
@@ -490,7 +490,7 @@ public final class Archiver: Sendable {
             manifestComponents[source.name] = ManifestComponent(kind: source.kind, source: source.source, tree: rootID)
             logical += bytes
         }
-        if cancelled.load(ordering: .relaxed) { throw EngineError.cancelled }
+        if cancellation.isCancelled { throw EngineError.cancelled }
 
         progress.phase = "committing"
         let id = try catalog.allocateID(at: request.time ?? started)

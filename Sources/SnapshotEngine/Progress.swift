@@ -38,3 +38,15 @@ public final class WorkProgress: Sendable {
         }
     }
 }
+
+/// A cancellation request shared between whoever runs an operation and the operation,
+/// which checks it between files and chunks.
+public final class CancellationFlag: Sendable {
+    private let flag = Atomic(false)
+
+    public init() {}
+
+    public func cancel() { flag.store(true, ordering: .relaxed) }
+
+    public var isCancelled: Bool { flag.load(ordering: .relaxed) }
+}

@@ -27,16 +27,17 @@ public final class Restorer: Sendable {
     let repository: Repository
     public let progress: WorkProgress
     let workers: Int
-    private let cancelled = Atomic(false)
+    let cancellation: CancellationFlag
     private let isRoot = geteuid() == 0
 
-    public init(repository: Repository, progress: WorkProgress = WorkProgress(), workers: Int = max(1, min(8, sysconf(Int32(_SC_NPROCESSORS_ONLN))))) {
+    public init(repository: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag(), workers: Int = max(1, min(8, sysconf(Int32(_SC_NPROCESSORS_ONLN))))) {
         self.repository = repository
+        self.cancellation = cancellation
         self.progress = progress
         self.workers = workers
     }
 
-    public func cancel() { cancelled.store(true, ordering: .relaxed) }
+    public func cancel() { cancellation.cancel() }
 
     struct FileJob: Sendable {
         let path: String
@@ -176,7 +177,7 @@ public final class Restorer: Sendable {
         DispatchQueue.concurrentPerform(iterations: max(1, min(workers, jobs.count))) { _ in
             let reader = BlobReader(repository: repository)
             while failure.withLock({ $0 == nil }) {
-                if cancelled.load(ordering: .relaxed) {
+                if cancellation.isCancelled {
                     failure.withLock { if $0 == nil { $0 = EngineError.cancelled } }
                     break
                 }

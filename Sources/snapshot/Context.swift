@@ -33,15 +33,24 @@ struct Context {
         }
     }
 
-    /// Opens the repository with a lock; `create` makes a missing repository first.
-    func open(_ mode: RepositoryLock.Mode, purpose: String, createIfMissing: Bool = false) throws -> (Repository, RepositoryLock) {
+    /// The operations, on this repository and config.
+    var service: SnapshotService {
+        SnapshotService(config: config, repositoryPath: repositoryPath)
+    }
+
+    /// Opens the repository with a lock.
+    func open(_ mode: RepositoryLock.Mode, purpose: String) throws -> (Repository, RepositoryLock) {
         do {
-            if createIfMissing && !Repository.exists(at: repositoryPath) {
-                try Repository.initialize(at: repositoryPath)
-            }
-            guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
-            let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose)
-            return (try Repository.open(at: repositoryPath), lock)
+            return try service.open(mode, purpose: purpose)
+        } catch {
+            throw Context.fail(error)
+        }
+    }
+
+    /// Runs an operation, turning its errors into the CLI's one-line message and exit code.
+    func run<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
         } catch {
             throw Context.fail(error)
         }
@@ -70,12 +79,12 @@ struct Context {
     }
 
     /// Runs `body` with a progress display appropriate to the options.
-    func withProgress<T>(_ progress: WorkProgress, _ body: () throws -> T) throws -> T {
+    func withProgress<T>(_ progress: WorkProgress, _ body: () async throws -> T) async throws -> T {
         let printer = ProgressPrinter(progress: progress, json: options.json, enabled: !options.quiet)
         printer.start()
         defer { printer.stop() }
         do {
-            return try body()
+            return try await body()
         } catch {
             printer.stop()
             throw Context.fail(error)

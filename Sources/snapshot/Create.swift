@@ -32,45 +32,32 @@ extension Snapshot {
         @Option(help: ArgumentHelp("A tag (repeatable).", valueName: "key=value"))
         var tag: [String] = []
 
-        static let types = ["system", "config", "data", "models", "full", "incremental", "differential"]
+        var options: CreateOptions {
+            var o = CreateOptions()
+            o.type = type
+            o.name = name
+            o.auto = auto
+            o.path = path
+            o.exclude = exclude
+            o.time = time
+            o.tag = tag
+            return o
+        }
 
         func validate() throws {
-            guard Self.types.contains(type) else {
-                throw ValidationError("--type must be one of \(Self.types.joined(separator: ", ")), not \(type)")
-            }
-            if let time, Timestamp(iso8601: time) == nil {
-                throw ValidationError("--time \(time) is not an ISO 8601 date-time (e.g. 2024-01-15T10:30:00Z)")
-            }
-            for t in tag where !t.contains("=") || t.hasPrefix("=") {
-                throw ValidationError("--tag \(t) must be key=value")
-            }
-            if name.hasPrefix("pre-restore") || name == "latest" || name.contains("/") {
-                throw ValidationError("--name \(name) is reserved or contains '/'")
+            do {
+                try options.validate()
+            } catch {
+                throw ValidationError("--\(error)")
             }
         }
 
         func run() async throws {
             let context = try Context(global)
-            let plan: CapturePlan
-            let generated: [GeneratedSource]
-            do {
-                plan = try context.config.sources(type: type, paths: path, extraExcludes: exclude, workingDirectory: POSIX.currentDirectory())
-                generated = try await plan.captureGenerated(broker: try context.config.mqtt.brokerSettings())
-            } catch {
-                throw Context.fail(error)
+            let progress = WorkProgress()
+            let record = try await context.withProgress(progress) {
+                try await context.service.create(options, progress: progress)
             }
-            var tags: [String: String] = [:]
-            for t in tag {
-                let parts = t.split(separator: "=", maxSplits: 1)
-                tags[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-            }
-            let request = CreateRequest(
-                type: type, name: name, auto: auto, time: time.flatMap { Timestamp(iso8601: $0) }, tags: tags,
-                sources: plan.files, generated: generated, compressionLevel: context.config.compressionLevel)
-            let (repository, lock) = try context.open(.exclusive, purpose: "create", createIfMissing: true)
-            defer { lock.release() }
-            let archiver = Archiver(repository: repository)
-            let record = try context.withProgress(archiver.progress) { try archiver.create(request) }
             let m = record.metadata
             if global.json {
                 try context.printJSON(m)

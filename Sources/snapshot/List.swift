@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SnapshotCore
+import SnapshotEngine
 
 extension Snapshot {
     struct List: AsyncParsableCommand {
@@ -11,22 +12,19 @@ extension Snapshot {
         @Option(help: ArgumentHelp("Only snapshots of this type.", valueName: "type"))
         var type: String?
 
+        var options: ListOptions {
+            var o = ListOptions()
+            o.type = type
+            return o
+        }
+
         func validate() throws {
-            if let type, !SnapshotCatalog.types.contains(type) {
-                throw ValidationError("--type must be one of \(SnapshotCatalog.types.joined(separator: ", ")), not \(type)")
-            }
+            do { try options.validate() } catch { throw ValidationError("--\(error)") }
         }
 
         func run() async throws {
             let context = try Context(global)
-            let (repository, lock) = try context.open(.shared, purpose: "list")
-            defer { lock.release() }
-            let records: [SnapshotRecord]
-            do {
-                records = try SnapshotCatalog(repositoryPath: repository.path).all(type: type)
-            } catch {
-                throw Context.fail(error)
-            }
+            let records = try await context.run { try context.service.list(options) }
             if global.json {
                 try context.printJSON(records.map(\.metadata))
                 return

@@ -29,64 +29,41 @@ extension Snapshot {
         @Flag(help: "Show what would be written; change nothing.")
         var dryRun = false
 
+        var options: RestoreOptions {
+            var o = RestoreOptions()
+            o.snapshot = snapshot
+            o.component = component
+            o.target = target
+            o.verify = verify
+            o.noBackup = noBackup
+            o.dryRun = dryRun
+            return o
+        }
+
         func run() async throws {
             let context = try Context(global)
-            guard let target else {
-                throw Context.fail(EngineError.usage("in-place restore is not available in this version yet; give --target DIR"))
-            }
-            let (repository, lock) = try context.open(.shared, purpose: "restore")
-            defer { lock.release() }
-            let (record, manifest) = try context.resolve(snapshot, in: repository)
-            let dir = POSIX.absolute(target)
-            if dryRun {
-                let entries: [ListedEntry]
-                do {
-                    for name in component where manifest.components[name] == nil {
-                        throw EngineError.unknownComponent(name, known: Array(manifest.components.keys))
-                    }
-                    entries = try Browser(repository: repository).list(manifest).filter { e in
-                        component.isEmpty || component.contains { e.path == $0 || e.path.hasPrefix($0 + "/") }
-                    }
-                } catch {
-                    throw Context.fail(error)
-                }
+            let progress = WorkProgress()
+            let result = try await context.withProgress(progress) { try context.service.restore(options, progress: progress) }
+            guard let summary = result.summary else {
                 if global.json {
-                    try context.printJSON(entries)
+                    try context.printJSON(result.plannedEntries)
                 } else {
-                    for e in entries { print("would restore \(dir)/\(e.path)") }
+                    let dir = POSIX.absolute(target ?? ".")
+                    for e in result.plannedEntries { print("would restore \(dir)/\(e.path)") }
                 }
                 return
             }
-            let restorer = Restorer(repository: repository)
-            let result = try context.withProgress(restorer.progress) {
-                try restorer.restore(record, manifest: manifest, components: component, target: dir, verify: verify)
-            }
             if global.json {
-                try context.printJSON(RestoreSummary(ok: result.mismatches.isEmpty, snapshotID: record.id, target: dir, files: result.files, bytes: result.bytes, seconds: result.seconds, mismatches: result.mismatches))
+                try context.printJSON(summary)
             } else {
-                context.say("restored \(record.type)/\(record.id) to \(dir): \(result.files) files, \(formatBytes(result.bytes)) in \(String(format: "%.2f", result.seconds)) s")
+                context.say("restored \(summary.snapshotID) to \(summary.target): \(summary.files) files, \(formatBytes(summary.bytes)) in \(String(format: "%.2f", summary.seconds)) s")
             }
-            if !result.mismatches.isEmpty {
-                for m in result.mismatches {
+            if !summary.ok {
+                for m in summary.mismatches {
                     FileHandle.standardError.write(Data("snapshot: restored file differs from the snapshot: \(m)\n".utf8))
                 }
                 throw ExitCode(1)
             }
         }
-    }
-}
-
-struct RestoreSummary: Encodable {
-    var ok: Bool
-    var snapshotID: String
-    var target: String
-    var files: Int
-    var bytes: UInt64
-    var seconds: Double
-    var mismatches: [String]
-
-    enum CodingKeys: String, CodingKey {
-        case ok, target, files, bytes, seconds, mismatches
-        case snapshotID = "snapshot_id"
     }
 }

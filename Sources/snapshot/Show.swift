@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SnapshotCore
+import SnapshotEngine
 
 extension Snapshot {
     struct Show: AsyncParsableCommand {
@@ -13,9 +14,9 @@ extension Snapshot {
 
         func run() async throws {
             let context = try Context(global)
-            let (repository, lock) = try context.open(.shared, purpose: "show")
-            defer { lock.release() }
-            let (record, _) = try context.resolve(snapshot, in: repository)
+            var options = ShowOptions()
+            options.snapshot = snapshot
+            let record = try await context.run { try context.service.show(options) }
             try context.printJSON(record.metadata)
         }
     }

@@ -23,43 +23,36 @@ extension Snapshot {
         @Flag(help: "Also read and re-hash all data.")
         var readData = false
 
+        var options: VerifyOptions {
+            var o = VerifyOptions()
+            o.snapshot = snapshot
+            o.all = all
+            o.component = component
+            o.readData = readData
+            return o
+        }
+
         func validate() throws {
             guard (snapshot != nil) != all else { throw ValidationError("give either --snapshot REF or --all") }
         }
 
         func run() async throws {
             let context = try Context(global)
-            let (repository, lock) = try context.open(.shared, purpose: "verify")
-            defer { lock.release() }
-            let catalog = SnapshotCatalog(repositoryPath: repository.path)
-            var records: [SnapshotRecord]
-            if let snapshot {
-                records = [try context.resolve(snapshot, in: repository).0]
-            } else {
-                do { records = try catalog.all() } catch { throw Context.fail(error) }
-            }
-            let verifier = Verifier(repository: repository)
-            let report = try context.withProgress(verifier.progress) {
-                verifier.verify(records, component: component, readData: readData)
-            }
-            let now = Timestamp.now().iso8601
-            for (record, result) in zip(records, report.snapshots) {
-                var m = record.metadata
-                m.verified = VerificationRecord(timestamp: now, ok: result.ok, readData: readData)
-                try? catalog.rewriteMetadata(record, m)
-            }
+            let progress = WorkProgress()
+            let report = try await context.withProgress(progress) { try context.service.verify(options, progress: progress) }
             if global.json {
                 try context.printJSON(report)
             } else {
-                for (record, result) in zip(records, report.snapshots) {
+                for result in report.snapshots {
                     if result.ok {
-                        context.say("\(record.type)/\(record.id): ok")
+                        context.say("\(result.snapshotID): ok")
                     } else {
-                        for e in result.errors { print("\(record.type)/\(record.id): \(e)") }
+                        for e in result.errors { print("\(result.snapshotID): \(e)") }
                     }
                 }
+                let n = report.snapshots.count
                 let bad = report.snapshots.filter { !$0.ok }.count
-                context.say(bad == 0 ? "no errors in \(records.count) snapshot\(records.count == 1 ? "" : "s")" : "\(bad) of \(records.count) snapshots damaged")
+                context.say(bad == 0 ? "no errors in \(n) snapshot\(n == 1 ? "" : "s")" : "\(bad) of \(n) snapshots damaged")
             }
             if !report.ok {
                 let bad = report.snapshots.filter { !$0.ok }.map { $0.snapshotID }

@@ -1,0 +1,163 @@
+import Foundation
+import SnapshotCore
+
+/// Options of `create`, shared by the CLI (flags) and the MQTT agent (payload fields).
+public struct CreateOptions: Codable, Sendable, Equatable {
+    public static let types = ["system", "config", "data", "models", "full", "incremental", "differential"]
+
+    public var type: String = "full"
+    public var name: String = ""
+    public var auto: Bool = false
+    public var path: [String] = []
+    public var exclude: [String] = []
+    public var time: String?
+    public var tag: [String] = []
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case type, name, auto, path, exclude, time, tag }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        type = try c.decodeIfPresent(String.self, forKey: .type) ?? "full"
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
+        auto = try c.decodeIfPresent(Bool.self, forKey: .auto) ?? false
+        path = try c.decodeStrings(.path)
+        exclude = try c.decodeStrings(.exclude)
+        time = try c.decodeIfPresent(String.self, forKey: .time)
+        tag = try c.decodeStrings(.tag)
+    }
+
+    /// Rejects bad values before any work starts.
+    public func validate() throws {
+        guard Self.types.contains(type) else {
+            throw EngineError.usage("type must be one of \(Self.types.joined(separator: ", ")), not \(type)")
+        }
+        if let time, Timestamp(iso8601: time) == nil {
+            throw EngineError.usage("time \(time) is not an ISO 8601 date-time (e.g. 2024-01-15T10:30:00Z)")
+        }
+        for t in tag where !t.contains("=") || t.hasPrefix("=") {
+            throw EngineError.usage("tag \(t) must be key=value")
+        }
+        if name.hasPrefix("pre-restore") || name == "latest" || name.contains("/") {
+            throw EngineError.usage("name \(name) is reserved or contains '/'")
+        }
+    }
+
+    public var tags: [String: String] {
+        var out: [String: String] = [:]
+        for t in tag {
+            let parts = t.split(separator: "=", maxSplits: 1)
+            out[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        return out
+    }
+}
+
+/// Options of `verify`.
+public struct VerifyOptions: Codable, Sendable, Equatable {
+    public var snapshot: String?
+    public var all: Bool = false
+    public var component: String?
+    public var readData: Bool = false
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case snapshot, all, component
+        case readData = "read_data"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot)
+        all = try c.decodeIfPresent(Bool.self, forKey: .all) ?? false
+        component = try c.decodeIfPresent(String.self, forKey: .component)
+        readData = try c.decodeIfPresent(Bool.self, forKey: .readData) ?? false
+    }
+
+    public func validate() throws {
+        guard (snapshot != nil) != all else { throw EngineError.usage("give either snapshot or all") }
+    }
+}
+
+/// Options of `restore`.
+public struct RestoreOptions: Codable, Sendable, Equatable {
+    public var snapshot: String = ""
+    public var component: [String] = []
+    public var target: String?
+    public var verify: Bool = false
+    public var noBackup: Bool = false
+    public var dryRun: Bool = false
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case snapshot, component, target, verify
+        case noBackup = "no_backup"
+        case dryRun = "dry_run"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot) ?? ""
+        component = try c.decodeStrings(.component)
+        target = try c.decodeIfPresent(String.self, forKey: .target)
+        verify = try c.decodeIfPresent(Bool.self, forKey: .verify) ?? false
+        noBackup = try c.decodeIfPresent(Bool.self, forKey: .noBackup) ?? false
+        dryRun = try c.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
+    }
+
+    public func validate() throws {
+        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+    }
+}
+
+/// Options of `list`.
+public struct ListOptions: Codable, Sendable, Equatable {
+    public var type: String?
+
+    public init() {}
+
+    public func validate() throws {
+        if let type, !SnapshotCatalog.types.contains(type) {
+            throw EngineError.usage("type must be one of \(SnapshotCatalog.types.joined(separator: ", ")), not \(type)")
+        }
+    }
+}
+
+/// Options of `show`.
+public struct ShowOptions: Codable, Sendable, Equatable {
+    public var snapshot: String = ""
+
+    public init() {}
+
+    public func validate() throws {
+        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A repeatable option: a list of strings, or one string.
+    func decodeStrings(_ key: Key) throws -> [String] {
+        guard contains(key), try !decodeNil(forKey: key) else { return [] }
+        if let one = try? decode(String.self, forKey: key) { return [one] }
+        return try decode([String].self, forKey: key)
+    }
+}
+
+/// What `restore` reports (`--json` and the MQTT result).
+public struct RestoreSummary: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var snapshotID: String
+    public var target: String
+    public var files: Int
+    public var bytes: UInt64
+    public var seconds: Double
+    public var mismatches: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case ok, target, files, bytes, seconds, mismatches
+        case snapshotID = "snapshot_id"
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import SnapshotCore
+
+/// The operations on one repository with one configuration: what each CLI subcommand and
+/// each MQTT action calls, so that both take the same path. Each call takes the repository
+/// lock it needs for its duration.
+public struct SnapshotService: Sendable {
+    public let config: SnapshotConfig
+    public let repositoryPath: String
+    public let workingDirectory: String
+    /// Where `mqtt` components are captured from (nil: the config's broker).
+    public let broker: BrokerSettings?
+
+    public init(config: SnapshotConfig, repositoryPath: String, workingDirectory: String = POSIX.currentDirectory(), broker: BrokerSettings? = nil) {
+        self.config = config
+        self.repositoryPath = repositoryPath
+        self.workingDirectory = workingDirectory
+        self.broker = broker
+    }
+
+    /// Opens the repository under a lock; `createIfMissing` initialises a missing one.
+    public func open(_ mode: RepositoryLock.Mode, purpose: String, createIfMissing: Bool = false) throws -> (Repository, RepositoryLock) {
+        if createIfMissing && !Repository.exists(at: repositoryPath) {
+            try Repository.initialize(at: repositoryPath)
+        }
+        guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
+        let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose)
+        return (try Repository.open(at: repositoryPath), lock)
+    }
+
+    public var catalog: SnapshotCatalog { SnapshotCatalog(repositoryPath: repositoryPath) }
+
+    /// Captures the components and commits a snapshot.
+    public func create(_ options: CreateOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> SnapshotRecord {
+        try options.validate()
+        let plan = try config.sources(type: options.type, paths: options.path, extraExcludes: options.exclude, workingDirectory: workingDirectory)
+        progress.phase = "capturing"
+        let generated = try await plan.captureGenerated(broker: try broker ?? config.mqtt.brokerSettings())
+        if cancellation.isCancelled { throw EngineError.cancelled }
+        let request = CreateRequest(
+            type: options.type, name: options.name, auto: options.auto, time: options.time.flatMap { Timestamp(iso8601: $0) },
+            tags: options.tags, sources: plan.files, generated: generated, compressionLevel: config.compressionLevel)
+        let (repository, lock) = try open(.exclusive, purpose: "create", createIfMissing: true)
+        defer { lock.release() }
+        return try Archiver(repository: repository, progress: progress, cancellation: cancellation).create(request)
+    }
+
+    /// Verifies snapshots and records the outcome in each one's metadata.json.
+    public func verify(_ options: VerifyOptions, progress: WorkProgress = WorkProgress()) throws -> VerifyReport {
+        try options.validate()
+        let (repository, lock) = try open(.shared, purpose: "verify")
+        defer { lock.release() }
+        let records = try options.snapshot.map { [try catalog.resolve($0)] } ?? catalog.all()
+        let report = Verifier(repository: repository, progress: progress).verify(records, component: options.component, readData: options.readData)
+        let now = Timestamp.now().iso8601
+        for (record, result) in zip(records, report.snapshots) {
+            var m = record.metadata
+            m.verified = VerificationRecord(timestamp: now, ok: result.ok, readData: options.readData)
+            try? catalog.rewriteMetadata(record, m)
+        }
+        return report
+    }
+
+    /// Restores into `target` (component C under `target/C/`). A dry run lists what would be
+    /// written and writes nothing.
+    public func restore(_ options: RestoreOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> (summary: RestoreSummary?, plannedEntries: [ListedEntry]) {
+        try options.validate()
+        guard let target = options.target else {
+            throw EngineError.usage("in-place restore is not available in this version yet; give a target directory")
+        }
+        let (repository, lock) = try open(.shared, purpose: "restore")
+        defer { lock.release() }
+        let record = try catalog.resolve(options.snapshot)
+        let manifest = try catalog.readManifest(record)
+        for name in options.component where manifest.components[name] == nil {
+            throw EngineError.unknownComponent(name, known: Array(manifest.components.keys))
+        }
+        let dir = POSIX.absolute(target, relativeTo: workingDirectory)
+        if options.dryRun {
+            let entries = try Browser(repository: repository).list(manifest).filter { e in
+                options.component.isEmpty || options.component.contains { e.path == $0 || e.path.hasPrefix($0 + "/") }
+            }
+            return (nil, entries)
+        }
+        let result = try Restorer(repository: repository, progress: progress, cancellation: cancellation)
+            .restore(record, manifest: manifest, components: options.component, target: dir, verify: options.verify)
+        let summary = RestoreSummary(
+            ok: result.mismatches.isEmpty, snapshotID: record.id, target: dir, files: result.files, bytes: result.bytes,
+            seconds: (result.seconds * 1000).rounded() / 1000, mismatches: result.mismatches)
+        return (summary, [])
+    }
+
+    /// Snapshots, newest first.
+    public func list(_ options: ListOptions) throws -> [SnapshotRecord] {
+        try options.validate()
+        let (_, lock) = try open(.shared, purpose: "list")
+        defer { lock.release() }
+        return try catalog.all(type: options.type)
+    }
+
+    /// One snapshot's record.
+    public func show(_ options: ShowOptions) throws -> SnapshotRecord {
+        try options.validate()
+        let (_, lock) = try open(.shared, purpose: "show")
+        defer { lock.release() }
+        return try catalog.resolve(options.snapshot)
+    }
+}
