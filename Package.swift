@@ -8,10 +8,13 @@ let package = Package(
         .library(name: "SnapshotCore", targets: ["SnapshotCore"]),
         .library(name: "SnapshotEngine", targets: ["SnapshotEngine"]),
         .library(name: "SnapshotMQTT", targets: ["SnapshotMQTT"]),
+        .library(name: "SnapshotAgent", targets: ["SnapshotAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(
@@ -29,16 +32,26 @@ let package = Package(
         .target(
             name: "SnapshotMQTT",
             dependencies: ["CMosquitto"]),
+        .target(
+            name: "SnapshotAgent",
+            dependencies: [
+                "SnapshotEngine", "SnapshotMQTT", "SnapshotCore", "COpenSSL",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "snapshot",
             dependencies: [
-                "SnapshotEngine", "SnapshotCore",
+                "SnapshotEngine", "SnapshotCore", "SnapshotAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .target(name: "TestSupport", dependencies: ["SnapshotCore"], path: "Tests/TestSupport"),
         .testTarget(name: "SnapshotCoreTests", dependencies: ["SnapshotCore", "TestSupport"]),
         .testTarget(name: "SnapshotEngineTests", dependencies: ["SnapshotEngine", "SnapshotCore", "SnapshotMQTT", "TestSupport"]),
         .testTarget(name: "SnapshotCLITests", dependencies: ["SnapshotCore", "TestSupport"]),
         .testTarget(name: "SnapshotMQTTTests", dependencies: ["SnapshotMQTT", "TestSupport"]),
+        .testTarget(name: "SnapshotAgentTests", dependencies: ["SnapshotAgent", "SnapshotEngine", "SnapshotMQTT", "SnapshotCore", "TestSupport"]),
     ]
 )

@@ -1,0 +1,470 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SnapshotCore
+import SnapshotEngine
+import SnapshotMQTT
+import Synchronization
+
+/// `snapshot agent`: one more worker on the MQTT mesh (../shared/spec/topics.md).
+///
+/// It subscribes to `<prefix>/cmd/#`, answers every command addressed to it with `accepted`
+/// or `rejected` at once and with the final outcome later, runs jobs one at a time, and keeps
+/// `availability`, `state` and `metrics` retained under `<prefix>/status/<id>/`, publishing
+/// them again after every reconnect. A graceful shutdown (SIGTERM, SIGINT) cancels the
+/// running job cleanly, answers the waiting ones `cancelled`, publishes `offline` and
+/// disconnects; the broker publishes `offline` as the last will if the agent dies.
+public final class Agent: Service, Sendable {
+    public let settings: AgentSettings
+    let service: SnapshotService
+    let client: MQTTClient
+    let parser: CommandParser
+    let ledger: RequestLedger
+    let queue = JobQueue()
+    let logger: Logger
+    private let counter = Atomic<Int>(0)
+    private let startID = String(Int(Date().timeIntervalSince1970), radix: 36)
+    private let memory = Mutex(Memory())
+
+    struct LastOutcome: Sendable {
+        var id: String?
+        var timestamp: String
+        var ok: Bool
+
+        var json: [String: Any] { ["id": (id as Any?) ?? NSNull(), "timestamp": timestamp, "ok": ok] }
+    }
+
+    struct Memory {
+        var last: [String: LastOutcome] = [:]
+        var lastCreate: SnapshotMetadata?
+        var lastRestoreSeconds: Double?
+        var stopping = false
+    }
+
+    public init(settings: AgentSettings, service: SnapshotService, logger: Logger = Logger(label: "snapshot.agent")) throws {
+        self.settings = settings
+        self.service = service
+        self.logger = logger
+        parser = CommandParser(settings: settings)
+        ledger = RequestLedger(path: settings.ledgerPath)
+        var options = try settings.broker.options(clientID: "snapshot-agent-\(settings.id)")
+        options.will = MQTTWill(topic: settings.availabilityTopic, payload: Array("offline".utf8), qos: 1, retain: true)
+        options.cleanSession = false
+        options.sessionExpiry = settings.sessionExpiry
+        options.reconnectDelay = (0.2, 10)
+        client = try MQTTClient(options: options)
+    }
+
+    // MARK: Service
+
+    public func run() async throws {
+        if !Repository.exists(at: service.repositoryPath) {
+            try Repository.initialize(at: service.repositoryPath)
+        }
+        loadLast()
+        client.subscribe(settings.commandFilter, qos: 1)
+        client.start()
+        logger.info("agent \(settings.id) connecting to \(settings.broker.url)")
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.watchConnection() }
+                group.addTask { await self.receiveCommands() }
+                group.addTask { await self.metricsTimer() }
+                // The job runner ends the agent: after a shutdown it drains and returns.
+                await self.runJobs()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            Task { await self.beginShutdown() }
+        }
+        try? await publish(settings.availabilityTopic, "offline", retain: true, timeout: 3)
+        client.stop(disconnect: true)
+        logger.info("agent \(settings.id) stopped")
+    }
+
+    /// Stops accepting commands, cancels the running job and answers the waiting ones.
+    func beginShutdown() async {
+        let already = memory.withLock { m -> Bool in
+            defer { m.stopping = true }
+            return m.stopping
+        }
+        guard !already else { return }
+        logger.info("shutting down: cancelling the running job, answering waiting ones")
+        for job in await queue.close() {
+            await finish(job, status: "cancelled", result: nil, error: CommandError("cancelled", "agent \(settings.id) is shutting down"))
+        }
+    }
+
+    // MARK: connection
+
+    private func watchConnection() async {
+        for await event in client.events {
+            if Task.isCancelled { break }
+            switch event {
+            case .connected:
+                logger.info("connected to \(settings.broker.url)")
+                // Retained state may be gone (a broker without persistence): publish it again.
+                try? await publish(settings.availabilityTopic, "online", retain: true)
+                await publishState()
+                await publishMetrics()
+            case .disconnected(let code, let reason):
+                logger.warning("disconnected from \(settings.broker.url): \(reason) (\(code))")
+            }
+        }
+    }
+
+    private func metricsTimer() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: UInt64(settings.metricsInterval * 1e9))
+            if Task.isCancelled { break }
+            await publishMetrics()
+        }
+    }
+
+    // MARK: commands
+
+    private func receiveCommands() async {
+        for await message in client.messages {
+            if Task.isCancelled { break }
+            await handle(message)
+        }
+    }
+
+    func handle(_ message: MQTTMessage) async {
+        switch parser.route(message) {
+        case .ignore:
+            return
+        case .reject(let action, let requestID, let error, let responseTopic, let correlation):
+            logger.notice("rejected \(action) on \(message.topic): \(error.message)")
+            let doc = response(requestID: requestID, jobID: nil, action: action, status: "rejected", result: nil, error: error)
+            await respond(action: action, document: doc, responseTopic: responseTopic, correlationData: correlation)
+        case .accept(let command):
+            await accept(command)
+        }
+    }
+
+    private func nextJobID() -> String {
+        "\(startID)-\(counter.add(1, ordering: .relaxed).newValue)"
+    }
+
+    private func accept(_ command: Command) async {
+        if let rid = command.requestID, let seen = ledger.lookup(rid) {
+            // A redelivery: answer again, never run again.
+            if let final = seen.final {
+                await respond(action: seen.action, document: Array(final.utf8), responseTopic: command.responseTopic, correlationData: command.correlationData)
+            } else {
+                let doc = response(requestID: rid, jobID: seen.jobID, action: seen.action, status: "accepted", result: ["duplicate": true], error: nil)
+                try? await publish(settings.responseTopic(seen.action), doc)
+            }
+            return
+        }
+        let jobID = nextJobID()
+        switch command.work {
+        case .ping:
+            let accepted = response(requestID: command.requestID, jobID: jobID, action: "ping", status: "accepted", result: nil, error: nil)
+            try? await publish(settings.responseTopic("ping"), accepted)
+            let result: [String: Any] = ["pong": true, "agent": settings.id, "version": AgentSettings.version, "time": Timestamp.now().iso8601]
+            await complete(command, jobID: jobID, status: "succeeded", result: result, error: nil)
+        case .cancel(let target):
+            let accepted = response(requestID: command.requestID, jobID: jobID, action: "cancel", status: "accepted", result: nil, error: nil)
+            try? await publish(settings.responseTopic("cancel"), accepted)
+            switch await queue.cancel(target) {
+            case .removedWaiting(let job):
+                await finish(job, status: "cancelled", result: nil, error: CommandError("cancelled", "cancelled by request before it started"))
+                await complete(command, jobID: jobID, status: "succeeded", result: ["job_id": target, "was": "queued"], error: nil)
+                await publishState()
+            case .signalledRunning:
+                await complete(command, jobID: jobID, status: "succeeded", result: ["job_id": target, "was": "running"], error: nil)
+            case .notFound:
+                await complete(command, jobID: jobID, status: "failed", result: nil, error: CommandError("not_found", "no queued or running job \(target)"))
+            }
+        default:
+            let job = Job(id: jobID, command: command)
+            let position: Int
+            do {
+                position = try await queue.enqueue(job)
+            } catch {
+                let reason = (error as? JobQueue.EnqueueError) == .full ? "the job queue is full" : "agent \(settings.id) is shutting down"
+                let doc = response(requestID: command.requestID, jobID: nil, action: command.action, status: "rejected", result: nil, error: CommandError("busy", reason))
+                await respond(action: command.action, document: doc, responseTopic: command.responseTopic, correlationData: command.correlationData)
+                return
+            }
+            if let rid = command.requestID {
+                ledger.record(.init(requestID: rid, jobID: jobID, action: command.action, status: "accepted", final: nil))
+            }
+            let doc = response(requestID: command.requestID, jobID: jobID, action: command.action, status: "accepted", result: ["queue_position": position], error: nil)
+            try? await publish(settings.responseTopic(command.action), doc)
+            await publishState()
+        }
+    }
+
+    /// Publishes a final response for a command that ran inline (ping, cancel) and records it.
+    private func complete(_ command: Command, jobID: String, status: String, result: Any?, error: CommandError?) async {
+        let doc = response(requestID: command.requestID, jobID: jobID, action: command.action, status: status, result: result, error: error)
+        if let rid = command.requestID {
+            ledger.record(.init(requestID: rid, jobID: jobID, action: command.action, status: status, final: String(decoding: doc, as: UTF8.self)))
+        }
+        await respond(action: command.action, document: doc, responseTopic: command.responseTopic, correlationData: command.correlationData)
+    }
+
+    // MARK: jobs
+
+    private func runJobs() async {
+        while let job = await queue.next() {
+            if let rid = job.command.requestID {
+                ledger.record(.init(requestID: rid, jobID: job.id, action: job.command.action, status: "running", final: nil))
+            }
+            await publishState()
+            let reporter = Task { await self.reportProgress(job) }
+            let outcome = await execute(job)
+            reporter.cancel()
+            _ = await reporter.value
+            if outcome.status == "succeeded" { await publishProgress(job, final: true) }
+            await queue.finished()
+            await finish(job, status: outcome.status, result: outcome.result, error: outcome.error)
+            await publishState()
+            await publishMetrics()
+        }
+    }
+
+    struct Outcome {
+        var status: String
+        var result: Any?
+        var error: CommandError?
+    }
+
+    private func execute(_ job: Job) async -> Outcome {
+        let service = self.service
+        do {
+            switch job.command.work {
+            case .create(let options):
+                let record = try await service.create(options, progress: job.progress, cancellation: job.cancellation)
+                memory.withLock { m in
+                    m.lastCreate = record.metadata
+                    m.last[record.type] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
+                }
+                return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
+            case .verify(let options):
+                let report = try await blocking { try service.verify(options, progress: job.progress) }
+                return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
+                    error: report.ok ? nil : CommandError("damaged", "verify found damage in \(report.snapshots.filter { !$0.ok }.map(\.snapshotID).joined(separator: ", "))"))
+            case .restore(let options):
+                let restored = try await blocking { try service.restore(options, progress: job.progress, cancellation: job.cancellation) }
+                if let summary = restored.summary {
+                    memory.withLock { $0.lastRestoreSeconds = summary.seconds }
+                    return Outcome(status: summary.ok ? "succeeded" : "failed", result: try jsonObject(summary),
+                        error: summary.ok ? nil : CommandError("mismatch", "restored files differ from the snapshot: \(summary.mismatches.joined(separator: ", "))"))
+                }
+                return Outcome(status: "succeeded", result: try jsonObject(restored.plannedEntries))
+            case .list(let options):
+                let records = try await blocking { try service.list(options) }
+                return Outcome(status: "succeeded", result: try jsonObject(records.map(\.metadata)))
+            case .show(let options):
+                let record = try await blocking { try service.show(options) }
+                return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
+            case .ping, .cancel:
+                return Outcome(status: "succeeded")
+            }
+        } catch {
+            if job.cancellation.isCancelled || (error as? EngineError).map({ if case .cancelled = $0 { return true } else { return false } }) == true {
+                return Outcome(status: "cancelled", error: CommandError("cancelled", "cancelled; nothing was committed"))
+            }
+            if case .create(let o) = job.command.work {
+                memory.withLock { $0.last[o.type] = LastOutcome(id: nil, timestamp: Timestamp.now().iso8601, ok: false) }
+            }
+            return Outcome(status: "failed", error: Self.commandError(error))
+        }
+    }
+
+    /// Runs blocking engine work on a thread outside the cooperative pool.
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            Thread.detachNewThread {
+                c.resume(with: Result { try body() })
+            }
+        }
+    }
+
+    static func commandError(_ error: any Error) -> CommandError {
+        switch error {
+        case let e as RepositoryError:
+            switch e {
+            case .locked: return CommandError("locked", "\(e)")
+            case .snapshotNotFound: return CommandError("not_found", "\(e)")
+            case .permission: return CommandError("permission", "\(e)")
+            case .notFound, .io: return CommandError("io_error", "\(e)")
+            case .corrupt, .unsupportedVersion, .missingBlob: return CommandError("damaged", "\(e)")
+            }
+        case let e as EngineError:
+            switch e {
+            case .usage, .unknownComponent, .unknownType: return CommandError("bad_payload", "\(e)")
+            case .config: return CommandError("bad_config", "\(e)")
+            default: return CommandError("failed", "\(e)")
+            }
+        default:
+            return CommandError("failed", "\(error)")
+        }
+    }
+
+    private func finish(_ job: Job, status: String, result: Any?, error: CommandError?) async {
+        let doc = response(requestID: job.command.requestID, jobID: job.id, action: job.command.action, status: status, result: result, error: error)
+        if let rid = job.command.requestID {
+            ledger.record(.init(requestID: rid, jobID: job.id, action: job.command.action, status: status, final: String(decoding: doc, as: UTF8.self)))
+        }
+        logger.info("\(job.command.action) \(job.id) \(status)\(error.map { ": " + $0.message } ?? "")")
+        await respond(action: job.command.action, document: doc, responseTopic: job.command.responseTopic, correlationData: job.command.correlationData)
+    }
+
+    // MARK: progress
+
+    private func reportProgress(_ job: Job) async {
+        await publishProgress(job, final: false)
+        var last = job.progress.reading()
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: 500_000_000)
+            if Task.isCancelled { break }
+            let now = job.progress.reading()
+            if now != last {
+                last = now
+                await publishProgress(job, final: false)
+            }
+        }
+    }
+
+    private func publishProgress(_ job: Job, final: Bool) async {
+        var r = job.progress.reading()
+        if final {
+            r.bytesDone = r.bytesTotal
+            r.filesDone = r.filesTotal
+            r.phase = "done"
+        }
+        let elapsed = max(0.001, Date().timeIntervalSince(job.accepted))
+        let rate = Double(r.bytesDone) / elapsed
+        let remaining = r.bytesTotal - r.bytesDone
+        var doc: [String: Any] = [
+            "job_id": job.id, "action": job.command.action, "phase": r.phase,
+            "percent": final ? 100 : (r.percent * 10).rounded() / 10,
+            "bytes_done": r.bytesDone, "bytes_total": r.bytesTotal, "files_done": r.filesDone, "files_total": r.filesTotal,
+            "rate_bps": Int(rate),
+        ]
+        doc["eta_s"] = final ? 0.0 : (rate > 0 && remaining > 0 ? ((Double(remaining) / rate * 10).rounded() / 10) as Any : NSNull())
+        doc["request_id"] = job.command.requestID ?? NSNull()
+        try? await publish(settings.progressTopic, encode(doc), qos: 0)
+    }
+
+    // MARK: state and metrics
+
+    private func loadLast() {
+        guard let records = try? service.catalog.all() else { return }
+        var last: [String: LastOutcome] = [:]
+        for r in records where last[r.type] == nil {
+            last[r.type] = LastOutcome(id: r.id, timestamp: r.metadata.timestamp, ok: r.metadata.verified?.ok ?? true)
+        }
+        memory.withLock { $0.last = last }
+    }
+
+    func publishState() async {
+        let (running, waiting) = await queue.status
+        let last = memory.withLock { $0.last }.mapValues(\.json)
+        var doc: [String: Any] = ["state": running == nil ? "idle" : "busy", "queue": waiting, "last": last, "version": AgentSettings.version]
+        if let running {
+            let job: [String: Any] = [
+                "job_id": running.id, "action": running.command.action, "request_id": (running.command.requestID as Any?) ?? NSNull(),
+                "accepted": Timestamp(seconds: Int64(running.accepted.timeIntervalSince1970)).iso8601,
+            ]
+            doc["job"] = job
+        } else {
+            doc["job"] = NSNull()
+        }
+        try? await publish(settings.stateTopic, encode(doc), retain: true)
+    }
+
+    func publishMetrics() async {
+        guard let records = try? service.catalog.all() else { return }
+        var counts: [String: Int] = [:]
+        var lastSuccessAge: [String: Double] = [:]
+        let now = Date().timeIntervalSince1970
+        var logical: UInt64 = 0
+        for r in records {
+            counts[r.type, default: 0] += 1
+            logical += r.metadata.sizeBytes
+            if lastSuccessAge[r.type] == nil, let t = Timestamp(iso8601: r.metadata.timestamp) {
+                lastSuccessAge[r.type] = max(0, (now - t.timeInterval).rounded())
+            }
+        }
+        let repoBytes = Self.directoryBytes(service.repositoryPath + "/.store")
+        let (lastCreate, restoreSeconds) = memory.withLock { ($0.lastCreate, $0.lastRestoreSeconds) }
+        let newest = lastCreate ?? records.first?.metadata
+        let doc: [String: Any] = [
+            "creation_time_s": newest?.durationS ?? NSNull(),
+            "restoration_time_s": restoreSeconds ?? NSNull(),
+            "compression_ratio": newest?.compressionRatio ?? NSNull(),
+            "dedup_ratio": repoBytes > 0 ? (Double(logical) / Double(repoBytes) * 100).rounded() / 100 : NSNull(),
+            "repository_bytes": repoBytes,
+            "snapshots": counts,
+            "last_success_age_s": lastSuccessAge,
+            "timestamp": Timestamp.now().iso8601,
+        ]
+        try? await publish(settings.metricsTopic, encode(doc), retain: true)
+    }
+
+    static func directoryBytes(_ path: String) -> UInt64 {
+        var total: UInt64 = 0
+        guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
+        while let name = e.nextObject() as? String {
+            if let size = e.fileAttributes?[.size] as? NSNumber, e.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
+                total += size.uint64Value
+            }
+            _ = name
+        }
+        return total
+    }
+
+    // MARK: publishing
+
+    func response(requestID: String?, jobID: String?, action: String, status: String, result: Any?, error: CommandError?) -> [UInt8] {
+        var doc: [String: Any] = ["action": action, "status": status, "agent": settings.id]
+        doc["request_id"] = requestID ?? NSNull()
+        doc["job_id"] = jobID ?? NSNull()
+        doc["result"] = result ?? NSNull()
+        doc["error"] = error.map { ["code": $0.code, "message": $0.message] } ?? NSNull()
+        return encode(doc)
+    }
+
+    /// A response goes to `response/<action>`; a final one also to the v5 Response Topic.
+    private func respond(action: String, document: [UInt8], responseTopic: String?, correlationData: [UInt8]?) async {
+        let topicAction = CommandParser.fields[action] == nil ? "unknown" : action
+        try? await publish(settings.responseTopic(topicAction), document)
+        if let responseTopic, !responseTopic.isEmpty, !responseTopic.contains("+"), !responseTopic.contains("#") {
+            try? await client.publish(responseTopic, document, qos: 1, retain: false, correlationData: correlationData)
+        }
+    }
+
+    private func publish(_ topic: String, _ text: String, retain: Bool = false, timeout: Double? = nil) async throws {
+        try await publish(topic, Array(text.utf8), retain: retain, timeout: timeout)
+    }
+
+    private func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, timeout: Double? = nil) async throws {
+        guard let timeout else {
+            try await client.publish(topic, payload, qos: qos, retain: retain)
+            return
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.client.publish(topic, payload, qos: qos, retain: retain) }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+                throw MQTTError.timeout("publishing \(topic)")
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    func encode(_ object: [String: Any]) -> [UInt8] {
+        Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8))
+    }
+
+    func jsonObject<T: Encodable>(_ value: T) throws -> Any {
+        try JSONSerialization.jsonObject(with: JSONEncoder.snapshot.encode(value), options: [.fragmentsAllowed])
+    }
+}

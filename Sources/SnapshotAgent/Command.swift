@@ -1,0 +1,259 @@
+import COpenSSL
+import Foundation
+import SnapshotCore
+import SnapshotEngine
+import SnapshotMQTT
+
+/// A command addressed to this agent, decoded and validated.
+public struct Command: Sendable {
+    public enum Work: Sendable {
+        case create(CreateOptions)
+        case verify(VerifyOptions)
+        case restore(RestoreOptions)
+        case list(ListOptions)
+        case show(ShowOptions)
+        case ping
+        case cancel(jobID: String)
+    }
+
+    public var action: String
+    public var requestID: String?
+    public var work: Work
+    public var responseTopic: String?
+    public var correlationData: [UInt8]?
+}
+
+/// Why a command was refused before any work started: `{"code","message"}` in the response.
+public struct CommandError: Error, Sendable, Equatable, Codable {
+    public var code: String
+    public var message: String
+
+    public init(_ code: String, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// What to do with one message on `<prefix>/cmd/#`.
+public enum Routing: Sendable {
+    /// Addressed to another agent or group: stay silent.
+    case ignore
+    /// Addressed to us but refused; `action` is what the topic named (maybe unknown).
+    case reject(action: String, requestID: String?, error: CommandError, responseTopic: String?, correlationData: [UInt8]?)
+    case accept(Command)
+}
+
+/// Turns MQTT messages into commands: topic routing (broadcast, agent id, group, `all`),
+/// size and allow-list checks, strict payload decoding into the CLI's option types, HMAC
+/// signatures for destructive actions, and restore-target confinement.
+public struct CommandParser: Sendable {
+    public let settings: AgentSettings
+
+    public init(settings: AgentSettings) {
+        self.settings = settings
+    }
+
+    /// Fields each action accepts besides `request_id` and `signature`.
+    static let fields: [String: Set<String>] = [
+        "create": ["type", "name", "auto", "path", "exclude", "time", "tag"],
+        "verify": ["snapshot", "all", "component", "read_data"],
+        "restore": ["snapshot", "component", "target", "verify", "no_backup", "dry_run"],
+        "list": ["type"],
+        "show": ["snapshot"],
+        "ping": [],
+        "cancel": ["job_id"],
+        "prune": ["type", "dry_run"],
+        "delete": ["snapshot"],
+        "monitor": ["check_integrity", "check_age", "check_size", "metrics"],
+        "test-recovery": ["snapshot", "isolated", "benchmark"],
+        "recover": ["mode", "snapshot", "validate"],
+    ]
+    /// Actions this version runs; the others are refused with `not_implemented`.
+    static let implemented: Set<String> = ["create", "verify", "restore", "list", "show", "ping", "cancel"]
+
+    public func route(_ message: MQTTMessage) -> Routing {
+        let levels = message.topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let prefixLevels = settings.prefix.split(separator: "/", omittingEmptySubsequences: false).count
+        guard levels.count > prefixLevels, levels[prefixLevels] == "cmd" else { return .ignore }
+        let rest = Array(levels[(prefixLevels + 1)...])
+        let action: String
+        switch rest.count {
+        case 1:
+            action = rest[0]
+        case 2:
+            let target = rest[0]
+            guard target == "all" || target == settings.id || settings.groups.contains(target) else { return .ignore }
+            action = rest[1]
+        default:
+            return .ignore
+        }
+        func reject(_ code: String, _ text: String, requestID: String? = nil) -> Routing {
+            .reject(action: action, requestID: requestID, error: CommandError(code, text), responseTopic: message.responseTopic, correlationData: message.correlationData)
+        }
+        guard message.payload.count <= settings.maxPayload else {
+            return reject("payload_too_large", "payload of \(message.payload.count) bytes exceeds mqtt.max_payload (\(settings.maxPayload))")
+        }
+        guard let allowed = Self.fields[action] else {
+            let rid = (try? JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any])?["request_id"] as? String
+            return reject("unknown_action", "unknown action \"\(action)\" (actions: \(Self.fields.keys.sorted().joined(separator: ", ")))", requestID: rid)
+        }
+        var object: [String: Any] = [:]
+        let trimmed = message.payload.drop { $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
+        if !trimmed.isEmpty {
+            guard let parsed = try? JSONSerialization.jsonObject(with: Data(message.payload), options: [.fragmentsAllowed]) else {
+                return reject("bad_payload", "payload is not valid JSON")
+            }
+            guard let dict = parsed as? [String: Any] else {
+                return reject("bad_payload", "payload must be a JSON object")
+            }
+            object = dict
+        }
+        var requestID: String?
+        if let r = object["request_id"] {
+            guard let s = r as? String, !s.isEmpty, s.utf8.count <= 256 else {
+                return reject("bad_payload", "field \"request_id\" must be a non-empty string of at most 256 bytes")
+            }
+            requestID = s
+        }
+        let unknown = object.keys.filter { !allowed.contains($0) && $0 != "request_id" && $0 != "signature" }.sorted()
+        guard unknown.isEmpty else {
+            return reject("bad_payload", "unknown field\(unknown.count > 1 ? "s" : "") \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) for \(action) (fields: \(allowed.sorted().joined(separator: ", ")))", requestID: requestID)
+        }
+        guard settings.allow.contains(action) else {
+            return reject("not_allowed", "action \(action) is not in mqtt.allow on agent \(settings.id)", requestID: requestID)
+        }
+        if let key = settings.hmacKey, AgentSettings.destructive.contains(action) {
+            guard let signature = object["signature"] as? String else {
+                return reject("bad_signature", "\(action) requires a \"signature\" (HMAC-SHA256, see topics.md)", requestID: requestID)
+            }
+            guard Self.verify(signature: signature, action: action, fields: object, key: key) else {
+                return reject("bad_signature", "signature does not match the payload", requestID: requestID)
+            }
+        }
+        guard Self.implemented.contains(action) else {
+            return reject("not_implemented", "action \(action) is not available in agent version \(AgentSettings.version)", requestID: requestID)
+        }
+        var fields = object
+        fields.removeValue(forKey: "request_id")
+        fields.removeValue(forKey: "signature")
+        let work: Command.Work
+        do {
+            let data = try JSONSerialization.data(withJSONObject: fields)
+            let decoder = JSONDecoder()
+            switch action {
+            case "create":
+                let o = try decoder.decode(CreateOptions.self, from: data)
+                try o.validate()
+                work = .create(o)
+            case "verify":
+                let o = try decoder.decode(VerifyOptions.self, from: data)
+                try o.validate()
+                work = .verify(o)
+            case "restore":
+                var o = try decoder.decode(RestoreOptions.self, from: data)
+                try o.validate()
+                guard let target = o.target else {
+                    return reject("bad_payload", "restore over MQTT needs a \"target\" directory in this version", requestID: requestID)
+                }
+                guard let confined = confine(target) else {
+                    return reject("unsafe_target", "target \(target) is outside the configured root and mqtt.restore_targets", requestID: requestID)
+                }
+                o.target = confined
+                work = .restore(o)
+            case "list":
+                let o = try decoder.decode(ListOptions.self, from: data)
+                try o.validate()
+                work = .list(o)
+            case "show":
+                let o = try decoder.decode(ShowOptions.self, from: data)
+                try o.validate()
+                work = .show(o)
+            case "cancel":
+                guard let id = fields["job_id"] as? String, !id.isEmpty else {
+                    return reject("bad_payload", "cancel needs \"job_id\" (a string)", requestID: requestID)
+                }
+                work = .cancel(jobID: id)
+            default:
+                work = .ping
+            }
+        } catch let e as DecodingError {
+            return reject("bad_payload", Self.describe(e), requestID: requestID)
+        } catch let e as EngineError {
+            return reject("bad_payload", "\(e)", requestID: requestID)
+        } catch {
+            return reject("bad_payload", "\(error)", requestID: requestID)
+        }
+        return .accept(Command(action: action, requestID: requestID, work: work, responseTopic: message.responseTopic, correlationData: message.correlationData))
+    }
+
+    /// The absolute target when it lies inside a configured root (after resolving `..` and
+    /// the symlinks of its existing part); nil otherwise.
+    func confine(_ target: String) -> String? {
+        guard target.hasPrefix("/") else { return nil }
+        let resolved = Self.resolveExisting(POSIX.absolute(target))
+        for root in settings.restoreRoots {
+            let r = Self.resolveExisting(POSIX.absolute(root))
+            if resolved == r || resolved.hasPrefix(r == "/" ? "/" : r + "/") { return resolved }
+        }
+        return nil
+    }
+
+    /// realpath of the longest existing prefix, with the rest appended.
+    static func resolveExisting(_ path: String) -> String {
+        var existing = path
+        var rest: [String] = []
+        while !existing.isEmpty && existing != "/" && !POSIX.exists(existing) {
+            rest.insert(POSIX.lastComponent(existing), at: 0)
+            existing = POSIX.parent(of: existing)
+        }
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let base = realpath(existing, &buf) != nil ? buf.withUnsafeBytes { POSIX.string(fromNulTerminated: $0) } : existing
+        return rest.isEmpty ? base : (base == "/" ? "" : base) + "/" + rest.joined(separator: "/")
+    }
+
+    static func describe(_ e: DecodingError) -> String {
+        switch e {
+        case .typeMismatch(let type, let c):
+            return "field \"\(c.codingPath.first?.stringValue ?? "?")\" has the wrong type (expected \(type == [String].self ? "a string or a list of strings" : "\(type)".lowercased()))"
+        case .valueNotFound(_, let c):
+            return "field \"\(c.codingPath.first?.stringValue ?? "?")\" must not be null"
+        case .keyNotFound(let k, _):
+            return "field \"\(k.stringValue)\" is required"
+        case .dataCorrupted(let c):
+            return c.debugDescription
+        @unknown default:
+            return "\(e)"
+        }
+    }
+
+    // MARK: signatures
+
+    /// The signed text: `<action>\n` followed by the payload without `signature`, as compact
+    /// JSON with sorted keys (see topics.md, "Signed commands").
+    public static func signingText(action: String, fields: [String: Any]) -> [UInt8] {
+        var f = fields
+        f.removeValue(forKey: "signature")
+        let data = (try? JSONSerialization.data(withJSONObject: f, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return Array((action + "\n").utf8) + Array(data)
+    }
+
+    /// Hex HMAC-SHA256 of the signing text.
+    public static func sign(action: String, fields: [String: Any], key: [UInt8]) -> String {
+        let text = signingText(action: action, fields: fields)
+        var out = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        _ = key.withUnsafeBytes { k in
+            text.withUnsafeBytes { t in
+                HMAC(EVP_sha256(), k.baseAddress, Int32(k.count), t.baseAddress?.assumingMemoryBound(to: UInt8.self), t.count, &out, &length)
+            }
+        }
+        return out.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func verify(signature: String, action: String, fields: [String: Any], key: [UInt8]) -> Bool {
+        let expected = Array(sign(action: action, fields: fields, key: key).utf8)
+        let given = Array(signature.lowercased().utf8)
+        guard expected.count == given.count else { return false }
+        return CRYPTO_memcmp(expected, given, expected.count) == 0
+    }
+}

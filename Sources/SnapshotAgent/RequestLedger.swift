@@ -1,0 +1,63 @@
+import Foundation
+import SnapshotCore
+import Synchronization
+
+/// Remembers recent request ids and their outcome on disk, so that a command delivered twice
+/// (a QoS 1 redelivery, also across an agent restart) is answered again but never run twice.
+/// Keeps the newest `capacity` entries. Thread-safe.
+public final class RequestLedger: Sendable {
+    public struct Entry: Codable, Sendable, Equatable {
+        public var requestID: String
+        public var jobID: String
+        public var action: String
+        /// `accepted`, `running`, or the final status.
+        public var status: String
+        /// The final response document, once there is one.
+        public var final: String?
+
+        enum CodingKeys: String, CodingKey {
+            case requestID = "request_id"
+            case jobID = "job_id"
+            case action, status, final
+        }
+    }
+
+    private let path: String
+    private let capacity: Int
+    private let entries: Mutex<[Entry]>
+
+    /// Loads the ledger; a missing or unreadable file starts empty (the loss is only that
+    /// very old duplicates would run again).
+    public init(path: String, capacity: Int = 1000) {
+        self.path = path
+        self.capacity = capacity
+        var loaded: [Entry] = []
+        if let bytes = try? POSIX.readFile(path), let decoded = try? JSONDecoder().decode([Entry].self, from: Data(bytes)) {
+            loaded = decoded
+        }
+        entries = Mutex(loaded)
+    }
+
+    public func lookup(_ requestID: String) -> Entry? {
+        entries.withLock { list in list.last { $0.requestID == requestID } }
+    }
+
+    /// Adds or updates the entry of `entry.requestID` and writes the ledger.
+    public func record(_ entry: Entry) {
+        let snapshot = entries.withLock { list -> [Entry] in
+            if let i = list.lastIndex(where: { $0.requestID == entry.requestID }) {
+                list[i] = entry
+            } else {
+                list.append(entry)
+                if list.count > capacity { list.removeFirst(list.count - capacity) }
+            }
+            return list
+        }
+        do {
+            try POSIX.makeDirectories(POSIX.parent(of: path))
+            try POSIX.writeFileAtomically(path, Array(try JSONEncoder().encode(snapshot)))
+        } catch {
+            // The ledger is an aid against duplicates; failing to write it must not stop the agent.
+        }
+    }
+}

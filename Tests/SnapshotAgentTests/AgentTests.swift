@@ -1,0 +1,171 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+import SnapshotMQTT
+import Testing
+import TestSupport
+
+@Suite(.serialized) struct AgentTests {
+    @Test func badCommandsAreRejectedWithAReasonAndTheAgentKeepsServing() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        try await h.startAgent()
+        let base = "snapshots/cmd/\(h.id)"
+        try await h.send("\(base)/create", "{not json")
+        try await h.send("\(base)/create", "[1,2]")
+        try await h.send("\(base)/create", #"{"type": 5, "request_id": "wrong-type"}"#)
+        try await h.send("\(base)/create", #"{"typ": "system", "request_id": "unknown-field"}"#)
+        try await h.send("\(base)/create", #"{"type": "weekly", "request_id": "bad-value"}"#)
+        try await h.send("\(base)/explode", #"{"request_id": "unknown-action"}"#)
+        try await h.send("\(base)/create", "{\"name\": \"" + String(repeating: "x", count: 70_000) + "\"}")
+        try await h.send("\(base)/restore", #"{"snapshot": "latest", "target": "/etc", "request_id": "outside"}"#)
+        try await h.send("\(base)/prune", #"{"request_id": "later"}"#)
+        try await h.send("snapshots/cmd/other-agent/create", #"{"request_id": "not-for-us"}"#)
+        try await h.send("snapshots/cmd/backup-group/ping", #"{"request_id": "via-group"}"#)
+        try await h.send("snapshots/cmd/all/ping", #"{"request_id": "via-all"}"#)
+        try await h.send("snapshots/cmd/ping", #"{"request_id": "broadcast"}"#)
+        let done = await h.waitFor { _ in h.responses("ping").filter { $0["status"] as? String == "succeeded" }.count == 3 }
+        #expect(done, "pings after bad input: \(h.agentLog)")
+        let creates = h.responses("create")
+        #expect(creates.allSatisfy { $0["status"] as? String == "rejected" })
+        func error(_ rid: String, in list: [[String: Any]]) -> [String: Any]? {
+            list.first { $0["request_id"] as? String == rid }?["error"] as? [String: Any]
+        }
+        #expect(creates.count == 6)
+        #expect(creates.contains { ($0["error"] as? [String: Any])?["message"] as? String == "payload is not valid JSON" })
+        #expect(creates.contains { ($0["error"] as? [String: Any])?["message"] as? String == "payload must be a JSON object" })
+        #expect(creates.contains { ($0["error"] as? [String: Any])?["code"] as? String == "payload_too_large" })
+        #expect((error("wrong-type", in: creates)?["message"] as? String)?.contains("\"type\" has the wrong type") == true)
+        #expect((error("unknown-field", in: creates)?["message"] as? String)?.hasPrefix("unknown field \"typ\"") == true)
+        #expect((error("bad-value", in: creates)?["message"] as? String)?.contains("weekly") == true)
+        #expect(error("unknown-action", in: h.responses("unknown"))?["code"] as? String == "unknown_action")
+        #expect(error("outside", in: h.responses("restore"))?["code"] as? String == "unsafe_target")
+        #expect(error("later", in: h.responses("prune"))?["code"] as? String == "not_implemented")
+        #expect(!h.all.contains { $0.payloadString.contains("not-for-us") })
+        #expect(h.agent?.isRunning == true)
+    }
+
+    @Test func aCreateRunsOnceForARepeatedRequestIDAlsoAcrossARestart() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        try await h.startAgent()
+        let cmd = "snapshots/cmd/\(h.id)/create"
+        try await h.send(cmd, #"{"type": "data", "name": "once", "request_id": "r-1"}"#, responseTopic: "reply/one", correlation: [9, 9])
+        let first = await h.final("create", requestID: "r-1")
+        #expect(first?["status"] as? String == "succeeded", "\(h.agentLog)")
+        try await h.send(cmd, #"{"type": "data", "name": "once", "request_id": "r-1"}"#)
+        await h.waitFor { _ in h.responses("create").filter { $0["request_id"] as? String == "r-1" && $0["status"] as? String == "succeeded" }.count == 2 }
+        // Exactly one reply on the v5 response topic, with the correlation data.
+        let replies = h.messages(on: "reply/one")
+        #expect(replies.count == 1)
+        #expect(replies.first?.correlationData == [9, 9])
+        h.agent?.stop(SIGTERM)
+        try await h.startAgent()
+        try await h.send(cmd, #"{"type": "data", "name": "once", "request_id": "r-1"}"#)
+        await h.waitFor { _ in h.responses("create").filter { $0["request_id"] as? String == "r-1" && $0["status"] as? String == "succeeded" }.count == 3 }
+        let list = try CLI.run(["--repo", h.repo, "list", "--json"])
+        let snapshots = try #require(try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [Any])
+        #expect(snapshots.count == 1, "the command ran more than once")
+        #expect(try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"]).status == 0)
+    }
+
+    @Test func lastWillOnKillAndOnlineAgainAfterRestart() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        try await h.startAgent()
+        h.agent?.stop(SIGKILL)
+        let offline = await h.waitFor(timeout: 10) { _ in h.messages(on: "snapshots/status/\(h.id)/availability").last?.payloadString == "offline" }
+        #expect(offline, "the broker did not publish the last will")
+        try await h.startAgent()
+        #expect(h.messages(on: "snapshots/status/\(h.id)/availability").last?.payloadString == "online")
+        // A clean stop publishes offline itself.
+        h.agent?.stop(SIGTERM)
+        #expect(h.agent?.wait(timeout: 5) == 0)
+        #expect(await h.waitFor(timeout: 5) { _ in h.messages(on: "snapshots/status/\(h.id)/availability").last?.payloadString == "offline" })
+    }
+
+    @Test func aBrokerRestartMidJobLosesNothing() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        for i in 0..<40 { Fixture.write(h.data + "/big\(i).bin", Fixture.bytes(2_000_000, seed: UInt64(i))) }
+        try await h.startAgent()
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "data", "request_id": "mid-job"}"#)
+        await h.waitFor { _ in h.responses("create").contains { $0["status"] as? String == "accepted" } }
+        h.broker.stop()
+        try await Task.sleep(nanoseconds: 300_000_000)
+        try h.broker.start()
+        let final = await h.final("create", requestID: "mid-job", timeout: 60)
+        #expect(final?["status"] as? String == "succeeded", "\(h.agentLog)")
+        // Retained state was republished to the fresh broker: a new subscriber sees it.
+        let probe = try MQTTClient(options: MQTTOptions(port: h.broker.port, clientID: "probe", reconnectDelay: (0.05, 0.3)))
+        let seen = ProbeInbox(probe)
+        probe.subscribe("snapshots/status/\(h.id)/#")
+        probe.start()
+        defer { probe.stop() }
+        let republished = await seen.wait { topics in
+            topics.contains("snapshots/status/\(h.id)/availability") && topics.contains("snapshots/status/\(h.id)/state") && topics.contains("snapshots/status/\(h.id)/metrics")
+        }
+        #expect(republished)
+        // And commands still work.
+        try await h.send("snapshots/cmd/\(h.id)/ping", #"{"request_id": "after-restart"}"#)
+        #expect(await h.final("ping", requestID: "after-restart")?["status"] as? String == "succeeded")
+        #expect(try CLI.run(["--repo", h.repo, "verify", "--all"]).status == 0)
+    }
+
+    @Test func aBurstOfFiftyIsAnsweredInOrderAndACancelStopsAQueuedJob() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        try await h.startAgent()
+        for i in 0..<50 {
+            try await h.send("snapshots/cmd/\(h.id)/list", "{\"request_id\": \"b-\(i)\"}")
+        }
+        let all = await h.waitFor(timeout: 60) { _ in h.responses("list").filter { $0["status"] as? String == "succeeded" }.count == 50 }
+        #expect(all, "answered \(h.responses("list").filter { $0["status"] as? String == "succeeded" }.count) of 50")
+        let order = h.responses("list").filter { $0["status"] as? String == "succeeded" }.compactMap { $0["request_id"] as? String }
+        #expect(order == (0..<50).map { "b-\($0)" })
+        // Queue a slow create and a create behind it; cancel the second while it waits.
+        for i in 0..<30 { Fixture.write(h.data + "/big\(i).bin", Fixture.bytes(2_000_000, seed: UInt64(100 + i))) }
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "data", "request_id": "slow"}"#)
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "data", "request_id": "victim"}"#)
+        await h.waitFor { _ in h.responses("create").contains { $0["request_id"] as? String == "victim" && $0["status"] as? String == "accepted" } }
+        let victim = try #require(h.responses("create").first { $0["request_id"] as? String == "victim" }?["job_id"] as? String)
+        try await h.send("snapshots/cmd/\(h.id)/cancel", "{\"job_id\": \"\(victim)\", \"request_id\": \"c\"}")
+        #expect(await h.final("create", requestID: "victim")?["status"] as? String == "cancelled")
+        #expect(await h.final("create", requestID: "slow", timeout: 60)?["status"] as? String == "succeeded")
+        #expect(await h.final("cancel", requestID: "c")?["status"] as? String == "succeeded")
+        let states = h.documents(on: "snapshots/status/\(h.id)/state")
+        #expect(states.contains { $0["state"] as? String == "busy" && $0["queue"] as? Int == 1 })
+        #expect(states.last?["state"] as? String == "idle")
+        let progress = h.documents(on: "snapshots/status/\(h.id)/progress")
+        #expect(progress.contains { $0["percent"] as? Double == 100 || $0["percent"] as? Int == 100 })
+        #expect(try CLI.run(["--repo", h.repo, "verify", "--all"]).status == 0)
+    }
+}
+
+final class ProbeInbox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var topics = Set<String>()
+    private var task: Task<Void, Never>?
+
+    init(_ client: MQTTClient) {
+        task = Task { [weak self] in
+            for await m in client.messages {
+                guard let self else { break }
+                self.lock.withLock { _ = self.topics.insert(m.topic) }
+            }
+        }
+    }
+
+    func wait(timeout: Double = 10, _ predicate: (Set<String>) -> Bool) async -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if predicate(lock.withLock { topics }) { return true }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        return false
+    }
+
+    deinit { task?.cancel() }
+}
