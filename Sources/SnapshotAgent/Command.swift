@@ -73,8 +73,9 @@ public struct CommandParser: Sendable {
 
     public func route(_ message: MQTTMessage) -> Routing {
         let levels = message.topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        let prefixLevels = settings.prefix.split(separator: "/", omittingEmptySubsequences: false).count
-        guard levels.count > prefixLevels, levels[prefixLevels] == "cmd" else { return .ignore }
+        let prefix = settings.prefix.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let prefixLevels = prefix.count
+        guard levels.count > prefixLevels, Array(levels[0..<prefixLevels]) == prefix, levels[prefixLevels] == "cmd" else { return .ignore }
         let rest = Array(levels[(prefixLevels + 1)...])
         let action: String
         switch rest.count {

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotAgent
+import SnapshotEngine
+import SnapshotMQTT
+import Testing
+import TestSupport
+
+@Suite struct CommandParserTests {
+    let dir = TemporaryDirectory("snapshot-parser")
+
+    func parser(allow: Set<String>? = nil, key: [UInt8]? = nil) -> CommandParser {
+        CommandParser(settings: AgentSettings(
+            id: "host1", groups: ["gpu"], prefix: "snapshots", allow: allow ?? Set(MQTTSection.actions), maxPayload: 1024,
+            restoreRoots: [dir.path], hmacKey: key, broker: BrokerSettings(), ledgerPath: dir.sub("ledger.json")))
+    }
+
+    func route(_ p: CommandParser, _ topic: String, _ payload: String) -> Routing {
+        p.route(MQTTMessage(topic: topic, payload: Array(payload.utf8), qos: 1))
+    }
+
+    func rejection(_ r: Routing) -> CommandError? {
+        if case .reject(_, _, let e, _, _) = r { return e }
+        return nil
+    }
+
+    @Test func routingByBroadcastIdGroupAndAll() {
+        let p = parser()
+        for topic in ["snapshots/cmd/ping", "snapshots/cmd/host1/ping", "snapshots/cmd/gpu/ping", "snapshots/cmd/all/ping"] {
+            guard case .accept(let c) = route(p, topic, "") else {
+                Issue.record("\(topic) not accepted")
+                continue
+            }
+            #expect(c.action == "ping")
+        }
+        for topic in ["snapshots/cmd/host2/ping", "snapshots/cmd/a/b/ping", "other/cmd/ping", "snapshots/status/host1/ping"] {
+            guard case .ignore = route(p, topic, "") else {
+                Issue.record("\(topic) not ignored")
+                continue
+            }
+        }
+    }
+
+    @Test func payloadsDecodeIntoTheCLIOptionTypes() {
+        guard case .accept(let c) = route(parser(), "snapshots/cmd/create", #"{"type":"system","name":"pre-deployment","tag":"env=prod","path":["/a","/b"],"request_id":"r"}"#),
+            case .create(let o) = c.work
+        else {
+            Issue.record("not accepted")
+            return
+        }
+        #expect(o.type == "system" && o.name == "pre-deployment" && o.tag == ["env=prod"] && o.path == ["/a", "/b"])
+        #expect(c.requestID == "r")
+        #expect(rejection(route(parser(), "snapshots/cmd/verify", #"{"all":true,"snapshot":"latest"}"#))?.code == "bad_payload")
+        #expect(rejection(route(parser(), "snapshots/cmd/verify", #"{"read_data":"yes","all":true}"#))?.message.contains("read_data") == true)
+        #expect(rejection(route(parser(), "snapshots/cmd/create", #"{"request_id":7}"#))?.message.contains("request_id") == true)
+    }
+
+    @Test func allowListAndRestoreTargetsAreEnforced() throws {
+        let p = parser(allow: ["ping", "list"])
+        #expect(rejection(route(p, "snapshots/cmd/create", "{}"))?.code == "not_allowed")
+        let inside = dir.sub("restore-here")
+        guard case .accept(let c) = route(parser(), "snapshots/cmd/restore", "{\"snapshot\":\"latest\",\"target\":\"\(inside)\"}"), case .restore(let o) = c.work else {
+            Issue.record("restore inside root rejected")
+            return
+        }
+        #expect(o.target?.hasSuffix("/restore-here") == true)
+        #expect(rejection(route(parser(), "snapshots/cmd/restore", "{\"snapshot\":\"latest\",\"target\":\"\(dir.path)/../escape\"}"))?.code == "unsafe_target")
+        #expect(rejection(route(parser(), "snapshots/cmd/restore", #"{"snapshot":"latest","target":"relative/dir"}"#))?.code == "unsafe_target")
+        // A symlink inside the root that points outside does not make a way out.
+        symlink("/etc", dir.sub("sneaky"))
+        #expect(rejection(route(parser(), "snapshots/cmd/restore", "{\"snapshot\":\"latest\",\"target\":\"\(dir.sub("sneaky"))/x\"}"))?.code == "unsafe_target")
+    }
+
+    @Test func destructiveActionsNeedAValidSignatureWhenAKeyIsSet() {
+        let key = Array("s3cret".utf8)
+        let p = parser(key: key)
+        let fields: [String: Any] = ["snapshot": "latest", "target": dir.sub("t"), "request_id": "r1"]
+        let signature = CommandParser.sign(action: "restore", fields: fields, key: key)
+        #expect(signature.count == 64)
+        var signed = fields
+        signed["signature"] = signature
+        let good = String(decoding: try! JSONSerialization.data(withJSONObject: signed), as: UTF8.self)
+        guard case .accept = route(p, "snapshots/cmd/restore", good) else {
+            Issue.record("a correctly signed restore was rejected")
+            return
+        }
+        #expect(rejection(route(p, "snapshots/cmd/restore", "{\"snapshot\":\"latest\",\"target\":\"\(dir.sub("t"))\"}"))?.code == "bad_signature")
+        signed["snapshot"] = "system/latest"  // changed after signing
+        let tampered = String(decoding: try! JSONSerialization.data(withJSONObject: signed), as: UTF8.self)
+        #expect(rejection(route(p, "snapshots/cmd/restore", tampered))?.code == "bad_signature")
+        // Non-destructive actions need none.
+        guard case .accept = route(p, "snapshots/cmd/list", "{}") else {
+            Issue.record("list needed a signature")
+            return
+        }
+        // The signing text is documented in topics.md: action, newline, compact sorted JSON.
+        #expect(String(decoding: CommandParser.signingText(action: "delete", fields: ["snapshot": "a/b", "request_id": "x", "signature": "zz"]), as: UTF8.self)
+            == "delete\n{\"request_id\":\"x\",\"snapshot\":\"a/b\"}")
+    }
+}
