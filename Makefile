@@ -31,23 +31,11 @@ build: deps-build
 release: deps-build
 	$(SWIFT) build -c release
 
-# The demo: an example agent system beside configs/, a first system snapshot with a
-# progress bar, the listing, a verify and a restore into a scratch directory.
-run: release
+# The demo: an example agent system beside configs/, a local mosquitto when none is
+# reachable, the agent on it, and a first system snapshot over MQTT with its progress.
+run: release deps-test
 	@scripts/make-example-system.sh .
-	@echo; echo "== snapshot create --type system"
-	$(BIN) create --type system --name first-demo --tag source=make-run
-	@echo; echo "== snapshot list"
-	$(BIN) list
-	@echo; echo "== snapshot verify --snapshot latest --read-data"
-	$(BIN) verify --snapshot latest --read-data
-	@rm -rf .demo-restore
-	@echo; echo "== snapshot restore --snapshot latest --target .demo-restore"
-	$(BIN) restore --snapshot latest --target .demo-restore --verify
-	@echo; echo "Restored components are in .demo-restore/. Try next:"
-	@echo "  $(BIN) ls --snapshot latest configs"
-	@echo "  $(BIN) cat --snapshot latest configs/system.yaml"
-	@echo "  $(BIN) show --snapshot system/latest"
+	@scripts/demo.sh
 
 test: deps-test
 	$(SWIFT) build
@@ -59,4 +47,4 @@ bench: deps-bench release
 	TOOLS="restic borg-zstd3 snapshot" SNAPSHOT_BIN=$(CURDIR)/$(BIN) $(SHARED)/bench/anchors.sh $(BENCH_DATASET) $(BENCH_WORK)
 
 clean:
-	rm -rf .build .demo-restore
+	rm -rf .build .demo-restore .demo
