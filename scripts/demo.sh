@@ -19,7 +19,7 @@ if broker_up; then
     echo "== using the broker already on 127.0.0.1:$PORT"
 else
     echo "== starting mosquitto on 127.0.0.1:$PORT ($DEMO/mosquitto.conf)"
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$PORT" > "$DEMO/mosquitto.conf"
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n' "$PORT" > "$DEMO/mosquitto.conf"
     [ "$(id -u)" = 0 ] && echo "user root" >> "$DEMO/mosquitto.conf"
     mosquitto -c "$DEMO/mosquitto.conf" > "$DEMO/mosquitto.log" 2>&1 &
     BROKER_PID=$!

@@ -201,7 +201,8 @@ public final class Agent: Service, Sendable {
     /// Publishes a final response for a command that ran inline (ping, cancel) and records it.
     private func complete(_ command: Command, jobID: String, status: String, result: Any?, error: CommandError?) async {
         let doc = response(requestID: command.requestID, jobID: jobID, action: command.action, status: status, result: result, error: error)
-        if let rid = command.requestID {
+        // A ping has no effect to protect against repetition: it is not written to the ledger.
+        if let rid = command.requestID, command.action != "ping" {
             ledger.record(.init(requestID: rid, jobID: jobID, action: command.action, status: status, final: String(decoding: doc, as: UTF8.self)))
         }
         await respond(action: command.action, document: doc, responseTopic: command.responseTopic, correlationData: command.correlationData)
@@ -215,11 +216,17 @@ public final class Agent: Service, Sendable {
                 ledger.record(.init(requestID: rid, jobID: job.id, action: job.command.action, status: "running", final: nil))
             }
             await publishState()
-            let reporter = Task { await self.reportProgress(job) }
+            let pacer = ProgressPacer()
+            let reports = job.reportsProgress
+            let reporter = Task { if reports { await self.reportProgress(job, pacer: pacer) } }
             let outcome = await execute(job)
             reporter.cancel()
             _ = await reporter.value
-            if outcome.status == "succeeded" { await publishProgress(job, final: true) }
+            if reports && outcome.status == "succeeded" {
+                // At most two progress messages a second: the 100 % one keeps its distance too.
+                try? await Task.sleep(nanoseconds: pacer.waitBeforeNext())
+                await publishProgress(job, final: true)
+            }
             await queue.finished()
             await finish(job, status: outcome.status, result: outcome.result, error: outcome.error)
             await publishState()
@@ -238,7 +245,8 @@ public final class Agent: Service, Sendable {
         do {
             switch job.command.work {
             case .create(let options):
-                let record = try await service.create(options, progress: job.progress, cancellation: job.cancellation)
+                let request = try await service.prepareCreate(options, progress: job.progress, cancellation: job.cancellation)
+                let record = try await blocking { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
                 memory.withLock { m in
                     m.lastCreate = record.metadata
                     m.last[record.type] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
@@ -317,8 +325,9 @@ public final class Agent: Service, Sendable {
 
     // MARK: progress
 
-    private func reportProgress(_ job: Job) async {
+    private func reportProgress(_ job: Job, pacer: ProgressPacer) async {
         await publishProgress(job, final: false)
+        pacer.sent()
         var last = job.progress.reading()
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 500_000_000)
@@ -327,6 +336,7 @@ public final class Agent: Service, Sendable {
             if now != last {
                 last = now
                 await publishProgress(job, final: false)
+                pacer.sent()
             }
         }
     }
@@ -408,6 +418,19 @@ public final class Agent: Service, Sendable {
         try? await publish(settings.metricsTopic, encode(doc), retain: true)
     }
 
+    /// Remembers when the last progress message of a job went out.
+    final class ProgressPacer: Sendable {
+        private let last = Mutex<Date?>(nil)
+
+        func sent() { last.withLock { $0 = Date() } }
+
+        /// Nanoseconds until 0.5 s have passed since the last message.
+        func waitBeforeNext() -> UInt64 {
+            guard let t = last.withLock({ $0 }) else { return 0 }
+            return UInt64(max(0, 0.5 - Date().timeIntervalSince(t)) * 1e9)
+        }
+    }
+
     static func directoryBytes(_ path: String) -> UInt64 {
         var total: UInt64 = 0
         guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
@@ -436,7 +459,7 @@ public final class Agent: Service, Sendable {
         let topicAction = CommandParser.fields[action] == nil ? "unknown" : action
         try? await publish(settings.responseTopic(topicAction), document)
         if let responseTopic, !responseTopic.isEmpty, !responseTopic.contains("+"), !responseTopic.contains("#") {
-            try? await client.publish(responseTopic, document, qos: 1, retain: false, correlationData: correlationData)
+            _ = try? client.enqueue(responseTopic, document, qos: 1, retain: false, correlationData: correlationData)
         }
     }
 
@@ -444,9 +467,13 @@ public final class Agent: Service, Sendable {
         try await publish(topic, Array(text.utf8), retain: retain, timeout: timeout)
     }
 
+    /// Queues a message in libmosquitto without waiting for its PUBACK (QoS 1 messages are
+    /// kept and resent across reconnects), so that a burst of commands is answered at the
+    /// broker's pace rather than one round trip at a time. With `timeout`, waits for the
+    /// acknowledgement (the final `offline`).
     private func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, timeout: Double? = nil) async throws {
         guard let timeout else {
-            try await client.publish(topic, payload, qos: qos, retain: retain)
+            try client.enqueue(topic, payload, qos: qos, retain: retain)
             return
         }
         try await withThrowingTaskGroup(of: Void.self) { group in

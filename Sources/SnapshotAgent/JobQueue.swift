@@ -9,6 +9,14 @@ public final class Job: Sendable {
     public let cancellation = CancellationFlag()
     public let accepted = Date()
 
+    /// Long work reports progress; quick reads (list, show) do not.
+    var reportsProgress: Bool {
+        switch command.work {
+        case .create, .verify, .restore: return true
+        default: return false
+        }
+    }
+
     init(id: String, command: Command) {
         self.id = id
         self.command = command

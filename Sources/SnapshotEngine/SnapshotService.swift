@@ -32,14 +32,26 @@ public struct SnapshotService: Sendable {
 
     /// Captures the components and commits a snapshot.
     public func create(_ options: CreateOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> SnapshotRecord {
+        let request = try await prepareCreate(options, progress: progress, cancellation: cancellation)
+        return try commitCreate(request, progress: progress, cancellation: cancellation)
+    }
+
+    /// The first half of `create`: validates the options and captures the generated
+    /// components (commands, environment, MQTT messages), which needs no lock.
+    public func prepareCreate(_ options: CreateOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> CreateRequest {
         try options.validate()
         let plan = try config.sources(type: options.type, paths: options.path, extraExcludes: options.exclude, workingDirectory: workingDirectory)
         progress.phase = "capturing"
         let generated = try await plan.captureGenerated(broker: try broker ?? config.mqtt.brokerSettings())
         if cancellation.isCancelled { throw EngineError.cancelled }
-        let request = CreateRequest(
+        return CreateRequest(
             type: options.type, name: options.name, auto: options.auto, time: options.time.flatMap { Timestamp(iso8601: $0) },
             tags: options.tags, sources: plan.files, generated: generated, compressionLevel: config.compressionLevel)
+    }
+
+    /// The second half of `create`: reads the files and commits, under the exclusive lock.
+    /// Blocking and CPU-bound: call it from a thread of its own, not from the cooperative pool.
+    public func commitCreate(_ request: CreateRequest, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> SnapshotRecord {
         let (repository, lock) = try open(.exclusive, purpose: "create", createIfMissing: true)
         defer { lock.release() }
         return try Archiver(repository: repository, progress: progress, cancellation: cancellation).create(request)

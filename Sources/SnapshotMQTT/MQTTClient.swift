@@ -54,6 +54,9 @@ public final class MQTTClient: @unchecked Sendable {
         }
         handle = h
         mosquitto_threaded_set(h, true)
+        // Commands and their answers are small messages: Nagle's algorithm would hold each
+        // one back for the peer's delayed ACK (tens of milliseconds per hop).
+        mosquitto_int_option(h, MOSQ_OPT_TCP_NODELAY, 1)
         if options.protocolVersion == .v5 {
             mosquitto_int_option(h, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5)
         }

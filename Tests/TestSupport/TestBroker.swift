@@ -18,6 +18,7 @@ public final class TestBroker: @unchecked Sendable {
         let config = """
             listener \(port) 127.0.0.1
             allow_anonymous true
+            set_tcp_nodelay true
             user root
             persistence false
             log_dest file \(directory.path)/mosquitto.log
