@@ -256,6 +256,13 @@ public final class Agent: Service, Sendable {
                 let report = try await blocking { try service.verify(options, progress: job.progress) }
                 return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
                     error: report.ok ? nil : CommandError("damaged", "verify found damage in \(report.snapshots.filter { !$0.ok }.map(\.snapshotID).joined(separator: ", "))"))
+            case .restore(let options) where options.target == nil:
+                let restored = try await service.restoreInPlace(options, configuredOnly: true, progress: job.progress, cancellation: job.cancellation)
+                if let summary = restored.summary {
+                    memory.withLock { $0.lastRestoreSeconds = summary.seconds }
+                    return Outcome(status: "succeeded", result: try jsonObject(summary))
+                }
+                return Outcome(status: "succeeded", result: try jsonObject(restored.planned))
             case .restore(let options):
                 let restored = try await blocking { try service.restore(options, progress: job.progress, cancellation: job.cancellation) }
                 if let summary = restored.summary {
@@ -307,6 +314,8 @@ public final class Agent: Service, Sendable {
             switch e {
             case .usage, .unknownComponent, .unknownType: return CommandError("bad_payload", "\(e)")
             case .config: return CommandError("bad_config", "\(e)")
+            case .unsafePath: return CommandError("unsafe_target", "\(e)")
+            case .hookFailed: return CommandError("hook_failed", "\(e)")
             default: return CommandError("failed", "\(e)")
             }
         default:

@@ -153,13 +153,14 @@ public struct CommandParser: Sendable {
             case "restore":
                 var o = try decoder.decode(RestoreOptions.self, from: data)
                 try o.validate()
-                guard let target = o.target else {
-                    return reject("bad_payload", "restore over MQTT needs a \"target\" directory in this version", requestID: requestID)
+                // Without a target: in place, into configured component paths only (checked
+                // when the job runs, against the snapshot's components).
+                if let target = o.target {
+                    guard let confined = confine(target) else {
+                        return reject("unsafe_target", "target \(target) is outside the configured root and mqtt.restore_targets", requestID: requestID)
+                    }
+                    o.target = confined
                 }
-                guard let confined = confine(target) else {
-                    return reject("unsafe_target", "target \(target) is outside the configured root and mqtt.restore_targets", requestID: requestID)
-                }
-                o.target = confined
                 work = .restore(o)
             case "list":
                 let o = try decoder.decode(ListOptions.self, from: data)

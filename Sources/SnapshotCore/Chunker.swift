@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// How a file's bytes are cut into chunks.
 ///
 /// `contentDefined` is FastCDC (Xia et al., 2020) with normalized chunking, level 2: below the
@@ -116,5 +122,42 @@ public struct ChunkingPolicy: Sendable, Equatable {
     public func scheme(forFileNamed name: String) -> ChunkingScheme {
         for suffix in fixedSuffixes where name.hasSuffix(suffix) { return fixedScheme }
         return defaultScheme
+    }
+}
+
+extension Chunker {
+    /// Reads `fd` to its end through `buffer` and calls `body` with each chunk in order.
+    /// The buffer must hold at least two maximum-size chunks. A read error throws
+    /// `RepositoryError` naming `path`; `body` may throw to stop early.
+    public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        precondition(buffer.count >= 2 * scheme.maxSize)
+        let maxChunk = scheme.maxSize
+        var start = 0, end = 0, eof = false
+        while true {
+            if !eof && end - start < maxChunk {
+                if start > 0 {
+                    if end > start { memmove(buffer.baseAddress!, buffer.baseAddress! + start, end - start) }
+                    end -= start
+                    start = 0
+                }
+                while end < buffer.count {
+                    let n = read(fd, buffer.baseAddress! + end, buffer.count - end)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw RepositoryError.fromErrno(path: path, operation: "read")
+                    }
+                    if n == 0 {
+                        eof = true
+                        break
+                    }
+                    end += n
+                }
+            }
+            if end == start { return }
+            let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
+            let n = cut(available)
+            try body(UnsafeRawBufferPointer(rebasing: available[0..<n]))
+            start += n
+        }
     }
 }

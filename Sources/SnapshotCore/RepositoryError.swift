@@ -31,6 +31,23 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
         return .io(path: path, operation: operation, errno: code)
     }
 
+    /// True for a failed read of `path` (as opposed to a failure writing the repository).
+    public func isReadFailure(of path: String) -> Bool {
+        switch self {
+        case .io(let p, let op, _), .permission(let p, let op): return p == path && op == "read"
+        default: return false
+        }
+    }
+
+    /// The system's words for what went wrong (`Input/output error`), without the path.
+    public var systemReason: String {
+        switch self {
+        case .io(_, _, let code): return POSIX.errorText(code)
+        case .permission: return POSIX.errorText(EACCES)
+        default: return description
+        }
+    }
+
     public var description: String {
         switch self {
         case .notFound(let path):

@@ -218,46 +218,27 @@ public final class Archiver: Sendable {
             chunker = Chunker(scheme: scheme, seed: seed)
             chunkers[scheme] = chunker
         }
-        let buf = worker.buffer
-        let maxChunk = scheme.maxSize
-        var start = 0, end = 0, eof = false, total: UInt64 = 0
+        var total: UInt64 = 0
         var content: [BlobID] = []
         content.reserveCapacity(Int(job.node.size) / 65536 + 1)
         // Compression is retried per file until it fails on 4 chunks in a row: incompressible
         // files (vectors, weights) then skip the attempt, which costs more than hashing.
         var incompressibleRun = 0
-        while true {
-            if !eof && end - start < maxChunk {
-                if start > 0 {
-                    if end > start { memmove(buf.baseAddress!, buf.baseAddress! + start, end - start) }
-                    end -= start
-                    start = 0
+        do {
+            try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer) { data in
+                if cancellation.isCancelled { throw EngineError.cancelled }
+                let id = BlobID.hash(data)
+                if worker.writer.reserve(id) {
+                    let compressed = try worker.writer.storeNew(id: id, data: data, type: .data, compress: incompressibleRun < 4)
+                    incompressibleRun = compressed ? 0 : incompressibleRun + 1
                 }
-                while end < buf.count {
-                    let n = Glibc.read(fdOpen, buf.baseAddress! + end, buf.count - end)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        job.failure = "read: " + POSIX.errorText(errno)
-                        return
-                    }
-                    if n == 0 { eof = true; break }
-                    end += n
-                }
+                content.append(id)
+                total += UInt64(data.count)
+                progress.bytesDone.add(data.count, ordering: .relaxed)
             }
-            if end == start { break }
-            if cancellation.isCancelled { throw EngineError.cancelled }
-            let chunk = UnsafeRawBufferPointer(rebasing: buf[start..<end])
-            let n = chunker.cut(chunk)
-            let data = UnsafeRawBufferPointer(rebasing: chunk[0..<n])
-            let id = BlobID.hash(data)
-            if worker.writer.reserve(id) {
-                let compressed = try worker.writer.storeNew(id: id, data: data, type: .data, compress: incompressibleRun < 4)
-                incompressibleRun = compressed ? 0 : incompressibleRun + 1
-            }
-            content.append(id)
-            start += n
-            total += UInt64(n)
-            progress.bytesDone.add(n, ordering: .relaxed)
+        } catch let e as RepositoryError where e.isReadFailure(of: job.path) {
+            job.failure = "read: \(e.systemReason)"
+            return
         }
         if total != job.node.size {
             // The file changed while it was read: keep what was read, consistently.

@@ -22,6 +22,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case pathNotInSnapshot(snapshot: String, path: String)
     /// A component could not be captured; nothing was committed.
     case componentFailed(component: String, detail: String)
+    /// A hook (stop_services, start_services, health_check) failed.
+    case hookFailed(name: String, detail: String)
 
     public var description: String {
         switch self {
@@ -36,6 +38,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .usage(let m): return m
         case .pathNotInSnapshot(let s, let p): return "snapshot \(s) has no \(p)"
         case .componentFailed(let c, let d): return "component \(c): \(d)"
+        case .hookFailed(let n, let d): return "hook \(n) failed: \(d)"
         }
     }
 }

@@ -78,7 +78,7 @@ public struct SnapshotService: Sendable {
     public func restore(_ options: RestoreOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> (summary: RestoreSummary?, plannedEntries: [ListedEntry]) {
         try options.validate()
         guard let target = options.target else {
-            throw EngineError.usage("in-place restore is not available in this version yet; give a target directory")
+            throw EngineError.usage("restore without a target restores in place: use restoreInPlace")
         }
         let (repository, lock) = try open(.shared, purpose: "restore")
         defer { lock.release() }
@@ -99,6 +99,27 @@ public struct SnapshotService: Sendable {
         let summary = RestoreSummary(
             ok: result.mismatches.isEmpty, snapshotID: record.id, target: dir, files: result.files, bytes: result.bytes,
             seconds: (result.seconds * 1000).rounded() / 1000, mismatches: result.mismatches)
+        return (summary, [])
+    }
+
+    /// Restores over the live component locations (see `InPlaceRestorer`), or with
+    /// `dryRun` lists what would change. `configuredOnly` (the MQTT agent) refuses components
+    /// that have no files component of the same name in the config.
+    public func restoreInPlace(_ options: RestoreOptions, configuredOnly: Bool = false, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> (summary: InPlaceRestoreSummary?, planned: [PlannedChange]) {
+        try options.validate()
+        let restorer = InPlaceRestorer(service: self)
+        if options.dryRun {
+            let (repository, lock) = try open(.shared, purpose: "restore --dry-run")
+            defer { lock.release() }
+            let record = try catalog.resolve(options.snapshot)
+            return (nil, try restorer.plan(record, manifest: try catalog.readManifest(record), components: options.component, repository: repository))
+        }
+        let (repository, lock) = try open(.exclusive, purpose: "restore in place")
+        defer { lock.release() }
+        let record = try catalog.resolve(options.snapshot)
+        let manifest = try catalog.readManifest(record)
+        let summary = try await restorer.restore(record, manifest: manifest, components: options.component, noBackup: options.noBackup,
+                                                 configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
         return (summary, [])
     }
 

@@ -109,7 +109,7 @@ struct Context {
             case .sourceMissing, .config, .unsafePath: code = 65
             case .unknownComponent, .unknownType, .usage: code = 64
             case .target: code = 74
-            case .cancelled, .pathNotInSnapshot, .componentFailed: code = 1
+            case .cancelled, .pathNotInSnapshot, .componentFailed, .hookFailed: code = 1
             }
         default:
             code = 1

@@ -7,7 +7,12 @@ extension Snapshot {
     struct Restore: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Restore a snapshot.",
-            discussion: "With --target DIR, component C is written to DIR/C/. Every chunk is checked against its hash before it is written.")
+            discussion: """
+                With --target DIR, component C is written to DIR/C/. Without it, in place: stop_services runs, a pre-restore snapshot \
+                of what is there now is taken (unless --no-backup), every component is staged beside its destination and verified, \
+                then all are swapped in atomically, mqtt components are republished, and start_services runs (also after a failure). \
+                --dry-run lists what would be added, replaced and deleted. Every chunk is checked against its hash before it is written.
+                """)
 
         @OptionGroup var global: GlobalOptions
 
@@ -43,6 +48,10 @@ extension Snapshot {
         func run() async throws {
             let context = try Context(global)
             let progress = WorkProgress()
+            if target == nil {
+                try await runInPlace(context, progress)
+                return
+            }
             let result = try await context.withProgress(progress) { try context.service.restore(options, progress: progress) }
             guard let summary = result.summary else {
                 if global.json {
@@ -65,5 +74,34 @@ extension Snapshot {
                 throw ExitCode(1)
             }
         }
+    }
+}
+
+extension Snapshot.Restore {
+    /// `restore` without `--target`: over the live component locations.
+    func runInPlace(_ context: Context, _ progress: WorkProgress) async throws {
+        let result = try await context.withProgress(progress) { try await context.service.restoreInPlace(options, progress: progress) }
+        guard let summary = result.summary else {
+            if global.json {
+                try context.printJSON(result.planned)
+            } else {
+                for p in result.planned {
+                    let mark = p.change == .added ? "+" : p.change == .deleted ? "-" : "M"
+                    print("\(mark)  \(p.path)")
+                }
+                let counts = [PlannedChange.Change.added, .replaced, .deleted].map { c in result.planned.filter { $0.change == c }.count }
+                context.say("would add \(counts[0]), replace \(counts[1]), delete \(counts[2]); nothing was changed")
+            }
+            return
+        }
+        if global.json {
+            try context.printJSON(summary)
+            return
+        }
+        for c in summary.components {
+            let size = c.kind == "files" ? " (\(c.files) files, \(formatBytes(c.bytes)))" : ""
+            context.say("\(c.component): \(c.action)\(c.destination.isEmpty ? "" : " to \(c.destination)")\(size)\(c.note.map { " - \($0)" } ?? "")")
+        }
+        context.say("restored \(summary.snapshotID) in place in \(String(format: "%.2f", summary.seconds)) s\(summary.preRestore.map { "; what was there before is snapshot \($0) (pre-restore)" } ?? "")")
     }
 }

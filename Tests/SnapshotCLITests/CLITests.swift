@@ -185,3 +185,69 @@ enum FileStatLink {
         return n < 0 ? nil : String(decoding: buf[0..<n], as: UTF8.self)
     }
 }
+
+@Suite struct InPlaceKillTests {
+    @Test func anInPlaceRestoreKilledAtRandomLeavesEachComponentWhollyOldOrNew() throws {
+        let dir = TemporaryDirectory("snapshot-ipkill")
+        let root = dir.sub("sys")
+        for i in 0..<20 { Fixture.write(root + "/storage/seg\(i).mmap", Fixture.bytes(1_500_000, seed: UInt64(i)), mtime: 1_700_000_000) }
+        for i in 0..<20 { Fixture.write(root + "/configs/c\(i).yaml", Array("v: old \(i)\n".utf8), mtime: 1_700_000_000) }
+        let config = dir.sub("snapshots.yaml")
+        Fixture.write(config, Array("""
+            root: \(root)
+            repository: \(dir.sub("repo"))
+            components:
+              configs: {path: configs}
+              storage: {path: storage}
+            types:
+              system: [configs, storage]
+
+            """.utf8))
+        let created = try CLI.run(["--config", config, "create", "--type", "system", "--name", "old"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let old = dir.sub("old")
+        #expect(try CLI.run(["--config", config, "restore", "--snapshot", "old", "--target", old]).status == 0)
+        // The live system moves on.
+        for i in 0..<20 { Fixture.write(root + "/storage/seg\(i).mmap", Fixture.bytes(1_500_000, seed: UInt64(500 + i)), mtime: 1_700_000_100) }
+        for i in 0..<20 { Fixture.write(root + "/configs/c\(i).yaml", Array("v: new \(i)\n".utf8), mtime: 1_700_000_100) }
+        let new = dir.sub("new")
+        try POSIX.makeDirectories(new)
+        for c in ["configs", "storage"] { CommandCopy.copy(root + "/" + c, to: new) }
+
+        let t0 = Date()
+        let probe = try CLI.run(["--config", config, "restore", "--snapshot", "old", "--dry-run"])
+        #expect(probe.status == 0)
+        let micros = UInt32(max(0.2, Date().timeIntervalSince(t0) * 4) * 1_000_000)
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<6 {
+            let running = try CLI.start(["--config", config, "restore", "--snapshot", "old", "--no-backup", "--quiet"])
+            usleep(UInt32.random(in: 1_000...micros, using: &generator))
+            kill(running.process.processIdentifier, SIGKILL)
+            running.process.waitUntilExit()
+            for c in ["configs", "storage"] {
+                let isOld = TreeComparison.differences(old + "/" + c, root + "/" + c).isEmpty
+                let isNew = TreeComparison.differences(new + "/" + c, root + "/" + c).isEmpty
+                #expect(isOld || isNew, "round \(round): \(c) is neither wholly old nor wholly new")
+            }
+            // Put the new state back for the next round.
+            for c in ["configs", "storage"] {
+                try POSIX.removeTree(root + "/" + c)
+                CommandCopy.copy(new + "/" + c, to: root)
+            }
+        }
+        let finished = try CLI.run(["--config", config, "restore", "--snapshot", "old", "--no-backup"])
+        #expect(finished.status == 0, "\(finished.stderr)")
+        for c in ["configs", "storage"] { #expect(TreeComparison.differences(old + "/" + c, root + "/" + c) == []) }
+        #expect(try CLI.run(["--config", config, "verify", "--all", "--read-data"]).status == 0)
+    }
+}
+
+enum CommandCopy {
+    static func copy(_ source: String, to directory: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/cp")
+        p.arguments = ["-a", source, directory + "/"]
+        try? p.run()
+        p.waitUntilExit()
+    }
+}

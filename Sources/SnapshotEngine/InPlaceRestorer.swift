@@ -1,0 +1,313 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+
+/// One component of an in-place restore.
+public struct ComponentRestore: Codable, Sendable, Equatable {
+    public var component: String
+    public var kind: String
+    /// Where it went: a path for files components, the broker for mqtt ones.
+    public var destination: String
+    /// `swapped`, `republished` or `skipped`.
+    public var action: String
+    public var files: Int
+    public var bytes: UInt64
+    public var note: String?
+}
+
+/// What an in-place restore did (`restore --json` without `--target`, and the MQTT result).
+public struct InPlaceRestoreSummary: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var snapshotID: String
+    /// The `pre-restore` snapshot of what was there before, unless `--no-backup`.
+    public var preRestore: String?
+    public var components: [ComponentRestore]
+    public var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case ok, components, seconds
+        case snapshotID = "snapshot_id"
+        case preRestore = "pre_restore"
+    }
+}
+
+/// One line of `restore --dry-run` in place.
+public struct PlannedChange: Codable, Sendable, Equatable {
+    public enum Change: String, Codable, Sendable { case added, replaced, deleted }
+    public var component: String
+    public var change: Change
+    public var path: String
+}
+
+/// Restores components over their live locations (../shared/spec/cli.md, `restore` without
+/// `--target`):
+///
+/// 1. `stop_services`; if it fails nothing is touched (and `start_services` still runs);
+/// 2. a `pre-restore` snapshot named `pre-restore-<id>` of what is there now (unless
+///    `noBackup`);
+/// 3. every files component is restored into a staging directory beside its destination
+///    and re-read against the snapshot;
+/// 4. only when all are staged and verified, each is swapped in with one atomic
+///    `renameat2(RENAME_EXCHANGE)`, so a crash leaves every component wholly old or wholly
+///    new; if a swap fails, the ones already swapped are swapped back;
+/// 5. the old copies are removed, mqtt components are republished (retained);
+/// 6. `start_services`, also when anything failed.
+public struct InPlaceRestorer: Sendable {
+    let service: SnapshotService
+
+    init(service: SnapshotService) {
+        self.service = service
+    }
+
+    struct Target {
+        var name: String
+        var manifest: ManifestComponent
+        var kind: String
+        var destination: String
+        var excludes: [String]
+    }
+
+    /// Where each selected component goes back to: the configured path of the component of
+    /// the same name, else (unless `configuredOnly`) the path it was captured from.
+    func targets(_ manifest: SnapshotManifest, components: [String], configuredOnly: Bool) throws -> [Target] {
+        let names = components.isEmpty ? manifest.components.keys.sorted() : components
+        var out: [Target] = []
+        for name in names {
+            guard let c = manifest.components[name] else {
+                throw EngineError.unknownComponent(name, known: Array(manifest.components.keys))
+            }
+            switch (c.kind, service.config.component(name)) {
+            case ("files", .files(let path, let exclude)?):
+                out.append(Target(name: name, manifest: c, kind: "files", destination: path, excludes: exclude))
+            case ("files", _):
+                guard !configuredOnly else {
+                    throw EngineError.unsafePath("\(c.source) (component \(name) is not a configured files component)")
+                }
+                out.append(Target(name: name, manifest: c, kind: "files", destination: c.source, excludes: []))
+            default:
+                out.append(Target(name: name, manifest: c, kind: c.kind, destination: c.kind == "mqtt" ? "broker" : "", excludes: []))
+            }
+        }
+        return out
+    }
+
+    /// What a restore would change, comparing the snapshot's entries with the live ones by
+    /// kind, size and mtime (as `create` decides what changed).
+    func plan(_ record: SnapshotRecord, manifest: SnapshotManifest, components: [String], repository: Repository) throws -> [PlannedChange] {
+        let reader = BlobReader(repository: repository)
+        var out: [PlannedChange] = []
+        for t in try targets(manifest, components: components, configuredOnly: false) where t.kind == "files" {
+            var wanted: [String: Node] = [:]
+            try ComponentDigest.walk(t.manifest.treeID!, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
+                wanted[path] = node
+            }
+            var live: [String: Node] = [:]
+            let root = t.manifest.rootIsFile == true ? POSIX.parent(of: t.destination) : t.destination
+            if t.manifest.rootIsFile == true {
+                var st = stat()
+                if lstat(t.destination, &st) == 0, let n = FileStat.node(name: POSIX.lastComponent(t.destination), st) { live[n.name] = n }
+            } else {
+                Self.scan(root, "", into: &live)
+            }
+            for (path, n) in wanted.sorted(by: { $0.key < $1.key }) {
+                if let l = live[path] {
+                    let differs: Bool
+                    switch n.kind {
+                    case .file:
+                        // Same size: compare content chunk by chunk, exactly.
+                        differs = l.kind != .file || l.size != n.size
+                            || (try? Self.contentIDs(root + "/" + path, name: n.name, seed: repository.config.chunkerSeed)) != n.content
+                    case .symlink:
+                        differs = l.kind != .symlink || FileStat.readLink(root + "/" + path) != n.linkTarget
+                    default:
+                        differs = l.kind != n.kind
+                    }
+                    if differs {
+                        out.append(PlannedChange(component: t.name, change: .replaced, path: t.name + "/" + path))
+                    }
+                } else {
+                    out.append(PlannedChange(component: t.name, change: .added, path: t.name + "/" + path))
+                }
+            }
+            for path in live.keys.sorted() where wanted[path] == nil {
+                out.append(PlannedChange(component: t.name, change: .deleted, path: t.name + "/" + path))
+            }
+        }
+        return out
+    }
+
+    /// The chunk ids a file would get in a snapshot (the standard chunking policy).
+    static func contentIDs(_ path: String, name: String, seed: UInt64) throws -> [BlobID] {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
+        defer { close(fd) }
+        let chunker = Chunker(scheme: ChunkingPolicy.standard.scheme(forFileNamed: name), seed: seed)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        var ids: [BlobID] = []
+        try chunker.chunks(of: fd, path: path, buffer: buffer) { ids.append(BlobID.hash($0)) }
+        return ids
+    }
+
+    static func scan(_ dir: String, _ rel: String, into out: inout [String: Node]) {
+        guard let names = try? POSIX.listDirectory(dir) else { return }
+        for name in names {
+            var st = stat()
+            let path = dir + "/" + name
+            guard lstat(path, &st) == 0, let n = FileStat.node(name: name, st) else { continue }
+            let r = rel.isEmpty ? name : rel + "/" + name
+            out[r] = n
+            if n.kind == .directory { scan(path, r, into: &out) }
+        }
+    }
+
+    /// Runs the whole restore; see the type's documentation for the order.
+    func restore(_ record: SnapshotRecord, manifest: SnapshotManifest, components: [String], noBackup: Bool, configuredOnly: Bool,
+                 repository: Repository, progress: WorkProgress, cancellation: CancellationFlag) async throws -> InPlaceRestoreSummary {
+        let started = Timestamp.now()
+        let targets = try targets(manifest, components: components, configuredOnly: configuredOnly)
+        do {
+            try Hooks.run("stop_services", service.config.hooks["stop_services"] ?? "")
+        } catch {
+            // Whatever stop_services managed to stop comes back; nothing else was touched.
+            try? Hooks.run("start_services", service.config.hooks["start_services"] ?? "")
+            throw error
+        }
+        do {
+            let summary = try await restoreStopped(record, manifest: manifest, targets: targets, noBackup: noBackup, repository: repository, progress: progress, cancellation: cancellation, started: started)
+            try Hooks.run("start_services", service.config.hooks["start_services"] ?? "")
+            return summary
+        } catch {
+            // Services come back whatever happened; the restore's own error is what counts.
+            try? Hooks.run("start_services", service.config.hooks["start_services"] ?? "")
+            throw error
+        }
+    }
+
+    private func restoreStopped(_ record: SnapshotRecord, manifest: SnapshotManifest, targets: [Target], noBackup: Bool, repository: Repository,
+                                progress: WorkProgress, cancellation: CancellationFlag, started: Timestamp) async throws -> InPlaceRestoreSummary {
+        // Refuse a damaged snapshot before anything changes: trees, blob presence and
+        // checksums now; every data blob is hash-checked while staging, before any swap.
+        progress.phase = "checking snapshot"
+        let check = Verifier(repository: repository).verify([record], readData: false)
+        guard check.ok else {
+            throw RepositoryError.corrupt(file: record.directory, detail: "snapshot \(record.id) is damaged, nothing restored: \(check.snapshots.flatMap(\.errors).prefix(3).joined(separator: "; "))")
+        }
+        var preRestore: String?
+        if !noBackup {
+            progress.phase = "pre-restore snapshot"
+            var sources: [FileSource] = []
+            var generated: [GeneratedSource] = []
+            for t in targets {
+                if t.kind == "files", POSIX.exists(t.destination) {
+                    sources.append(FileSource(name: t.name, path: t.destination, excludes: t.excludes))
+                } else if t.kind == "mqtt", case .mqtt(let filters)? = service.config.component(t.name) {
+                    generated.append(try await MQTTCapture.capture(name: t.name, filters: filters, broker: try service.broker ?? service.config.mqtt.brokerSettings()))
+                }
+            }
+            if !sources.isEmpty || !generated.isEmpty {
+                let request = CreateRequest(type: "pre-restore", name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
+                preRestore = try Archiver(repository: repository, cancellation: cancellation).create(request).id
+            }
+        }
+        // Stage and verify every files component.
+        progress.phase = "staging"
+        var staged: [(target: Target, stagingParent: String, stagedPath: String)] = []
+        defer {
+            for s in staged { try? POSIX.removeTree(s.stagingParent) }
+        }
+        var results: [ComponentRestore] = []
+        let restorer = Restorer(repository: repository, progress: progress, cancellation: cancellation)
+        for t in targets where t.kind == "files" {
+            let parent = POSIX.parent(of: t.destination)
+            try POSIX.makeDirectories(parent)
+            let stagingParent = parent + "/.snapshot-restore-\(record.id)-\(getpid())-\(t.name)"
+            try POSIX.removeTree(stagingParent)
+            try POSIX.makeDirectories(stagingParent)
+            let stagedPath: String
+            if t.manifest.rootIsFile == true {
+                stagedPath = stagingParent + "/" + t.name + "/" + POSIX.lastComponent(t.destination)
+            } else {
+                stagedPath = stagingParent + "/" + t.name
+            }
+            staged.append((t, stagingParent, stagedPath))
+            let result = try restorer.restore(record, manifest: manifest, components: [t.name], target: stagingParent, verify: true)
+            guard result.mismatches.isEmpty else {
+                throw EngineError.componentFailed(component: t.name, detail: "staged copy differs from the snapshot: \(result.mismatches.prefix(3).joined(separator: ", ")); nothing swapped")
+            }
+            guard POSIX.exists(stagedPath) else {
+                throw EngineError.componentFailed(component: t.name, detail: "the snapshot has no \(POSIX.lastComponent(t.destination)); nothing swapped")
+            }
+            results.append(ComponentRestore(component: t.name, kind: "files", destination: t.destination, action: "swapped", files: result.files, bytes: result.bytes, note: nil))
+        }
+        if cancellation.isCancelled { throw EngineError.cancelled }
+        // Swap them all in; undo on the first failure.
+        progress.phase = "swapping"
+        var swapped: [(String, String, Bool)] = []
+        do {
+            for s in staged {
+                let exchanged = try Self.swap(s.stagedPath, s.target.destination)
+                swapped.append((s.stagedPath, s.target.destination, exchanged))
+            }
+        } catch {
+            for (stagedPath, destination, exchanged) in swapped.reversed() {
+                if exchanged { _ = try? Self.swap(stagedPath, destination) } else { rename(destination, stagedPath) }
+            }
+            throw error
+        }
+        // The staging directories now hold the old copies; the deferred cleanup removes them.
+        for t in targets where t.kind != "files" {
+            if t.kind == "mqtt" {
+                progress.phase = "republishing \(t.name)"
+                let reader = BlobReader(repository: repository)
+                var files: [[UInt8]] = []
+                for node in try reader.readTree(t.manifest.treeID!, path: t.name).nodes where node.kind == .file {
+                    var bytes: [UInt8] = []
+                    for id in node.content { bytes += try reader.read(id) }
+                    files.append(bytes)
+                }
+                let n = try await MQTTCapture.republish(files: files, broker: try service.broker ?? service.config.mqtt.brokerSettings(), component: t.name)
+                results.append(ComponentRestore(component: t.name, kind: "mqtt", destination: (try? service.config.mqtt.brokerSettings().url) ?? "broker", action: "republished", files: files.count, bytes: 0, note: "\(n) retained messages"))
+            } else {
+                results.append(ComponentRestore(component: t.name, kind: t.kind, destination: "", action: "skipped", files: 0, bytes: 0, note: "captured \(t.kind) output; nothing to put back in place"))
+            }
+        }
+        progress.phase = "done"
+        return InPlaceRestoreSummary(ok: true, snapshotID: record.id, preRestore: preRestore, components: results,
+                                     seconds: ((Timestamp.now().timeInterval - started.timeInterval) * 1000).rounded() / 1000)
+    }
+
+    /// Puts `staged` at `destination` atomically: exchanges the two when the destination
+    /// exists (returns true), renames otherwise.
+    static func swap(_ staged: String, _ destination: String) throws -> Bool {
+        if POSIX.exists(destination) {
+            if systemRenameat2(AT_FDCWD, staged, AT_FDCWD, destination, 2 /* RENAME_EXCHANGE */) == 0 {
+                try POSIX.syncDirectory(POSIX.parent(of: destination))
+                return true
+            }
+            throw RepositoryError.fromErrno(path: destination, operation: "swap in the restored copy of")
+        }
+        guard rename(staged, destination) == 0 else { throw RepositoryError.fromErrno(path: destination, operation: "move the restored copy to") }
+        try POSIX.syncDirectory(POSIX.parent(of: destination))
+        return false
+    }
+}
+
+/// glibc's renameat2(2), hidden behind _GNU_SOURCE in Glibc's module map.
+@_silgen_name("renameat2")
+private func systemRenameat2(_ olddirfd: Int32, _ oldpath: UnsafePointer<CChar>, _ newdirfd: Int32, _ newpath: UnsafePointer<CChar>, _ flags: UInt32) -> Int32
+
+/// The config's `hooks`: shell commands around in-place restores.
+public enum Hooks {
+    /// Runs a hook (nothing when empty); a non-zero exit is an error carrying its output.
+    public static func run(_ name: String, _ command: String, timeout: Double = 300) throws {
+        guard !command.trimmingCharacters(in: .whitespaces).isEmpty else { return }
+        let out = try CommandCapture.run(command, timeout: timeout)
+        guard out.status == 0 && !out.timedOut else {
+            let text = String(decoding: out.stdout + out.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw EngineError.hookFailed(name: name, detail: out.timedOut ? "timed out after \(Int(timeout)) s" : "exited \(out.status)\(text.isEmpty ? "" : ": " + text.prefix(500))")
+        }
+    }
+}
