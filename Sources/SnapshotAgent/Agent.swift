@@ -277,6 +277,16 @@ public final class Agent: Service, Sendable {
             case .show(let options):
                 let record = try await blocking { try service.show(options) }
                 return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
+            case .testRecovery(let options):
+                let report = try await blocking { try service.testRecovery(options, progress: job.progress, cancellation: job.cancellation) }
+                memory.withLock { $0.lastRestoreSeconds = report.seconds }
+                return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
+                    error: report.ok ? nil : CommandError("damaged", report.errors.first ?? "test recovery failed"))
+            case .recover(let options):
+                let report = try await service.recover(options, configuredOnly: true, progress: job.progress, cancellation: job.cancellation)
+                let failed = report.steps.first { !$0.ok }
+                return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
+                    error: report.ok ? nil : CommandError("recover_failed", failed.map { "component \($0.component): \($0.error ?? "")" } ?? "health_check: \(report.health ?? "")"))
             case .ping, .cancel:
                 return Outcome(status: "succeeded")
             }

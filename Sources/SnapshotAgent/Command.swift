@@ -12,6 +12,8 @@ public struct Command: Sendable {
         case restore(RestoreOptions)
         case list(ListOptions)
         case show(ShowOptions)
+        case testRecovery(TestRecoveryOptions)
+        case recover(RecoverOptions)
         case ping
         case cancel(jobID: String)
     }
@@ -69,7 +71,7 @@ public struct CommandParser: Sendable {
         "recover": ["mode", "snapshot", "validate"],
     ]
     /// Actions this version runs; the others are refused with `not_implemented`.
-    static let implemented: Set<String> = ["create", "verify", "restore", "list", "show", "ping", "cancel"]
+    static let implemented: Set<String> = ["create", "verify", "restore", "list", "show", "ping", "cancel", "test-recovery", "recover"]
 
     public func route(_ message: MQTTMessage) -> Routing {
         let levels = message.topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -170,6 +172,14 @@ public struct CommandParser: Sendable {
                 let o = try decoder.decode(ShowOptions.self, from: data)
                 try o.validate()
                 work = .show(o)
+            case "test-recovery":
+                let o = try decoder.decode(TestRecoveryOptions.self, from: data)
+                try o.validate()
+                work = .testRecovery(o)
+            case "recover":
+                let o = try decoder.decode(RecoverOptions.self, from: data)
+                try o.check()
+                work = .recover(o)
             case "cancel":
                 guard let id = fields["job_id"] as? String, !id.isEmpty else {
                     return reject("bad_payload", "cancel needs \"job_id\" (a string)", requestID: requestID)

@@ -111,39 +111,37 @@ final class PackWriter {
     let id: BlobID
     let finalPath: String
     private let tmpPath: String
-    private let fd: Int32
-    private(set) var size: Int = 0
+    private let file: DirectFileWriter
     private(set) var entries: [PackEntry] = []
 
-    init(dataDirectory: String) throws {
+    var size: Int { file.size }
+
+    /// - Parameter buffer: a `DirectFileWriter.bufferSize` aligned buffer, owned by the caller
+    ///   and used until `finish()` or `discard()`.
+    init(dataDirectory: String, buffer: UnsafeMutableRawBufferPointer) throws {
         id = BlobID.random()
         let hex = id.hex
         let dir = dataDirectory + "/" + hex.prefix(2)
         try POSIX.makeDirectories(dir)
         finalPath = dir + "/" + hex
         tmpPath = finalPath + ".tmp"
-        fd = open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RepositoryError.fromErrno(path: tmpPath, operation: "create") }
-    }
-
-    deinit {
-        if fd >= 0 { close(fd) }
+        file = try DirectFileWriter(path: tmpPath, mode: 0o644, extraFlags: O_EXCL, buffer: buffer)
     }
 
     /// Appends one entry; `payload` is already compressed when `compression` says so.
     func add(id: BlobID, type: BlobType, compression: UInt8, payload: UnsafeRawBufferPointer, rawLength: Int) throws {
+        let offset = size
         var header = compression
-        try withUnsafeBytes(of: &header) { try POSIX.writeAll(fd, $0, path: tmpPath) }
-        try POSIX.writeAll(fd, payload, path: tmpPath)
-        entries.append(PackEntry(id: id, type: type, offset: UInt32(size), length: UInt32(payload.count + 1), rawLength: UInt32(rawLength)))
-        size += payload.count + 1
+        try withUnsafeBytes(of: &header) { try file.append($0) }
+        try file.append(payload)
+        entries.append(PackEntry(id: id, type: type, offset: UInt32(offset), length: UInt32(payload.count + 1), rawLength: UInt32(rawLength)))
     }
 
     /// Writes the trailer, fsyncs and renames the pack into place. The directory fsync is
     /// left to the caller, once for all packs of a commit.
     func finish() throws {
-        try POSIX.writeAll(fd, PackFormat.encodeTrailer(entries), path: tmpPath)
-        guard fsync(fd) == 0 else { throw RepositoryError.fromErrno(path: tmpPath, operation: "fsync") }
+        try PackFormat.encodeTrailer(entries).withUnsafeBytes { try file.append($0) }
+        try file.finish(sync: true)
         guard rename(tmpPath, finalPath) == 0 else { throw RepositoryError.fromErrno(path: finalPath, operation: "rename") }
     }
 

@@ -240,12 +240,18 @@ public final class BlobWriter {
     public private(set) var newStoredBytes: Int = 0
     public private(set) var newBlobs: Int = 0
 
+    /// The pack file's write buffer, reused for every pack of this writer.
+    private let packBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: DirectFileWriter.bufferSize, alignment: 4096)
+
     init(repository: Repository, compressionLevel: Int) {
         self.repository = repository
         compressor = Compressor(level: compressionLevel)
     }
 
-    deinit { pack?.discard() }
+    deinit {
+        pack?.discard()
+        packBuffer.deallocate()
+    }
 
     /// Stores `data` unless the repository already has it; returns its id.
     /// - Parameter compress: false skips the compression attempt (known-incompressible data).
@@ -259,7 +265,7 @@ public final class BlobWriter {
     /// Stores a blob whose id the caller computed and reserved through `reserve(_:)`.
     /// Returns whether it was compressed.
     public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compress: Bool) throws -> Bool {
-        if pack == nil { pack = try PackWriter(dataDirectory: repository.dataPath) }
+        if pack == nil { pack = try PackWriter(dataDirectory: repository.dataPath, buffer: packBuffer) }
         var compressed = false
         if compress, data.count >= 64, let packed = compressor.compress(data) {
             try packed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: PackFormat.compressionZstd, payload: $0, rawLength: data.count) }

@@ -39,7 +39,7 @@ public struct CreateRequest: Sendable {
     public init(
         type: String, name: String = "", auto: Bool = false, time: Timestamp? = nil, tags: [String: String] = [:],
         sources: [FileSource], generated: [GeneratedSource] = [], compressionLevel: Int = 3, chunking: ChunkingPolicy = .standard,
-        workers: Int = max(1, min(8, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        workers: Int = WorkerThreads.defaultCount
     ) {
         self.type = type
         self.name = name
@@ -199,7 +199,8 @@ public final class Archiver: Sendable {
         deinit { buffer.deallocate() }
     }
 
-    static let readBufferSize = 8 << 20
+    /// Two maximum-size chunks (the chunker's minimum), so that four workers stay small.
+    static let readBufferSize = 4 << 20
 
     /// Reads one file, storing its new chunks; fills `job.node.content` or `job.failure`.
     private func read(_ job: FileJob, worker: Worker, policy: ChunkingPolicy, seed: UInt64, chunkers: inout [ChunkingScheme: Chunker]) throws {
@@ -273,15 +274,15 @@ public final class Archiver: Sendable {
         let repository = self.repository
         let level = request.compressionLevel
         let policy = request.chunking
-        DispatchQueue.concurrentPerform(iterations: workerCount) { _ in
+        WorkerThreads.run(workerCount) { _ in
             let worker = Worker(writer: repository.makeBlobWriter(compressionLevel: level), bufferSize: Self.readBufferSize)
             var chunkers: [ChunkingScheme: Chunker] = [:]
             do {
                 while failure.withLock({ $0 == nil }) {
                     let i = next.add(1, ordering: .relaxed).oldValue
                     guard i < queue.count else { break }
-                    try read(queue[i], worker: worker, policy: policy, seed: seed, chunkers: &chunkers)
-                    progress.filesDone.add(1, ordering: .relaxed)
+                    try self.read(queue[i], worker: worker, policy: policy, seed: seed, chunkers: &chunkers)
+                    self.progress.filesDone.add(1, ordering: .relaxed)
                 }
                 try worker.writer.flush()
                 totals.withLock { $0.raw += worker.writer.newRawBytes; $0.stored += worker.writer.newStoredBytes }

@@ -195,23 +195,7 @@ public struct InPlaceRestorer: Sendable {
         guard check.ok else {
             throw RepositoryError.corrupt(file: record.directory, detail: "snapshot \(record.id) is damaged, nothing restored: \(check.snapshots.flatMap(\.errors).prefix(3).joined(separator: "; "))")
         }
-        var preRestore: String?
-        if !noBackup {
-            progress.phase = "pre-restore snapshot"
-            var sources: [FileSource] = []
-            var generated: [GeneratedSource] = []
-            for t in targets {
-                if t.kind == "files", POSIX.exists(t.destination) {
-                    sources.append(FileSource(name: t.name, path: t.destination, excludes: t.excludes))
-                } else if t.kind == "mqtt", case .mqtt(let filters)? = service.config.component(t.name) {
-                    generated.append(try await MQTTCapture.capture(name: t.name, filters: filters, broker: try service.broker ?? service.config.mqtt.brokerSettings()))
-                }
-            }
-            if !sources.isEmpty || !generated.isEmpty {
-                let request = CreateRequest(type: "pre-restore", name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
-                preRestore = try Archiver(repository: repository, cancellation: cancellation).create(request).id
-            }
-        }
+        let preRestore = noBackup ? nil : try await preRestoreSnapshot(record, targets: targets, repository: repository, cancellation: cancellation)
         // Stage and verify every files component.
         progress.phase = "staging"
         var staged: [(target: Target, stagingParent: String, stagedPath: String)] = []
@@ -277,6 +261,23 @@ public struct InPlaceRestorer: Sendable {
         progress.phase = "done"
         return InPlaceRestoreSummary(ok: true, snapshotID: record.id, preRestore: preRestore, components: results,
                                      seconds: ((Timestamp.now().timeInterval - started.timeInterval) * 1000).rounded() / 1000)
+    }
+
+    /// Takes the `pre-restore-<id>` snapshot of what is at the targets now (files that exist,
+    /// and the current retained messages of mqtt components); nil when there is nothing.
+    func preRestoreSnapshot(_ record: SnapshotRecord, targets: [Target], repository: Repository, cancellation: CancellationFlag) async throws -> String? {
+        var sources: [FileSource] = []
+        var generated: [GeneratedSource] = []
+        for t in targets {
+            if t.kind == "files", POSIX.exists(t.destination) {
+                sources.append(FileSource(name: t.name, path: t.destination, excludes: t.excludes))
+            } else if t.kind == "mqtt", case .mqtt(let filters)? = service.config.component(t.name) {
+                generated.append(try await MQTTCapture.capture(name: t.name, filters: filters, broker: try service.broker ?? service.config.mqtt.brokerSettings()))
+            }
+        }
+        guard !sources.isEmpty || !generated.isEmpty else { return nil }
+        let request = CreateRequest(type: "pre-restore", name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
+        return try Archiver(repository: repository, cancellation: cancellation).create(request).id
     }
 
     /// Puts `staged` at `destination` atomically: exchanges the two when the destination

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Dispatch
+import Foundation
 import Synchronization
 import SnapshotCore
 
@@ -30,7 +31,7 @@ public final class Restorer: Sendable {
     let cancellation: CancellationFlag
     private let isRoot = geteuid() == 0
 
-    public init(repository: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag(), workers: Int = max(1, min(8, sysconf(Int32(_SC_NPROCESSORS_ONLN))))) {
+    public init(repository: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag(), workers: Int = Restorer.defaultWorkers) {
         self.repository = repository
         self.cancellation = cancellation
         self.progress = progress
@@ -39,6 +40,10 @@ public final class Restorer: Sendable {
 
     public func cancel() { cancellation.cancel() }
 
+    /// Two threads per core: direct writes block on the device, and the other thread of the
+    /// pair decompresses and hashes meanwhile.
+    public static var defaultWorkers: Int { WorkerThreads.defaultCount }
+
     struct FileJob: Sendable {
         let path: String
         let node: Node
@@ -46,8 +51,6 @@ public final class Restorer: Sendable {
 
     struct Plan {
         var files: [FileJob] = []
-        /// How many times each content blob is used across the files to write.
-        var uses: [BlobID: Int] = [:]
         var hardlinks: [(path: String, first: String)] = []
         var directories: [(path: String, node: Node)] = []
         var firstOfInode: [String: String] = [:]
@@ -78,9 +81,8 @@ public final class Restorer: Sendable {
         let bytes = plan.files.reduce(UInt64(0)) { $0 + $1.node.size }
         progress.bytesTotal.store(Int(bytes), ordering: .relaxed)
         progress.filesTotal.store(plan.files.count + plan.hardlinks.count, ordering: .relaxed)
-        let shared = SharedBlobs(uses: plan.uses.filter { $0.value > 1 })
-        try runParallel(plan.files.sorted { $0.node.size > $1.node.size }) { job, reader in
-            try self.write(job, reader: reader, shared: shared)
+        try runParallel(plan.files.sorted { $0.node.size > $1.node.size }) { job, worker in
+            try self.write(job, worker: worker)
         }
         for (path, first) in plan.hardlinks {
             unlink(path)
@@ -104,6 +106,25 @@ public final class Restorer: Sendable {
         return RestoreResult(
             files: plan.files.count + plan.hardlinks.count, bytes: bytes,
             seconds: Timestamp.now().timeInterval - started.timeInterval, mismatches: mismatches)
+    }
+
+    /// Re-reads what a restore into `target` wrote and returns the files that differ from the
+    /// snapshot (content by chunk hashes, and size).
+    public func verifyRestored(manifest: SnapshotManifest, components: [String], target: String) throws -> [String] {
+        let reader = BlobReader(repository: repository)
+        var jobs: [FileJob] = []
+        for name in components.isEmpty ? manifest.components.keys.sorted() : components {
+            guard let c = manifest.components[name], let tree = c.treeID else { continue }
+            try ComponentDigest.walk(tree, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
+                if node.kind == .file { jobs.append(FileJob(path: target + "/" + name + "/" + path, node: node)) }
+            }
+        }
+        progress.phase = "verifying"
+        let found = Mutex<[String]>([])
+        try runParallel(jobs) { job, _ in
+            if !(try self.matches(job)) { found.withLock { $0.append(job.path) } }
+        }
+        return found.withLock { $0 }.sorted()
     }
 
     /// Makes `path` an empty-or-existing directory, replacing a non-directory in the way.
@@ -137,7 +158,6 @@ public final class Restorer: Sendable {
                 for id in node.content where repository.index.location(of: id) == nil {
                     throw RepositoryError.missingBlob(id: id, context: "content of \(relative)/\(node.name)")
                 }
-                for id in node.content { plan.uses[id, default: 0] += 1 }
                 plan.files.append(FileJob(path: child, node: node))
             case .symlink:
                 try removeIfPresent(child)
@@ -170,64 +190,63 @@ public final class Restorer: Sendable {
     }
 
     /// Runs `body` over `jobs` on the worker threads, each with its own blob reader.
-    private func runParallel(_ jobs: [FileJob], _ body: @escaping @Sendable (FileJob, BlobReader) throws -> Void) throws {
+    private func runParallel(_ jobs: [FileJob], _ body: @escaping @Sendable (FileJob, Worker) throws -> Void) throws {
         let next = Atomic<Int>(0)
         let failure = Mutex<(any Error)?>(nil)
         let repository = self.repository
-        DispatchQueue.concurrentPerform(iterations: max(1, min(workers, jobs.count))) { _ in
-            let reader = BlobReader(repository: repository)
-            while failure.withLock({ $0 == nil }) {
-                if cancellation.isCancelled {
-                    failure.withLock { if $0 == nil { $0 = EngineError.cancelled } }
-                    break
+        WorkerThreads.run(max(1, min(workers, jobs.count))) { _ in
+                let worker = Worker(repository: repository)
+                while failure.withLock({ $0 == nil }) {
+                    if self.cancellation.isCancelled {
+                        failure.withLock { if $0 == nil { $0 = EngineError.cancelled } }
+                        break
+                    }
+                    let i = next.add(1, ordering: .relaxed).oldValue
+                    guard i < jobs.count else { break }
+                    do {
+                        try body(jobs[i], worker)
+                    } catch {
+                        failure.withLock { if $0 == nil { $0 = error } }
+                    }
                 }
-                let i = next.add(1, ordering: .relaxed).oldValue
-                guard i < jobs.count else { break }
-                do {
-                    try body(jobs[i], reader)
-                } catch {
-                    failure.withLock { if $0 == nil { $0 = error } }
-                }
-            }
         }
         if let error = failure.withLock({ $0 }) { throw error }
     }
 
-    /// Where blobs used by several files were first written: later uses copy those bytes
-    /// with `copy_file_range` instead of reading, decompressing and hashing them again.
-    final class SharedBlobs: Sendable {
-        let uses: [BlobID: Int]
-        private let written = Mutex<[BlobID: (path: String, offset: Int)]>([:])
-
-        init(uses: [BlobID: Int]) { self.uses = uses }
-
-        func location(of id: BlobID) -> (path: String, offset: Int)? {
-            uses[id] == nil ? nil : written.withLock { $0[id] }
-        }
-
-        func record(_ id: BlobID, path: String, offset: Int) {
-            guard uses[id] != nil else { return }
-            written.withLock { if $0[id] == nil { $0[id] = (path, offset) } }
-        }
+    /// Per-thread restore state: a blob reader and the direct-write buffer.
+    final class Worker {
+        let reader: BlobReader
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: DirectFileWriter.bufferSize, alignment: 4096)
+        init(repository: Repository) { reader = BlobReader(repository: repository) }
+        deinit { buffer.deallocate() }
     }
 
-    /// Copies `length` bytes from an already restored (and verified) file; false when the
-    /// kernel cannot, and the caller reads the blob instead.
-    private func copyRestored(from source: (path: String, offset: Int), length: Int, to fd: Int32, at offset: Int) -> Bool {
-        let src = open(source.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard src >= 0 else { return false }
-        defer { close(src) }
-        var inOffset = off_t(source.offset), outOffset = off_t(offset)
-        var left = length
-        while left > 0 {
-            let n = systemCopyFileRange(src, &inOffset, fd, &outOffset, left, 0)
-            if n <= 0 { return false }
-            left -= n
+    private func write(_ job: FileJob, worker: Worker) throws {
+        if job.node.sparse {
+            try writeSparse(job, reader: worker.reader)
+            return
         }
-        return true
+        let file: DirectFileWriter
+        do {
+            file = try DirectFileWriter(path: job.path, mode: 0o600, extraFlags: O_NOFOLLOW, buffer: worker.buffer)
+        } catch {
+            // A symlink or directory in the way is replaced, never followed.
+            try removeIfPresent(job.path)
+            file = try DirectFileWriter(path: job.path, mode: 0o600, extraFlags: O_NOFOLLOW, buffer: worker.buffer)
+        }
+        for id in job.node.content {
+            let data = try worker.reader.read(id)
+            try data.withUnsafeBytes { try file.append($0) }
+            progress.bytesDone.add(data.count, ordering: .relaxed)
+        }
+        try file.finish()
+        try applyMetadata(path: job.path, node: job.node, fd: file.fd)
+        progress.filesDone.add(1, ordering: .relaxed)
     }
 
-    private func write(_ job: FileJob, reader: BlobReader, shared: SharedBlobs) throws {
+    /// Sparse files go through the page cache so that all-zero chunks can be skipped and
+    /// stay holes.
+    private func writeSparse(_ job: FileJob, reader: BlobReader) throws {
         var fd = open(job.path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
         if fd < 0 && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY) {
             try removeIfPresent(job.path)
@@ -237,15 +256,8 @@ public final class Restorer: Sendable {
         defer { close(fd) }
         var offset = 0
         for id in job.node.content {
-            if !job.node.sparse, let source = shared.location(of: id), let length = repository.index.location(of: id).map({ Int($0.rawLength) }),
-                copyRestored(from: source, length: length, to: fd, at: offset)
-            {
-                offset += length
-                progress.bytesDone.add(length, ordering: .relaxed)
-                continue
-            }
             let data = try reader.read(id)
-            if !(job.node.sparse && Self.isZero(data)) {
+            if !Self.isZero(data) {
                 try data.withUnsafeBytes { raw in
                     var done = 0
                     while done < raw.count {
@@ -258,7 +270,6 @@ public final class Restorer: Sendable {
                     }
                 }
             }
-            shared.record(id, path: job.path, offset: offset)
             offset += data.count
             progress.bytesDone.add(data.count, ordering: .relaxed)
         }
@@ -317,7 +328,3 @@ public final class Restorer: Sendable {
         return fstat(fd, &st) == 0 && Int(st.st_size) == offset
     }
 }
-
-/// glibc's copy_file_range(2); Glibc's module map hides it behind _GNU_SOURCE.
-@_silgen_name("copy_file_range")
-private func systemCopyFileRange(_ fdIn: Int32, _ offIn: UnsafeMutablePointer<off_t>?, _ fdOut: Int32, _ offOut: UnsafeMutablePointer<off_t>?, _ length: Int, _ flags: UInt32) -> Int

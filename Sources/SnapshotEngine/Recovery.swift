@@ -1,0 +1,216 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+
+/// Options of `test-recovery`.
+public struct TestRecoveryOptions: Codable, Sendable, Equatable {
+    public var snapshot: String = ""
+    /// Always true in effect: the scratch copy never touches live data. Accepted for the
+    /// seed's command lines.
+    public var isolated: Bool = true
+    /// Also time each phase.
+    public var benchmark: Bool = false
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case snapshot, isolated, benchmark }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot) ?? ""
+        isolated = try c.decodeIfPresent(Bool.self, forKey: .isolated) ?? true
+        benchmark = try c.decodeIfPresent(Bool.self, forKey: .benchmark) ?? false
+    }
+
+    public func validate() throws {
+        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+    }
+}
+
+/// `test-recovery --json`: `{"ok","snapshot_id","files","bytes","seconds","mb_per_s"}` and more.
+public struct TestRecoveryReport: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var snapshotID: String
+    public var files: Int
+    public var bytes: UInt64
+    public var seconds: Double
+    public var mbPerS: Double
+    public var errors: [String]
+    /// With `benchmark`: seconds per phase (check, restore, verify, cleanup).
+    public var phases: [String: Double]?
+
+    enum CodingKeys: String, CodingKey {
+        case ok, files, bytes, seconds, errors, phases
+        case snapshotID = "snapshot_id"
+        case mbPerS = "mb_per_s"
+    }
+}
+
+/// Options of `recover`.
+public struct RecoverOptions: Codable, Sendable, Equatable {
+    public static let modes = ["full", "step-by-step", "minimal"]
+    public var mode: String = ""
+    public var snapshot: String = ""
+    public var validate: Bool = false
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey { case mode, snapshot, validate }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        mode = try c.decodeIfPresent(String.self, forKey: .mode) ?? ""
+        snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot) ?? ""
+        validate = try c.decodeIfPresent(Bool.self, forKey: .validate) ?? false
+    }
+
+    public func check() throws {
+        guard Self.modes.contains(mode) else { throw EngineError.usage("mode must be one of \(Self.modes.joined(separator: ", ")), not \"\(mode)\"") }
+        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+    }
+}
+
+/// One step of a recovery.
+public struct RecoverStep: Codable, Sendable, Equatable {
+    public var component: String
+    public var action: String
+    public var ok: Bool
+    public var health: String?
+    public var error: String?
+}
+
+/// `recover --json`.
+public struct RecoverReport: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var snapshotID: String
+    public var mode: String
+    public var preRestore: String?
+    public var steps: [RecoverStep]
+    /// The final `health_check` (with `validate`): "ok", or its failure; nil when not run.
+    public var health: String?
+    public var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case ok, mode, steps, health, seconds
+        case snapshotID = "snapshot_id"
+        case preRestore = "pre_restore"
+    }
+}
+
+extension SnapshotService {
+    /// Restores a snapshot into a scratch directory, checks every file against the snapshot
+    /// (and every component checksum), reports the rate, and deletes the scratch copy. Live
+    /// data is never touched and no hook runs.
+    public func testRecovery(_ options: TestRecoveryOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> TestRecoveryReport {
+        try options.validate()
+        let (repository, lock) = try open(.shared, purpose: "test-recovery")
+        defer { lock.release() }
+        let record = try catalog.resolve(options.snapshot)
+        let manifest = try catalog.readManifest(record)
+        var phases: [String: Double] = [:]
+        func timed<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+            let t0 = Date()
+            defer { phases[name] = ((Date().timeIntervalSince(t0)) * 1000).rounded() / 1000 }
+            return try body()
+        }
+        let started = Date()
+        let check = timed("check") { Verifier(repository: repository).verify([record], readData: false) }
+        var errors = check.snapshots.flatMap(\.errors)
+        let tmp = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        let scratch = tmp + "/snapshot-test-recovery-\(record.id)-\(getpid())"
+        try POSIX.removeTree(scratch)
+        defer { try? POSIX.removeTree(scratch) }
+        var result = RestoreResult(files: 0, bytes: 0, seconds: 0, mismatches: [])
+        if errors.isEmpty {
+            let restorer = Restorer(repository: repository, progress: progress, cancellation: cancellation)
+            result = try timed("restore") { try restorer.restore(record, manifest: manifest, components: [], target: scratch, verify: false) }
+            let mismatches = try timed("verify") { try restorer.verifyRestored(manifest: manifest, components: [], target: scratch) }
+            errors += mismatches.map { "restored file differs from the snapshot: \($0)" }
+        }
+        timed("cleanup") { try? POSIX.removeTree(scratch) }
+        let seconds = Date().timeIntervalSince(started)
+        return TestRecoveryReport(
+            ok: errors.isEmpty, snapshotID: record.id, files: result.files, bytes: result.bytes,
+            seconds: (seconds * 1000).rounded() / 1000,
+            mbPerS: seconds > 0 ? (Double(result.bytes) / 1_048_576 / seconds * 10).rounded() / 10 : 0,
+            errors: errors, phases: options.benchmark ? phases : nil)
+    }
+
+    /// Rank of a component in dependency order: configs, storage, models, then the mesh's
+    /// retained state, then the rest.
+    static func recoveryRank(_ name: String, kind: String) -> Int {
+        switch (name, kind) {
+        case ("configs", _): return 0
+        case ("storage", _): return 1
+        case ("models", _): return 2
+        case (_, "files"): return 3
+        case (_, "mqtt"): return 4
+        default: return 5
+        }
+    }
+
+    /// Disaster recovery (../shared/spec/cli.md, `recover`): `full` restores every component
+    /// in dependency order in one in-place restore; `step-by-step` restores one component at a
+    /// time (each between the hooks), health-checks after each and stops at the first failure;
+    /// `minimal` restores only configs and storage. `validate` runs `health_check` at the end.
+    public func recover(_ options: RecoverOptions, configuredOnly: Bool = false, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> RecoverReport {
+        try options.check()
+        let started = Date()
+        let (repository, lock) = try open(.exclusive, purpose: "recover")
+        defer { lock.release() }
+        let record = try catalog.resolve(options.snapshot)
+        let manifest = try catalog.readManifest(record)
+        var names = manifest.components.keys.sorted().sorted {
+            Self.recoveryRank($0, kind: manifest.components[$0]!.kind) < Self.recoveryRank($1, kind: manifest.components[$1]!.kind)
+        }
+        names = names.filter { manifest.components[$0]!.kind == "files" || manifest.components[$0]!.kind == "mqtt" }
+        if options.mode == "minimal" { names = names.filter { $0 == "configs" || $0 == "storage" } }
+        guard !names.isEmpty else {
+            throw EngineError.usage("snapshot \(record.id) has no component that \(options.mode) recovery restores")
+        }
+        let restorer = InPlaceRestorer(service: self)
+        var report = RecoverReport(ok: true, snapshotID: record.id, mode: options.mode, preRestore: nil, steps: [], health: nil, seconds: 0)
+        let healthCheck = config.hooks["health_check"] ?? ""
+        if options.mode == "step-by-step" {
+            report.preRestore = try await restorer.preRestoreSnapshot(record, targets: try restorer.targets(manifest, components: names, configuredOnly: configuredOnly), repository: repository, cancellation: cancellation)
+            for name in names {
+                var step = RecoverStep(component: name, action: manifest.components[name]!.kind == "mqtt" ? "republished" : "swapped", ok: true)
+                do {
+                    _ = try await restorer.restore(record, manifest: manifest, components: [name], noBackup: true, configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
+                    if !healthCheck.isEmpty {
+                        try Hooks.run("health_check", healthCheck)
+                        step.health = "ok"
+                    }
+                } catch {
+                    step.ok = false
+                    step.error = "\(error)"
+                    report.steps.append(step)
+                    report.ok = false
+                    break
+                }
+                report.steps.append(step)
+            }
+        } else {
+            let summary = try await restorer.restore(record, manifest: manifest, components: names, noBackup: false, configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
+            report.preRestore = summary.preRestore
+            report.steps = summary.components.map { RecoverStep(component: $0.component, action: $0.action, ok: true) }
+        }
+        if options.validate && report.ok {
+            if healthCheck.isEmpty {
+                report.health = "no health_check hook configured"
+            } else {
+                do {
+                    try Hooks.run("health_check", healthCheck)
+                    report.health = "ok"
+                } catch {
+                    report.health = "\(error)"
+                    report.ok = false
+                }
+            }
+        }
+        report.seconds = (Date().timeIntervalSince(started) * 1000).rounded() / 1000
+        return report
+    }
+}

@@ -1,0 +1,109 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+import SnapshotEngine
+import Testing
+import TestSupport
+
+@Suite(.serialized) struct RecoveryTests {
+    @Test func testRecoveryRestoresVerifiesAndCleansUpWithoutTouchingLiveData() async throws {
+        let live = LiveSystem()
+        let service = try live.service()
+        var create = CreateOptions()
+        create.type = "system"
+        let record = try await service.create(create)
+        live.change()
+        let before = live.dir.sub("before")
+        CommandCaptureShell.copy(live.root, to: before)
+        var o = TestRecoveryOptions()
+        o.snapshot = record.id
+        o.benchmark = true
+        let report = try service.testRecovery(o)
+        #expect(report.ok, "\(report.errors)")
+        #expect(report.files == 3 && report.bytes > 400_000)
+        #expect(report.mbPerS > 0)
+        #expect(Set(report.phases?.keys.map { $0 } ?? []) == ["check", "restore", "verify", "cleanup"])
+        #expect(TreeComparison.differences(before + "/sys", live.root) == [])
+        #expect(live.hooks.isEmpty, "test-recovery ran hooks")
+        #expect(!(try POSIX.listDirectory("/tmp")).contains { $0.hasPrefix("snapshot-test-recovery-\(record.id)-\(getpid())") })
+        try live.verify(service)
+    }
+
+    @Test func testRecoveryReportsADamagedSnapshot() async throws {
+        let live = LiveSystem()
+        let service = try live.service()
+        var create = CreateOptions()
+        create.type = "system"
+        let record = try await service.create(create)
+        let data = live.dir.sub("repo/.store/data")
+        for d in try POSIX.listDirectory(data) {
+            for f in try POSIX.listDirectory(data + "/" + d) { unlink(data + "/\(d)/\(f)") }
+        }
+        var o = TestRecoveryOptions()
+        o.snapshot = record.id
+        let report = try service.testRecovery(o)
+        #expect(!report.ok)
+        #expect(report.errors.contains { $0.contains("pack") && $0.contains("missing") })
+    }
+
+    @Test func fullRecoveryRestoresEverythingInOrderAndValidates() async throws {
+        let live = LiveSystem()
+        let service = try live.service(start: "echo start >> \(live.hookLog)")
+        var create = CreateOptions()
+        create.type = "system"
+        let record = try await service.create(create)
+        let pristine = live.dir.sub("pristine")
+        _ = try service.restore({ var r = RestoreOptions(); r.snapshot = record.id; r.target = pristine; return r }())
+        live.change()
+        var o = RecoverOptions()
+        o.mode = "full"
+        o.snapshot = record.id
+        o.validate = true
+        let report = try await service.recover(o)
+        #expect(report.ok)
+        #expect(report.steps.map(\.component) == ["configs", "storage"])
+        #expect(report.health == "no health_check hook configured")
+        #expect(report.preRestore != nil)
+        #expect(TreeComparison.differences(pristine + "/configs", live.root + "/configs") == [])
+        #expect(TreeComparison.differences(pristine + "/storage", live.root + "/storage") == [])
+        try live.verify(service)
+    }
+
+    @Test func stepByStepStopsAtTheFirstFailedHealthCheckNamingTheComponent() async throws {
+        let live = LiveSystem()
+        // The health check fails once storage has been restored (its marker file reappears).
+        let check = "test ! -e \(live.root)/storage/collections/a/chunk_0.mmap"
+        let yaml = """
+            root: \(live.root)
+            repository: \(live.dir.sub("repo"))
+            components:
+              configs: {path: configs}
+              storage: {path: storage}
+            types:
+              system: [configs, storage]
+            hooks:
+              health_check: "\(check)"
+            """
+        let service = SnapshotService(config: try SnapshotConfig.parse(yaml, file: "s.yaml", workingDirectory: live.dir.path), repositoryPath: live.dir.sub("repo"), workingDirectory: live.dir.path)
+        var create = CreateOptions()
+        create.type = "system"
+        let record = try await service.create(create)
+        live.change()
+        var o = RecoverOptions()
+        o.mode = "step-by-step"
+        o.snapshot = record.id
+        let report = try await service.recover(o)
+        #expect(!report.ok)
+        #expect(report.steps.map(\.component) == ["configs", "storage"])
+        #expect(report.steps[0].ok && report.steps[0].health == "ok")
+        #expect(!report.steps[1].ok && report.steps[1].error?.contains("health_check") == true)
+        // One pre-restore snapshot for the whole recovery.
+        #expect(try service.catalog.all(type: "pre-restore").count == 1)
+        // minimal restores only configs and storage, and needs a known mode.
+        o.mode = "weekly"
+        await #expect(throws: EngineError.self) { try await service.recover(o) }
+        try live.verify(service)
+    }
+}
