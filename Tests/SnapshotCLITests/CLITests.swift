@@ -251,3 +251,41 @@ enum CommandCopy {
         p.waitUntilExit()
     }
 }
+
+@Suite struct ExampleSystemTests {
+    @Test func aSystemSnapshotOfTheExampleSystemCapturesEveryComponent() async throws {
+        let dir = TemporaryDirectory("snapshot-example")
+        let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: here + "/scripts/make-example-system.sh")
+        make.arguments = [dir.path, "24"]
+        make.standardOutput = FileHandle.nullDevice
+        try make.run()
+        make.waitUntilExit()
+        #expect(make.terminationStatus == 0)
+        try POSIX.makeDirectories(dir.sub("configs"))
+        for f in ["system.yaml", "models.yaml", "mcp.yaml", "retention.yaml", "snapshot_alerts.yaml"] {
+            Fixture.write(dir.sub("configs/" + f), try POSIX.readFile(here + "/configs/" + f))
+        }
+        let broker = try TestBroker()
+        // The bundled config, pointed at this broker.
+        var config = String(decoding: try POSIX.readFile(here + "/configs/snapshots.yaml"), as: UTF8.self)
+        config = config.replacingOccurrences(of: "mqtt://127.0.0.1:1883", with: broker.url)
+        Fixture.write(dir.sub("configs/snapshots.yaml"), Array(config.utf8))
+        for w in ["alpha", "bravo"] {
+            let pub = try CLI.runTool("/usr/bin/mosquitto_pub", ["-p", "\(broker.port)", "-r", "-q", "1", "-t", "workers/\(w)/status", "-m", "{\"worker\":\"\(w)\"}"])
+            #expect(pub == 0)
+        }
+        let r = try CLI.run(["create", "--type", "system", "--json"], in: dir.path)
+        #expect(r.status == 0, "\(r.stderr)")
+        let meta = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let components = try #require(meta["components"] as? [String: [String: Any]])
+        #expect(Set(components.keys) == ["configs", "storage", "models", "workers", "logs"])
+        #expect(components["workers"]?["messages"] as? Int == 2)
+        #expect((components["storage"]?["files"] as? Int ?? 0) > 10)
+        #expect(POSIX.exists(dir.sub("snapshots/system/latest")))
+        let ls = try CLI.run(["ls", "--snapshot", "system/latest", "storage"], in: dir.path)
+        #expect(ls.stdout.contains("storage/raft_state.json") && ls.stdout.contains("storage/aliases/data.json"))
+        #expect(try CLI.run(["verify", "--all", "--read-data"], in: dir.path).status == 0)
+    }
+}
