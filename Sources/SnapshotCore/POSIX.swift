@@ -71,20 +71,7 @@ public enum POSIX {
     /// Reads exactly `count` bytes at `offset`, throwing on a short read.
     public static func pread(_ fd: Int32, count: Int, offset: Int, path: String) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = out.withUnsafeMutableBytes {
-                Glibc.pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done))
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw RepositoryError.fromErrno(path: path, operation: "read")
-            }
-            if n == 0 {
-                throw RepositoryError.corrupt(file: path, detail: "file ends at \(offset + done), \(count - done) bytes short")
-            }
-            done += n
-        }
+        try out.withUnsafeMutableBytes { try preadExactly(fd, into: $0, offset: offset, path: path) }
         return out
     }
 

@@ -65,14 +65,8 @@ public enum MQTTCapture {
     /// Subscribes, collects retained messages until none has arrived for `quiet` seconds
     /// (at most `limit` seconds in all), and disconnects.
     public static func capture(name: String, filters: [String], broker: BrokerSettings, quiet: Double = 0.3, limit: Double = 5) async throws -> GeneratedSource {
-        let client = try MQTTClient(options: try broker.options(clientID: "snapshot-capture-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"))
-        client.start()
+        let client = try await connect(broker, purpose: "capture", component: name)
         defer { client.stop() }
-        do {
-            try await client.waitUntilConnected(timeout: 5)
-        } catch {
-            throw EngineError.componentFailed(component: name, detail: "cannot reach the broker \(broker.url): \(error)")
-        }
         let collector = MessageCollector()
         let reader = Task { for await m in client.messages where m.retain { collector.add(m) } }
         defer { reader.cancel() }
@@ -107,6 +101,20 @@ public enum MQTTCapture {
         return GeneratedSource(name: name, kind: "mqtt", source: filters.joined(separator: " "), files: files, details: details)
     }
 
+    /// A connected short-lived client with a unique id; a broker that cannot be reached
+    /// fails the component by name.
+    static func connect(_ broker: BrokerSettings, purpose: String, component: String) async throws -> MQTTClient {
+        let client = try MQTTClient(options: try broker.options(clientID: "snapshot-\(purpose)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"))
+        client.start()
+        do {
+            try await client.waitUntilConnected(timeout: 5)
+        } catch {
+            client.stop()
+            throw EngineError.componentFailed(component: component, detail: "cannot reach the broker \(broker.url): \(error)")
+        }
+        return client
+    }
+
     /// Republishes the retained messages stored in a captured component's files.
     public static func republish(files: [[UInt8]], broker: BrokerSettings, component: String) async throws -> Int {
         var messages: [StoredMessage] = []
@@ -117,14 +125,8 @@ public enum MQTTCapture {
                 throw EngineError.componentFailed(component: component, detail: "stored messages are not valid: \(error)")
             }
         }
-        let client = try MQTTClient(options: try broker.options(clientID: "snapshot-restore-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"))
-        client.start()
+        let client = try await connect(broker, purpose: "restore", component: component)
         defer { client.stop() }
-        do {
-            try await client.waitUntilConnected(timeout: 5)
-        } catch {
-            throw EngineError.componentFailed(component: component, detail: "cannot reach the broker \(broker.url): \(error)")
-        }
         for m in messages {
             try await client.publish(m.topic, m.bytes, qos: max(1, m.qos), retain: true)
         }
