@@ -56,7 +56,7 @@ public final class MasterIndex: Sendable {
     }
 
     /// Takes the packs finished since the last call, for writing into an index file.
-    func takeNewPacks() -> [(pack: BlobID, entries: [PackEntry])] {
+    public func takeNewPacks() -> [(pack: BlobID, entries: [PackEntry])] {
         state.withLock { s in
             defer { s.newPacks = [] }
             return s.newPacks

@@ -133,6 +133,29 @@ public final class Repository: Sendable {
         try POSIX.writeFileAtomically(indexPath + "/" + name, IndexFile.encode(packs))
     }
 
+    /// Writes one index file (atomically) for the given packs; used by prune to replace all
+    /// others. The packs must be complete and fsynced.
+    public func writeIndex(_ packs: [(pack: BlobID, entries: [PackEntry])]) throws {
+        var dirs = Set<String>()
+        for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
+        for dir in dirs where POSIX.isDirectory(dir) { try POSIX.syncDirectory(dir) }
+        try POSIX.writeFileAtomically(indexPath + "/" + BlobID.random().hex, IndexFile.encode(packs))
+    }
+
+    /// Deletes an index file by name.
+    public func removeIndexFile(_ name: String) throws {
+        guard unlink(indexPath + "/" + name) == 0 || errno == ENOENT else {
+            throw RepositoryError.fromErrno(path: indexPath + "/" + name, operation: "remove")
+        }
+    }
+
+    /// Deletes a pack file, closing a cached descriptor first.
+    public func removePack(_ pack: BlobID) throws {
+        if let fd = packFiles.withLock({ $0.removeValue(forKey: pack) }) { close(fd) }
+        let path = packPath(pack)
+        guard unlink(path) == 0 || errno == ENOENT else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
+    }
+
     /// Path of a pack file.
     public func packPath(_ pack: BlobID) -> String {
         let hex = pack.hex
@@ -279,6 +302,17 @@ public final class BlobWriter {
         newBlobs += 1
         if pack!.size >= Self.packTarget { try finishPack() }
         return compressed
+    }
+
+    /// Copies a stored entry (header byte and payload) unchanged into this writer's pack:
+    /// prune's repacking, which needs no recompression.
+    public func storeCopy(id: BlobID, type: BlobType, entry: [UInt8], rawLength: Int) throws {
+        if pack == nil { pack = try PackWriter(dataDirectory: repository.dataPath, buffer: packBuffer) }
+        try entry.withUnsafeBytes { raw in
+            try pack!.add(id: id, type: type, compression: raw[0], payload: UnsafeRawBufferPointer(rebasing: raw[1...]), rawLength: rawLength)
+        }
+        newStoredBytes += entry.count
+        if pack!.size >= Self.packTarget { try finishPack() }
     }
 
     /// Claims `id` for this writer: true when it must be stored.

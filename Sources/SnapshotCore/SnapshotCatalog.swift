@@ -6,6 +6,13 @@ public struct SnapshotRecord: Sendable {
     public var id: String
     public var directory: String
     public var metadata: SnapshotMetadata
+
+    public init(type: String, id: String, directory: String, metadata: SnapshotMetadata) {
+        self.type = type
+        self.id = id
+        self.directory = directory
+        self.metadata = metadata
+    }
 }
 
 /// The visible part of the repository: `<repo>/<type>/<id>/{metadata.json,manifest.json}` and
@@ -40,7 +47,7 @@ public struct SnapshotCatalog: Sendable {
     }
 
     /// Orders ids newest first, treating `-10` after `-9`.
-    static func idOrder(_ a: String, _ b: String) -> Bool {
+    public static func idOrder(_ a: String, _ b: String) -> Bool {
         func split(_ s: String) -> (String, Int) {
             let base = String(s.prefix(19))
             let suffix = s.count > 20 ? Int(s.dropFirst(20)) ?? 0 : 0

@@ -161,3 +161,39 @@ public struct RestoreSummary: Codable, Sendable, Equatable {
         case snapshotID = "snapshot_id"
     }
 }
+
+/// Options of `prune`.
+public struct PruneOptions: Codable, Sendable, Equatable {
+    public var type: String?
+    public var dryRun: Bool = false
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case type
+        case dryRun = "dry_run"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        type = try c.decodeIfPresent(String.self, forKey: .type)
+        dryRun = try c.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
+    }
+
+    public func validate() throws {
+        if let type, !SnapshotCatalog.types.contains(type) {
+            throw EngineError.usage("type must be one of \(SnapshotCatalog.types.joined(separator: ", ")), not \(type)")
+        }
+    }
+}
+
+/// Options of `delete`.
+public struct DeleteOptions: Codable, Sendable, Equatable {
+    public var snapshot: String = ""
+
+    public init() {}
+
+    public func validate() throws {
+        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+    }
+}

@@ -123,6 +123,25 @@ public struct SnapshotService: Sendable {
         return (summary, [])
     }
 
+    /// Applies the retention policy (`configs/retention.yaml` by default) and reclaims space.
+    public func prune(_ options: PruneOptions, policy: RetentionPolicy? = nil, progress: WorkProgress = WorkProgress()) throws -> PruneReport {
+        try options.validate()
+        let rules = try policy ?? RetentionPolicy.load(path: config.retention)
+        let (repository, lock) = try open(options.dryRun ? .shared : .exclusive, purpose: "prune")
+        defer { lock.release() }
+        return try Pruner(repository: repository).prune(policy: rules, type: options.type, dryRun: options.dryRun, progress: progress)
+    }
+
+    /// Removes one snapshot; its data is reclaimed by the next prune.
+    public func delete(_ options: DeleteOptions) throws -> SnapshotRecord {
+        try options.validate()
+        let (repository, lock) = try open(.exclusive, purpose: "delete")
+        defer { lock.release() }
+        let record = try catalog.resolve(options.snapshot)
+        try Pruner(repository: repository).delete(record)
+        return record
+    }
+
     /// Snapshots, newest first.
     public func list(_ options: ListOptions) throws -> [SnapshotRecord] {
         try options.validate()

@@ -289,3 +289,45 @@ enum CommandCopy {
         #expect(try CLI.run(["verify", "--all", "--read-data"], in: dir.path).status == 0)
     }
 }
+
+@Suite struct PruneKillTests {
+    @Test func aPruneKilledAtRandomLeavesAVerifiableRepository() throws {
+        let dir = TemporaryDirectory("snapshot-prunekill")
+        Fixture.write(dir.sub("retention.yaml"), Array("retention:\n  system_snapshots: {daily: 3}\n".utf8))
+        let config = dir.sub("snapshots.yaml")
+        Fixture.write(config, Array("""
+            root: \(dir.path)
+            repository: \(dir.sub("repo"))
+            retention: retention.yaml
+            components:
+              data: {path: data}
+            types:
+              system: [data]
+
+            """.utf8))
+        func populate(_ days: Range<Int>) throws {
+            for day in days {
+                Fixture.write(dir.sub("data/day.bin"), Fixture.bytes(1_000_000, seed: UInt64(day)))
+                let t = Timestamp(seconds: Int64(1_704_067_200 + day * 86400)).iso8601
+                #expect(try CLI.run(["--config", config, "create", "--type", "system", "--time", t, "--quiet"]).status == 0)
+            }
+        }
+        try populate(0..<12)
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<5 {
+            let running = try CLI.start(["--config", config, "prune", "--quiet"])
+            usleep(UInt32.random(in: 1_000...150_000, using: &generator))
+            kill(running.process.processIdentifier, SIGKILL)
+            running.process.waitUntilExit()
+            let v = try CLI.run(["--config", config, "verify", "--all", "--read-data"])
+            #expect(v.status == 0, "round \(round): \(v.stdout) \(v.stderr)")
+            try populate((20 + round * 3)..<(23 + round * 3))
+        }
+        let done = try CLI.run(["--config", config, "prune", "--json"])
+        #expect(done.status == 0, "\(done.stderr)")
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["--config", config, "list", "--json"]).stdout.utf8)) as? [Any])
+        #expect(list.count == 3)
+        #expect(try CLI.run(["--config", config, "verify", "--all", "--read-data"]).status == 0)
+        #expect(try CLI.run(["--config", config, "restore", "--snapshot", "latest", "--target", dir.sub("out")]).status == 0)
+    }
+}

@@ -1,0 +1,216 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+
+/// `prune --json`: `{"keep":[{"snapshot_id","reasons"}], "remove":[{"snapshot_id"}], "reclaimed_bytes"}`.
+public struct PruneReport: Codable, Sendable, Equatable {
+    public struct Kept: Codable, Sendable, Equatable {
+        public var snapshotID: String
+        public var type: String
+        public var reasons: [String]
+        enum CodingKeys: String, CodingKey {
+            case snapshotID = "snapshot_id"
+            case type, reasons
+        }
+    }
+    public struct Removed: Codable, Sendable, Equatable {
+        public var snapshotID: String
+        public var type: String
+        enum CodingKeys: String, CodingKey {
+            case snapshotID = "snapshot_id"
+            case type
+        }
+    }
+    public var keep: [Kept]
+    public var remove: [Removed]
+    public var reclaimedBytes: UInt64
+    public var packsDeleted: Int
+    public var packsRepacked: Int
+    public var dryRun: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case keep, remove
+        case reclaimedBytes = "reclaimed_bytes"
+        case packsDeleted = "packs_deleted"
+        case packsRepacked = "packs_repacked"
+        case dryRun = "dry_run"
+    }
+}
+
+/// Removes snapshots and reclaims the space only they used.
+///
+/// Order, so that a kill at any point leaves a repository that verifies: (1) snapshot
+/// directories are removed (each by one rename out of sight, then deletion); (2) the blobs
+/// still referenced are found by walking the remaining snapshots' trees (each tree once);
+/// (3) packs mostly unused are repacked — their live blobs written to new packs; (4) one new
+/// index file listing every live blob is written atomically; (5) the old index files are
+/// deleted; (6) packs no longer in the index are deleted. Before (5) the old index files
+/// still describe existing packs; after it the new one does. The work is one walk of the
+/// unique trees plus I/O for what is removed or repacked.
+public struct Pruner: Sendable {
+    let repository: Repository
+    let catalog: SnapshotCatalog
+    /// Repack a pack when at least this share of its bytes is unused.
+    public var repackThreshold: Double = 0.2
+
+    public init(repository: Repository) {
+        self.repository = repository
+        self.catalog = SnapshotCatalog(repositoryPath: repository.path)
+    }
+
+    /// Removes one snapshot directory: renamed to a hidden name first, so that it vanishes
+    /// from listings in one step, then deleted; `latest` is updated.
+    public func delete(_ record: SnapshotRecord) throws {
+        let hidden = POSIX.parent(of: record.directory) + "/.deleting-" + record.id
+        try POSIX.removeTree(hidden)
+        guard rename(record.directory, hidden) == 0 else { throw RepositoryError.fromErrno(path: record.directory, operation: "remove snapshot") }
+        try POSIX.syncDirectory(POSIX.parent(of: record.directory))
+        try POSIX.removeTree(hidden)
+        try catalog.updateLatest(type: record.type)
+    }
+
+    /// Applies `policy` (to `type` only, when given), deletes what falls out and reclaims.
+    public func prune(policy: RetentionPolicy, type: String?, dryRun: Bool, progress: WorkProgress = WorkProgress()) throws -> PruneReport {
+        let records = try catalog.all()
+        let decisions = policy.decide(records.filter { type == nil || $0.type == type })
+        let byID = Dictionary(records.map { ($0.type + "/" + $0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var report = PruneReport(
+            keep: decisions.filter(\.keep).map { .init(snapshotID: $0.snapshotID, type: $0.type, reasons: $0.reasons) },
+            remove: decisions.filter { !$0.keep }.map { .init(snapshotID: $0.snapshotID, type: $0.type) },
+            reclaimedBytes: 0, packsDeleted: 0, packsRepacked: 0, dryRun: dryRun)
+        let removing = report.remove.compactMap { byID[$0.type + "/" + $0.snapshotID] }
+        if dryRun {
+            let plan = try reclaimPlan(keeping: records.filter { r in !removing.contains { $0.directory == r.directory } })
+            let orphans = try orphanPacks()
+            report.reclaimedBytes = plan.reclaimable + orphans.reduce(0) { $0 + $1.size }
+            report.packsDeleted = plan.unused.count + orphans.count
+            report.packsRepacked = plan.repack.count
+            return report
+        }
+        progress.phase = "removing snapshots"
+        for r in removing { try delete(r) }
+        let result = try reclaim(progress: progress)
+        report.reclaimedBytes = result.reclaimed
+        report.packsDeleted = result.deleted
+        report.packsRepacked = result.repacked
+        return report
+    }
+
+    struct Plan {
+        var live: Set<BlobID>
+        var unused: [BlobID]
+        var repack: [BlobID]
+        var reclaimable: UInt64
+        var packSizes: [BlobID: UInt64]
+    }
+
+    /// Which packs are wholly unused, which are worth repacking, and how many bytes that frees.
+    func reclaimPlan(keeping records: [SnapshotRecord]) throws -> Plan {
+        let reader = BlobReader(repository: repository)
+        var live = Set<BlobID>()
+        var seenTrees = Set<BlobID>()
+        for record in records {
+            let manifest = try catalog.readManifest(record)
+            if let m = BlobID(hex: record.metadata.manifest) { live.insert(m) }
+            for (name, c) in manifest.components {
+                guard let root = c.treeID else { continue }
+                var stack = [(root, name)]
+                while let (id, path) = stack.popLast() {
+                    guard seenTrees.insert(id).inserted else { continue }
+                    live.insert(id)
+                    for node in try reader.readTree(id, path: path).nodes {
+                        if let sub = node.subtree { stack.append((sub, path + "/" + node.name)) }
+                        for blob in node.content { live.insert(blob) }
+                    }
+                }
+            }
+        }
+        var used: [BlobID: UInt64] = [:]
+        var total: [BlobID: UInt64] = [:]
+        for (id, loc) in repository.index.allLocations() {
+            total[loc.pack, default: 0] += UInt64(loc.length)
+            if live.contains(id) { used[loc.pack, default: 0] += UInt64(loc.length) }
+        }
+        var unused: [BlobID] = []
+        var repack: [BlobID] = []
+        var reclaimable: UInt64 = 0
+        for (pack, size) in total {
+            let u = used[pack] ?? 0
+            if u == 0 {
+                unused.append(pack)
+                reclaimable += size
+            } else if Double(size - u) >= repackThreshold * Double(size) {
+                repack.append(pack)
+                reclaimable += size - u
+            }
+        }
+        return Plan(live: live, unused: unused, repack: repack, reclaimable: reclaimable, packSizes: total)
+    }
+
+    /// Pack files that no index names: left by a killed `create` (never referenced by a
+    /// committed snapshot) or by a killed prune after its index rewrite. With their sizes.
+    func orphanPacks() throws -> [(path: String, size: UInt64)] {
+        var named = Set<String>()
+        for loc in repository.index.allLocations().values { named.insert(repository.packPath(loc.pack)) }
+        let data = repository.path + "/.store/data"
+        var out: [(String, UInt64)] = []
+        for dir in (try? POSIX.listDirectory(data)) ?? [] {
+            for name in (try? POSIX.listDirectory(data + "/" + dir)) ?? [] {
+                let path = data + "/\(dir)/\(name)"
+                guard !named.contains(path) else { continue }
+                var st = stat()
+                out.append((path, lstat(path, &st) == 0 ? UInt64(st.st_size) : 0))
+            }
+        }
+        return out
+    }
+
+    /// Repacks, rewrites the index, deletes unused packs (see the type's documentation).
+    func reclaim(progress: WorkProgress) throws -> (reclaimed: UInt64, deleted: Int, repacked: Int) {
+        progress.phase = "finding used data"
+        var orphaned: UInt64 = 0
+        let orphans = try orphanPacks()
+        for (path, size) in orphans {
+            try POSIX.removeTree(path)
+            orphaned += size
+        }
+        let plan = try reclaimPlan(keeping: try catalog.all())
+        guard !plan.unused.isEmpty || !plan.repack.isEmpty else { return (orphaned, orphans.count, 0) }
+        let obsolete = Set(plan.unused + plan.repack)
+        let locations = repository.index.allLocations()
+        // (3) Live blobs of packs being repacked go to new packs.
+        progress.phase = "repacking"
+        let writer = repository.makeBlobWriter(compressionLevel: 3)
+        let reader = BlobReader(repository: repository)
+        var moved: [BlobID: BlobLocation] = [:]
+        for (id, loc) in locations where plan.repack.contains(loc.pack) && plan.live.contains(id) {
+            let entry = try repository.readEntry(loc)
+            _ = try reader.read(id)  // never carry damaged data into a new pack
+            try writer.storeCopy(id: id, type: loc.type, entry: entry, rawLength: Int(loc.rawLength))
+            moved[id] = loc
+        }
+        try writer.flush()
+        let newPacks = repository.index.takeNewPacks()
+        // (4) One index with every live blob: new packs plus the untouched ones.
+        progress.phase = "writing index"
+        var byPack: [BlobID: [PackEntry]] = [:]
+        for (pack, entries) in newPacks { byPack[pack, default: []] += entries }
+        for (id, loc) in locations where plan.live.contains(id) && !obsolete.contains(loc.pack) {
+            byPack[loc.pack, default: []].append(PackEntry(id: id, type: loc.type, offset: loc.offset, length: loc.length, rawLength: loc.rawLength))
+        }
+        let oldIndexFiles = try repository.indexFileNames()
+        try repository.writeIndex(byPack.map { ($0.key, $0.value.sorted { $0.offset < $1.offset }) })
+        // (5) Old index files, then (6) the packs only they named.
+        progress.phase = "deleting"
+        for name in oldIndexFiles { try repository.removeIndexFile(name) }
+        var reclaimed: UInt64 = 0
+        for pack in obsolete {
+            reclaimed += plan.packSizes[pack] ?? 0
+            try repository.removePack(pack)
+        }
+        let added = newPacks.reduce(UInt64(0)) { $0 + $1.entries.reduce(0) { $0 + UInt64($1.length) } }
+        return ((reclaimed > added ? reclaimed - added : 0) + orphaned, plan.unused.count + orphans.count, plan.repack.count)
+    }
+}
