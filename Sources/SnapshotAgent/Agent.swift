@@ -421,7 +421,7 @@ public final class Agent: Service, Sendable {
                 lastSuccessAge[r.type] = max(0, (now - t.timeInterval).rounded())
             }
         }
-        let repoBytes = Self.directoryBytes(service.repositoryPath + "/.store")
+        let repoBytes = SnapshotService.storeBytes(service.repositoryPath + "/.store")
         let (lastCreate, restoreSeconds) = memory.withLock { ($0.lastCreate, $0.lastRestoreSeconds) }
         let newest = lastCreate ?? records.first?.metadata
         let doc: [String: Any] = [
@@ -448,18 +448,6 @@ public final class Agent: Service, Sendable {
             guard let t = last.withLock({ $0 }) else { return 0 }
             return UInt64(max(0, 0.5 - Date().timeIntervalSince(t)) * 1e9)
         }
-    }
-
-    static func directoryBytes(_ path: String) -> UInt64 {
-        var total: UInt64 = 0
-        guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
-        while let name = e.nextObject() as? String {
-            if let size = e.fileAttributes?[.size] as? NSNumber, e.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
-                total += size.uint64Value
-            }
-            _ = name
-        }
-        return total
     }
 
     // MARK: publishing

@@ -131,11 +131,13 @@ extension SnapshotService {
         }
         timed("cleanup") { try? POSIX.removeTree(scratch) }
         let seconds = Date().timeIntervalSince(started)
-        return TestRecoveryReport(
+        let report = TestRecoveryReport(
             ok: errors.isEmpty, snapshotID: record.id, files: result.files, bytes: result.bytes,
             seconds: (seconds * 1000).rounded() / 1000,
             mbPerS: seconds > 0 ? (Double(result.bytes) / 1_048_576 / seconds * 10).rounded() / 10 : 0,
             errors: errors, phases: options.benchmark ? phases : nil)
+        recordRecovery(report)
+        return report
     }
 
     /// Rank of a component in dependency order: configs, storage, models, then the mesh's

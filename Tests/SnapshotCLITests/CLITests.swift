@@ -331,3 +331,60 @@ enum CommandCopy {
         #expect(try CLI.run(["--config", config, "restore", "--snapshot", "latest", "--target", dir.sub("out")]).status == 0)
     }
 }
+
+@Suite struct MonitorTests {
+    @Test func exitCodesFollowEachThreshold() throws {
+        let dir = TemporaryDirectory("snapshot-monitor")
+        Fixture.write(dir.sub("alerts.yaml"), Array("""
+            alerts:
+              snapshot_age:       {warning_threshold: "24h", critical_threshold: "48h"}
+              snapshot_size:      {warning_threshold: "10KB", critical_threshold: "1GB"}
+              snapshot_integrity: {check_interval: "0s", failure_threshold: 2}
+
+            """.utf8))
+        let config = dir.sub("snapshots.yaml")
+        Fixture.write(config, Array("""
+            root: \(dir.path)
+            repository: \(dir.sub("repo"))
+            alerts: alerts.yaml
+            components:
+              data: {path: data}
+            types:
+              system: [data]
+              config: [data]
+              data: [data]
+
+            """.utf8))
+        Fixture.write(dir.sub("data/a.bin"), Fixture.bytes(50_000, seed: 3))
+        let now = Int(Date().timeIntervalSince1970)
+        for (type, hoursAgo) in [("system", 1), ("config", 30), ("data", 50)] {
+            let t = Timestamp(seconds: Int64(now - hoursAgo * 3600)).iso8601
+            #expect(try CLI.run(["--config", config, "create", "--type", type, "--time", t, "--quiet"]).status == 0)
+        }
+        func monitor(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", config, "monitor"] + args) }
+        #expect(try monitor(["--check-age", "--type", "system"]).status == 0)
+        let warning = try monitor(["--check-age", "--type", "config"])
+        #expect(warning.status == 1)
+        #expect(warning.stdout.hasPrefix("SNAPSHOT_AGE WARNING - newest snapshots: config 30.0h ago"))
+        #expect(try monitor(["--check-age", "--type", "data"]).status == 2)
+        #expect(try monitor(["--check-age"]).status == 2, "the worst type wins")
+        #expect(try monitor(["--check-size"]).status == 1)
+        let json = try monitor(["--check-size", "--check-age", "--type", "system", "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(report["level"] as? String == "warning")
+        #expect((report["checks"] as? [[String: Any]])?.map { Set($0.keys) }.allSatisfy { $0 == ["check", "level", "value", "threshold", "message"] } == true)
+        #expect(try monitor(["--check-integrity"]).status == 0)
+        // Damage: a missing pack. One failed check is a warning, two in a row critical.
+        let data = dir.sub("repo/.store/data")
+        for d in try POSIX.listDirectory(data) {
+            for f in try POSIX.listDirectory(data + "/" + d) { unlink(data + "/\(d)/\(f)") }
+        }
+        #expect(try monitor(["--check-integrity"]).status == 1)
+        let critical = try monitor(["--check-integrity"])
+        #expect(critical.status == 2)
+        #expect(critical.stdout.hasPrefix("SNAPSHOT_INTEGRITY CRITICAL - 2 failed check(s) in a row"))
+        let metrics = try monitor(["--metrics", "creation-time", "--metrics", "compression-ratio"])
+        #expect(metrics.status == 0 && metrics.stdout.contains("CREATION_TIME OK"))
+        #expect(try monitor(["--metrics", "speed"]).status == 64)
+    }
+}
