@@ -34,7 +34,17 @@ public final class Agent: Service, Sendable {
         var json: [String: Any] { ["id": (id as Any?) ?? NSNull(), "timestamp": timestamp, "ok": ok] }
     }
 
+    /// A retained alert as last published, and since when its level holds.
+    struct Alert: Sendable, Equatable {
+        var level: String
+        var value: Double
+        var threshold: String
+        var message: String
+        var since: String
+    }
+
     struct Memory {
+        var alerts: [String: Alert] = [:]
         var last: [String: LastOutcome] = [:]
         var lastCreate: SnapshotMetadata?
         var lastRestoreSeconds: Double?
@@ -70,6 +80,8 @@ public final class Agent: Service, Sendable {
                 group.addTask { await self.watchConnection() }
                 group.addTask { await self.receiveCommands() }
                 group.addTask { await self.metricsTimer() }
+                group.addTask { await self.alertTimer() }
+                group.addTask { await self.runSchedule() }
                 // The job runner ends the agent: after a shutdown it drains and returns.
                 await self.runJobs()
                 group.cancelAll()
@@ -107,6 +119,7 @@ public final class Agent: Service, Sendable {
                 try? await publish(settings.availabilityTopic, "online", retain: true)
                 await publishState()
                 await publishMetrics()
+                await republishAlerts()
             case .disconnected(let code, let reason):
                 logger.warning("disconnected from \(settings.broker.url): \(reason) (\(code))")
             }
@@ -231,6 +244,7 @@ public final class Agent: Service, Sendable {
             await finish(job, status: outcome.status, result: outcome.result, error: outcome.error)
             await publishState()
             await publishMetrics()
+            await evaluateAlerts()
         }
     }
 
@@ -287,6 +301,30 @@ public final class Agent: Service, Sendable {
                 let failed = report.steps.first { !$0.ok }
                 return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
                     error: report.ok ? nil : CommandError("recover_failed", failed.map { "component \($0.component): \($0.error ?? "")" } ?? "health_check: \(report.health ?? "")"))
+            case .prune(let options):
+                let report = try await blocking { try service.prune(options, progress: job.progress) }
+                return Outcome(status: "succeeded", result: try jsonObject(report))
+            case .delete(let options):
+                let record = try await blocking { try service.delete(options) }
+                return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
+            case .monitor(let options):
+                let report = try await blocking { try service.monitor(options) }
+                return Outcome(status: "succeeded", result: try jsonObject(report))
+            case .scheduled(let type):
+                var options = CreateOptions()
+                options.type = type
+                options.auto = true
+                let request = try await service.prepareCreate(options, progress: job.progress, cancellation: job.cancellation)
+                let record = try await blocking { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
+                memory.withLock { m in
+                    m.lastCreate = record.metadata
+                    m.last[record.type] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
+                }
+                var retention = PruneOptions()
+                retention.type = type
+                let prune = retention
+                let pruned = try await blocking { try service.prune(prune) }
+                return Outcome(status: "succeeded", result: ["snapshot": try jsonObject(record.metadata), "prune": try jsonObject(pruned)])
             case .ping, .cancel:
                 return Outcome(status: "succeeded")
             }
@@ -379,6 +417,78 @@ public final class Agent: Service, Sendable {
         doc["eta_s"] = final ? 0.0 : (rate > 0 && remaining > 0 ? ((Double(remaining) / rate * 10).rounded() / 10) as Any : NSNull())
         doc["request_id"] = job.command.requestID ?? NSNull()
         try? await publish(settings.progressTopic, encode(doc), qos: 0)
+    }
+
+    // MARK: alerts and schedule
+
+    private func alertTimer() async {
+        await evaluateAlerts()
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: UInt64(settings.alertInterval * 1e9))
+            if Task.isCancelled { break }
+            await evaluateAlerts()
+        }
+    }
+
+    /// Runs the age, size and integrity checks and publishes each `alerts/<check>` whose
+    /// level or message changed (retained; `ok` clears). Skipped while a job holds the lock.
+    func evaluateAlerts() async {
+        let service = self.service
+        var checks = MonitorOptions()
+        checks.checkAge = true
+        checks.checkSize = true
+        checks.checkIntegrity = true
+        let options = checks
+        guard let report = try? await blocking({ try service.monitor(options) }) else { return }
+        for check in report.checks {
+            await setAlert(check.check, level: check.level.rawValue, value: check.value, threshold: check.threshold, message: check.message)
+        }
+    }
+
+    func setAlert(_ check: String, level: String, value: Double, threshold: String, message: String) async {
+        let alert = memory.withLock { m -> Alert? in
+            let old = m.alerts[check]
+            if let old, old.level == level, old.message == message { return nil }
+            let since = old?.level == level ? old!.since : Timestamp.now().iso8601
+            let a = Alert(level: level, value: value, threshold: threshold, message: message, since: since)
+            m.alerts[check] = a
+            return a
+        }
+        if let alert {
+            if alert.level != "ok" { logger.warning("alert \(check) \(alert.level): \(alert.message)") }
+            try? await publish(settings.alertTopic(check), encode(alertDocument(alert)), retain: true)
+        }
+    }
+
+    private func alertDocument(_ a: Alert) -> [String: Any] {
+        ["level": a.level, "value": a.value, "threshold": a.threshold, "message": a.message, "since": a.since]
+    }
+
+    private func republishAlerts() async {
+        let all = memory.withLock { $0.alerts }
+        for (check, alert) in all {
+            try? await publish(settings.alertTopic(check), encode(alertDocument(alert)), retain: true)
+        }
+    }
+
+    private func runSchedule() async {
+        let scheduler = Scheduler(
+            entries: settings.schedule, timeZone: settings.timeZone, clock: settings.clock, statePath: settings.schedulePath,
+            fire: { entry, time in await self.scheduled(entry, at: time) },
+            missed: { late in
+                let list = late.map { "\($0.0.cron.text) (\($0.0.type)) due \(Timestamp(seconds: Int64($0.1.timeIntervalSince1970)).iso8601)" }
+                await self.setAlert("schedule", level: "warning", value: Double(late.count), threshold: "",
+                                    message: "missed while the agent was down: " + list.joined(separator: "; ") + "; running each once now")
+            })
+        await scheduler.run()
+    }
+
+    /// Queues a scheduled snapshot (then retention for its type) like any other job.
+    func scheduled(_ entry: Scheduler.Entry, at time: Date) async {
+        let stamp = Timestamp(seconds: Int64(time.timeIntervalSince1970)).iso8601
+        let command = Command(action: "create", requestID: "schedule-\(entry.type)-\(stamp)", work: .scheduled(type: entry.type), responseTopic: nil, correlationData: nil)
+        logger.info("schedule \(entry.cron.text): \(entry.type) snapshot due \(stamp)")
+        await accept(command)
     }
 
     // MARK: state and metrics

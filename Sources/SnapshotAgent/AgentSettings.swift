@@ -1,3 +1,4 @@
+import Foundation
 import SnapshotCore
 import SnapshotEngine
 import SnapshotMQTT
@@ -21,6 +22,15 @@ public struct AgentSettings: Sendable {
     public var metricsInterval: Double = 60
     /// Where the request-id ledger lives (survives restarts).
     public var ledgerPath: String
+    /// The config's `schedule:` and its time zone.
+    public var schedule: [Scheduler.Entry] = []
+    public var timeZone: TimeZone = .current
+    /// Where the scheduler remembers when each entry last fired.
+    public var schedulePath: String = ""
+    /// How often the alert checks run (they also run after every job), in seconds.
+    public var alertInterval: Double = 60
+    /// The scheduler's clock (tests inject one).
+    public var clock: any ScheduleClock = SystemScheduleClock()
 
     public static let version = "0.1.0"
     /// Actions that need a signature when an HMAC key is configured.
@@ -67,11 +77,15 @@ public struct AgentSettings: Sendable {
                 throw EngineError.config(file: q.hmacKeyFile, line: nil, message: "mqtt.hmac_key_file: \(error)")
             }
         }
-        return AgentSettings(
+        var settings = AgentSettings(
             id: agentID, groups: q.groups + groups.filter { !q.groups.contains($0) }, prefix: q.prefix, allow: Set(q.allow),
             maxPayload: q.maxPayload, restoreRoots: [config.root] + q.restoreTargets, hmacKey: key,
             broker: try q.brokerSettings(overrideURL: broker),
             ledgerPath: repositoryPath + "/.store/agent/\(agentID)-requests.json")
+        settings.schedule = config.schedule.map { Scheduler.Entry(cron: $0.cron, type: $0.type) }
+        settings.timeZone = config.timeZone
+        settings.schedulePath = repositoryPath + "/.store/agent/\(agentID)-schedule.json"
+        return settings
     }
 
     // MARK: topics

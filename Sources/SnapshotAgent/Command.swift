@@ -14,6 +14,11 @@ public struct Command: Sendable {
         case show(ShowOptions)
         case testRecovery(TestRecoveryOptions)
         case recover(RecoverOptions)
+        case prune(PruneOptions)
+        case delete(DeleteOptions)
+        case monitor(MonitorOptions)
+        /// A `schedule:` entry: an `--auto` create of the type, then retention for it.
+        case scheduled(type: String)
         case ping
         case cancel(jobID: String)
     }
@@ -66,12 +71,12 @@ public struct CommandParser: Sendable {
         "cancel": ["job_id"],
         "prune": ["type", "dry_run"],
         "delete": ["snapshot"],
-        "monitor": ["check_integrity", "check_age", "check_size", "metrics"],
+        "monitor": ["check_integrity", "check_age", "check_size", "metrics", "type"],
         "test-recovery": ["snapshot", "isolated", "benchmark"],
         "recover": ["mode", "snapshot", "validate"],
     ]
     /// Actions this version runs; the others are refused with `not_implemented`.
-    static let implemented: Set<String> = ["create", "verify", "restore", "list", "show", "ping", "cancel", "test-recovery", "recover"]
+    static let implemented: Set<String> = ["create", "verify", "restore", "list", "show", "ping", "cancel", "test-recovery", "recover", "prune", "delete", "monitor"]
 
     public func route(_ message: MQTTMessage) -> Routing {
         let levels = message.topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -180,6 +185,18 @@ public struct CommandParser: Sendable {
                 let o = try decoder.decode(RecoverOptions.self, from: data)
                 try o.check()
                 work = .recover(o)
+            case "prune":
+                let o = try decoder.decode(PruneOptions.self, from: data)
+                try o.validate()
+                work = .prune(o)
+            case "delete":
+                let o = try decoder.decode(DeleteOptions.self, from: data)
+                try o.validate()
+                work = .delete(o)
+            case "monitor":
+                let o = try decoder.decode(MonitorOptions.self, from: data)
+                try o.validate()
+                work = .monitor(o)
             case "cancel":
                 guard let id = fields["job_id"] as? String, !id.isEmpty else {
                     return reject("bad_payload", "cancel needs \"job_id\" (a string)", requestID: requestID)

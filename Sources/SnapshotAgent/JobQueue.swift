@@ -12,7 +12,7 @@ public final class Job: Sendable {
     /// Long work reports progress; quick reads (list, show) do not.
     var reportsProgress: Bool {
         switch command.work {
-        case .create, .verify, .restore, .testRecovery, .recover: return true
+        case .create, .verify, .restore, .testRecovery, .recover, .prune, .scheduled: return true
         default: return false
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import SnapshotCore
 import SnapshotMQTT
 import Yams
@@ -35,7 +36,9 @@ public struct SnapshotConfig: Sendable {
     public var types: [String: [String]]
     public var hooks: [String: String]
     public var mqtt: MQTTSection
-    public var schedule: [(cron: String, type: String)]
+    public var schedule: [(cron: CronExpression, type: String)]
+    /// Time zone of the schedule's cron expressions (`timezone:`, default the system's).
+    public var timeZone: TimeZone = .current
     public var retention: String
     public var alerts: String
 
@@ -106,7 +109,7 @@ public struct SnapshotConfig: Sendable {
         }
         let r = ConfigReader(file: file)
         guard let node else { return defaults(root: workingDirectory) }
-        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "retention", "alerts"])
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "retention", "alerts"])
         var rootDir = workingDirectory
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
@@ -231,8 +234,21 @@ public struct SnapshotConfig: Sendable {
             config.schedule = try seq.map { item in
                 let m = try r.mapping(item, "schedule entry", allowed: ["cron", "type"])
                 guard let c = m["cron"], let t = m["type"] else { throw r.error(item, "schedule entry needs cron and type") }
-                return (try r.string(c, "schedule.cron"), try r.string(t, "schedule.type"))
+                let cron: CronExpression
+                do {
+                    cron = try CronExpression(try r.string(c, "schedule.cron"))
+                } catch let e as CronExpression.ParseError {
+                    throw r.error(c, "schedule.cron: \(e)")
+                }
+                let type = try r.string(t, "schedule.type")
+                guard CreateOptions.types.contains(type) else { throw r.error(t, "schedule.type must be one of \(CreateOptions.types.joined(separator: ", ")), not \(type)") }
+                return (cron, type)
             }
+        }
+        if let v = top["timezone"] {
+            let name = try r.string(v, "timezone")
+            guard let tz = TimeZone(identifier: name) else { throw r.error(v, "timezone \"\(name)\" is not a known time zone (e.g. UTC, Europe/Berlin)") }
+            config.timeZone = tz
         }
         if let v = top["retention"] { config.retention = p(try r.string(v, "retention")) }
         if let v = top["alerts"] { config.alerts = p(try r.string(v, "alerts")) }

@@ -21,7 +21,7 @@ import TestSupport
         try await h.send("\(base)/explode", #"{"request_id": "unknown-action"}"#)
         try await h.send("\(base)/create", "{\"name\": \"" + String(repeating: "x", count: 70_000) + "\"}")
         try await h.send("\(base)/restore", #"{"snapshot": "latest", "target": "/etc", "request_id": "outside"}"#)
-        try await h.send("\(base)/prune", #"{"request_id": "later"}"#)
+        try await h.send("\(base)/delete", #"{"snapshot": "no-such-snapshot", "request_id": "later"}"#)
         try await h.send("snapshots/cmd/other-agent/create", #"{"request_id": "not-for-us"}"#)
         try await h.send("snapshots/cmd/backup-group/ping", #"{"request_id": "via-group"}"#)
         try await h.send("snapshots/cmd/all/ping", #"{"request_id": "via-all"}"#)
@@ -42,7 +42,8 @@ import TestSupport
         #expect((error("bad-value", in: creates)?["message"] as? String)?.contains("weekly") == true)
         #expect(error("unknown-action", in: h.responses("unknown"))?["code"] as? String == "unknown_action")
         #expect(error("outside", in: h.responses("restore"))?["code"] as? String == "unsafe_target")
-        #expect(error("later", in: h.responses("prune"))?["code"] as? String == "not_implemented")
+        let missing = await h.final("delete", requestID: "later")
+        #expect((missing?["error"] as? [String: Any])?["code"] as? String == "not_found")
         #expect(!h.all.contains { $0.payloadString.contains("not-for-us") })
         #expect(h.agent?.isRunning == true)
     }
@@ -143,6 +144,45 @@ import TestSupport
         #expect(try CLI.run(["--repo", h.repo, "verify", "--all"]).status == 0)
     }
 }
+
+@Suite(.serialized) struct AgentAlertTests {
+    @Test func anAgeAlertIsRaisedRetainedAndClearedByAFreshSnapshot() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        // The newest snapshot is 30 hours old: over the 24 h warning threshold.
+        let old = Timestamp(seconds: Int64(Date().timeIntervalSince1970) - 30 * 3600).iso8601
+        let created = try CLI.run(["--config", h.config, "create", "--type", "data", "--time", old, "--quiet"])
+        #expect(created.status == 0, "\(created.stderr)")
+        try await h.startAgent()
+        let topic = "snapshots/status/\(h.id)/alerts/snapshot_age"
+        let raised = await h.waitFor { _ in h.documents(on: topic).last?["level"] as? String == "warning" }
+        #expect(raised, "\(h.documents(on: topic)) \(h.agentLog)")
+        let alert = try #require(h.documents(on: topic).last)
+        #expect(Set(alert.keys) == ["level", "value", "threshold", "message", "since"])
+        #expect((alert["message"] as? String)?.contains("data 30.0h ago") == true)
+        // A new snapshot clears it: the retained alert becomes ok.
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "data", "request_id": "fresh"}"#)
+        #expect(await h.final("create", requestID: "fresh")?["status"] as? String == "succeeded")
+        let cleared = await h.waitFor { _ in h.documents(on: topic).last?["level"] as? String == "ok" }
+        #expect(cleared)
+        // A late subscriber sees the retained ok.
+        let probe = try MQTTClient(options: MQTTOptions(port: h.broker.port, clientID: "late", reconnectDelay: (0.05, 0.3)))
+        let seen = ProbeInbox(probe)
+        probe.subscribe(topic)
+        probe.start()
+        defer { probe.stop() }
+        #expect(await seen.wait { $0.contains(topic) })
+        // monitor and prune over MQTT answer with the CLI's JSON.
+        try await h.send("snapshots/cmd/\(h.id)/monitor", #"{"check_age": true, "request_id": "m"}"#)
+        let monitor = await h.final("monitor", requestID: "m")
+        #expect((monitor?["result"] as? [String: Any])?["level"] as? String == "ok")
+        try await h.send("snapshots/cmd/\(h.id)/prune", #"{"dry_run": true, "request_id": "p"}"#)
+        let prune = await h.final("prune", requestID: "p")
+        #expect(((prune?["result"] as? [String: Any])?["keep"] as? [Any])?.count == 2)
+        #expect(try CLI.run(["--repo", h.repo, "verify", "--all"]).status == 0)
+    }
+}
+
 
 final class ProbeInbox: @unchecked Sendable {
     private let lock = NSLock()

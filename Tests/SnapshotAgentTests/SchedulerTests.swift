@@ -1,0 +1,104 @@
+import Foundation
+import SnapshotAgent
+import SnapshotCore
+import SnapshotEngine
+import Synchronization
+import Testing
+import TestSupport
+
+/// A clock the test moves: `sleep(until:)` returns when the test has advanced past the date.
+final class ManualClock: ScheduleClock, @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: Date
+    private var sleepers: [(Date, CheckedContinuation<Void, Never>)] = []
+
+    init(_ start: Date) { current = start }
+
+    func now() -> Date { lock.withLock { current } }
+
+    func sleep(until date: Date) async throws {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = lock.withLock { () -> Bool in
+                if date <= current { return true }
+                sleepers.append((date, c))
+                return false
+            }
+            if ready { c.resume() }
+        }
+        try Task.checkCancellation()
+    }
+
+    var waiting: Int { lock.withLock { sleepers.count } }
+
+    func advance(to date: Date) {
+        let due = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            current = date
+            let ready = sleepers.filter { $0.0 <= date }.map(\.1)
+            sleepers.removeAll { $0.0 <= date }
+            return ready
+        }
+        for c in due { c.resume() }
+    }
+}
+
+final class FireLog: @unchecked Sendable {
+    let lock = NSLock()
+    var fired: [(String, Date)] = []
+    var missed: [(String, Date)] = []
+}
+
+@Suite struct SchedulerTests {
+    static func date(_ s: String) -> Date { Date(timeIntervalSince1970: Timestamp(iso8601: s)!.timeInterval) }
+
+    @Test func cronExpressionsFindTheirNextTime() throws {
+        let utc = TimeZone(identifier: "UTC")!
+        #expect(try CronExpression("0 2 * * *").next(after: Self.date("2024-01-15T10:30:00Z"), in: utc) == Self.date("2024-01-16T02:00:00Z"))
+        #expect(try CronExpression("0 3 * * 0").next(after: Self.date("2024-01-15T10:30:00Z"), in: utc) == Self.date("2024-01-21T03:00:00Z"))
+        #expect(try CronExpression("*/15 9-17 * * mon-fri").next(after: Self.date("2024-01-19T17:50:00Z"), in: utc) == Self.date("2024-01-22T09:00:00Z"))
+        #expect(try CronExpression("30 4 1,15 * *").next(after: Self.date("2024-02-15T04:30:00Z"), in: utc) == Self.date("2024-03-01T04:30:00Z"))
+        let berlin = TimeZone(identifier: "Europe/Berlin")!
+        #expect(try CronExpression("0 2 * * *").next(after: Self.date("2024-01-15T00:00:00Z"), in: berlin) == Self.date("2024-01-15T01:00:00Z"))
+        #expect(throws: CronExpression.ParseError.self) { try CronExpression("0 2 * *") }
+        #expect(throws: CronExpression.ParseError.self) { try CronExpression("61 * * * *") }
+        #expect(throws: CronExpression.ParseError.self) { try CronExpression("* * * * funday") }
+    }
+
+    @Test func entriesFireOnTheInjectedClockAndMissedOnesAreReported() async throws {
+        let dir = TemporaryDirectory("snapshot-sched")
+        let clock = ManualClock(Self.date("2024-03-01T01:59:00Z"))
+        let log = FireLog()
+        let entries = [Scheduler.Entry(cron: try CronExpression("0 2 * * *"), type: "system"),
+                       Scheduler.Entry(cron: try CronExpression("0 3 * * 0"), type: "full")]
+        func makeScheduler() -> Scheduler {
+            Scheduler(entries: entries, timeZone: TimeZone(identifier: "UTC")!, clock: clock, statePath: dir.sub("schedule.json"),
+                      fire: { e, t in log.lock.withLock { log.fired.append((e.type, t)) } },
+                      missed: { late in log.lock.withLock { log.missed += late.map { ($0.0.type, $0.1) } } })
+        }
+        let task = Task { await makeScheduler().run() }
+        func waitForSleepers() async {
+            for _ in 0..<500 where clock.waiting == 0 { try? await Task.sleep(nanoseconds: 2_000_000) }
+        }
+        await waitForSleepers()
+        clock.advance(to: Self.date("2024-03-01T02:00:00Z"))
+        try await Task.sleep(nanoseconds: 50_000_000)
+        await waitForSleepers()
+        clock.advance(to: Self.date("2024-03-03T03:00:00Z"))  // a Sunday
+        try await Task.sleep(nanoseconds: 50_000_000)
+        task.cancel()
+        let fired = log.lock.withLock { log.fired }
+        // On time at 02:00; after the jump to Sunday 03:00 the late system run fires once
+        // (for 2 March, not once per day missed), and the weekly full one on time.
+        #expect(fired.map(\.0) == ["system", "system", "full"])
+        #expect(fired.map(\.1) == [Self.date("2024-03-01T02:00:00Z"), Self.date("2024-03-02T02:00:00Z"), Self.date("2024-03-03T03:00:00Z")])
+        #expect(log.lock.withLock { log.missed }.isEmpty)
+
+        // The agent was down for a few days: the missed times are reported and run once.
+        clock.advance(to: Self.date("2024-03-10T12:00:00Z"))
+        let restarted = Task { await makeScheduler().run() }
+        await waitForSleepers()
+        restarted.cancel()
+        let missed = log.lock.withLock { log.missed }
+        #expect(Set(missed.map(\.0)) == ["system", "full"])
+        #expect(missed.contains { $0.0 == "full" && $0.1 == Self.date("2024-03-10T03:00:00Z") })
+    }
+}
