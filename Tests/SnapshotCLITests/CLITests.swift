@@ -388,3 +388,45 @@ enum CommandCopy {
         #expect(try monitor(["--metrics", "speed"]).status == 64)
     }
 }
+
+@Suite struct CronScriptTests {
+    @Test func theSeedsScriptNamesWorkFromAnyDirectory() throws {
+        let dir = TemporaryDirectory("snapshot-scripts")
+        Fixture.write(dir.sub("data/a.txt"), Array("hello\n".utf8))
+        let config = dir.sub("snapshots.yaml")
+        Fixture.write(config, Array("""
+            root: \(dir.path)
+            repository: \(dir.sub("repo"))
+            components:
+              data: {path: data}
+            types:
+              system: [data]
+
+            """.utf8))
+        let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/scripts/"
+        func run(_ script: String, _ args: [String]) throws -> Int32 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: scripts + script)
+            p.arguments = args
+            p.currentDirectoryURL = URL(fileURLWithPath: "/")
+            var env = ProcessInfo.processInfo.environment
+            env["SNAPSHOT_CONFIG"] = config
+            env["SNAPSHOT_BIN"] = CLI.binary
+            p.environment = env
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        #expect(try run("create_snapshot.sh", ["--type", "system", "--auto"]) == 0)
+        #expect(try run("verify_snapshot.sh", ["--all", "--read-data"]) == 0)
+        #expect(try run("monitor_snapshots.sh", ["--check-age"]) == 0)
+        #expect(try run("cleanup_snapshots.sh", ["--dry-run"]) == 0)
+        #expect(try run("test_recovery.sh", ["--snapshot", "latest", "--isolated"]) == 0)
+        #expect(try run("restore_snapshot.sh", ["--snapshot", "latest", "--target", dir.sub("out")]) == 0)
+        #expect(POSIX.exists(dir.sub("out/data/a.txt")))
+        #expect(try run("disaster_recovery.sh", ["--mode", "minimal", "--snapshot", "latest"]) == 64, "minimal restores configs and storage; this snapshot has neither")
+        #expect(try run("create_snapshot.sh", ["--type", "weekly"]) == 64)
+    }
+}
