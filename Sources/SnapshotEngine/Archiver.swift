@@ -14,11 +14,17 @@ public struct FileSource: Sendable, Equatable {
     /// Absolute path of the file or directory.
     public var path: String
     public var excludes: [String]
+    /// What metadata calls the component (`files`; `qdrant` for downloaded collection snapshots).
+    public var kind: String
+    /// What metadata names as the source (the path; the server URL for `qdrant`).
+    public var label: String
 
-    public init(name: String, path: String, excludes: [String] = []) {
+    public init(name: String, path: String, excludes: [String] = [], kind: String = "files", label: String? = nil) {
         self.name = name
         self.path = path
         self.excludes = excludes
+        self.kind = kind
+        self.label = label ?? path
     }
 }
 
@@ -32,6 +38,9 @@ public struct CreateRequest: Sendable {
     public var sources: [FileSource]
     /// Components produced at capture time (command output, environment, MQTT messages).
     public var generated: [GeneratedSource]
+    /// Scratch directories holding downloaded sources (Qdrant snapshots), removed once the
+    /// snapshot is committed or has failed.
+    public var temporaryDirectories: [String] = []
     public var compressionLevel: Int
     public var chunking: ChunkingPolicy
     public var workers: Int
@@ -343,7 +352,7 @@ public final class Archiver: Sendable {
         if type == "full" { return nil }
         for record in records {
             if type == "differential" && record.type != "full" { continue }
-            guard let c = record.metadata.components[source.name], c.kind == "files", c.source == source.path,
+            guard let c = record.metadata.components[source.name], c.kind == source.kind, c.source == source.label,
                 let manifest = try? catalog.readManifest(record), let mc = manifest.components[source.name],
                 let tree = mc.treeID, repository.index.location(of: tree) != nil
             else { continue }
@@ -425,9 +434,9 @@ public final class Archiver: Sendable {
                 if let t = trees[id] { return t }
                 return try reader.readTree(id, path: path)
             }
-            summaries[source.name] = ComponentSummary(kind: "files", source: source.path, files: state.files, bytes: state.bytes, skipped: state.skipped)
+            summaries[source.name] = ComponentSummary(kind: source.kind, source: source.label, files: state.files, bytes: state.bytes, skipped: state.skipped)
             checksums[source.name] = digest
-            var mc = ManifestComponent(kind: "files", source: source.path, tree: rootID)
+            var mc = ManifestComponent(kind: source.kind, source: source.label, tree: rootID)
             if isFile {
                 mc.rootIsFile = true
             } else {

@@ -86,6 +86,13 @@ public struct InPlaceRestorer: Sendable {
                     throw EngineError.unsafePath("\(c.source) (component \(name) is not a configured files component)")
                 }
                 out.append(Target(name: name, manifest: c, kind: "files", destination: c.source, excludes: []))
+            case ("qdrant", .qdrant(let url, _, _)?):
+                out.append(Target(name: name, manifest: c, kind: "qdrant", destination: url, excludes: []))
+            case ("qdrant", _):
+                guard !configuredOnly else {
+                    throw EngineError.unsafePath("\(c.source) (component \(name) is not a configured qdrant component)")
+                }
+                out.append(Target(name: name, manifest: c, kind: "qdrant", destination: c.source, excludes: []))
             default:
                 out.append(Target(name: name, manifest: c, kind: c.kind, destination: c.kind == "mqtt" ? "broker" : "", excludes: []))
             }
@@ -254,6 +261,23 @@ public struct InPlaceRestorer: Sendable {
                 }
                 let n = try await MQTTCapture.republish(files: files, broker: try service.broker ?? service.config.mqtt.brokerSettings(), component: t.name)
                 results.append(ComponentRestore(component: t.name, kind: "mqtt", destination: (try? service.config.mqtt.brokerSettings().url) ?? "broker", action: "republished", files: files.count, bytes: 0, note: "\(n) retained messages"))
+            } else if t.kind == "qdrant" {
+                progress.phase = "uploading \(t.name) to Qdrant"
+                let dir = repository.path + "/.store/tmp/qdrant-restore-\(getpid())-\(t.name)"
+                try POSIX.removeTree(dir)
+                defer { try? POSIX.removeTree(dir) }
+                let restored = try Restorer(repository: repository, progress: progress, cancellation: cancellation)
+                    .restore(record, manifest: manifest, components: [t.name], target: dir, verify: false)
+                let client = Self.qdrantClient(t, config: service.config)
+                let files = try POSIX.listDirectory(dir + "/" + t.name).filter { $0.hasSuffix(".snapshot") }.sorted()
+                for file in files {
+                    do {
+                        try await client.upload(String(file.dropLast(".snapshot".count)), file: dir + "/" + t.name + "/" + file)
+                    } catch {
+                        throw EngineError.componentFailed(component: t.name, detail: "upload of \(file) to Qdrant at \(t.destination): \(error)")
+                    }
+                }
+                results.append(ComponentRestore(component: t.name, kind: "qdrant", destination: t.destination, action: "uploaded", files: files.count, bytes: restored.bytes, note: "priority=snapshot"))
             } else {
                 results.append(ComponentRestore(component: t.name, kind: t.kind, destination: "", action: "skipped", files: 0, bytes: 0, note: "captured \(t.kind) output; nothing to put back in place"))
             }
@@ -268,16 +292,30 @@ public struct InPlaceRestorer: Sendable {
     func preRestoreSnapshot(_ record: SnapshotRecord, targets: [Target], repository: Repository, cancellation: CancellationFlag) async throws -> String? {
         var sources: [FileSource] = []
         var generated: [GeneratedSource] = []
+        var scratch: [String] = []
+        defer { for d in scratch { try? POSIX.removeTree(d) } }
         for t in targets {
             if t.kind == "files", POSIX.exists(t.destination) {
                 sources.append(FileSource(name: t.name, path: t.destination, excludes: t.excludes))
             } else if t.kind == "mqtt", case .mqtt(let filters)? = service.config.component(t.name) {
                 generated.append(try await MQTTCapture.capture(name: t.name, filters: filters, broker: try service.broker ?? service.config.mqtt.brokerSettings()))
+            } else if t.kind == "qdrant" {
+                let dir = repository.path + "/.store/tmp/qdrant-pre-restore-\(getpid())-\(t.name)"
+                scratch.append(dir)
+                _ = try await Self.qdrantClient(t, config: service.config).capture(component: t.name, collections: [], into: dir)
+                sources.append(FileSource(name: t.name, path: dir, kind: "qdrant", label: t.destination))
             }
         }
         guard !sources.isEmpty || !generated.isEmpty else { return nil }
         let request = CreateRequest(type: "pre-restore", name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
         return try Archiver(repository: repository, cancellation: cancellation).create(request).id
+    }
+
+    static func qdrantClient(_ t: Target, config: SnapshotConfig) -> QdrantClient {
+        var keyEnv = "QDRANT_API_KEY"
+        if case .qdrant(_, _, let env)? = config.component(t.name) { keyEnv = env }
+        let key = ProcessInfo.processInfo.environment[keyEnv].flatMap { $0.isEmpty ? nil : $0 }
+        return QdrantClient(baseURL: t.destination, apiKey: key)
     }
 
     /// Puts `staged` at `destination` atomically: exchanges the two when the destination

@@ -145,7 +145,7 @@ extension SnapshotService {
     static func recoveryRank(_ name: String, kind: String) -> Int {
         switch (name, kind) {
         case ("configs", _): return 0
-        case ("storage", _): return 1
+        case ("storage", _), (_, "qdrant"): return 1
         case ("models", _): return 2
         case (_, "files"): return 3
         case (_, "mqtt"): return 4
@@ -167,7 +167,7 @@ extension SnapshotService {
         var names = manifest.components.keys.sorted().sorted {
             Self.recoveryRank($0, kind: manifest.components[$0]!.kind) < Self.recoveryRank($1, kind: manifest.components[$1]!.kind)
         }
-        names = names.filter { manifest.components[$0]!.kind == "files" || manifest.components[$0]!.kind == "mqtt" }
+        names = names.filter { ["files", "mqtt", "qdrant"].contains(manifest.components[$0]!.kind) }
         if options.mode == "minimal" { names = names.filter { $0 == "configs" || $0 == "storage" } }
         guard !names.isEmpty else {
             throw EngineError.usage("snapshot \(record.id) has no component that \(options.mode) recovery restores")

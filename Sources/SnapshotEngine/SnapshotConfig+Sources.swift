@@ -1,3 +1,4 @@
+import Foundation
 import SnapshotCore
 
 extension SnapshotConfig {
@@ -52,6 +53,29 @@ public struct CapturePlan: Sendable {
     /// Components whose files are produced at capture time.
     public var generated: [(name: String, source: ComponentSource)]
 
+    /// Downloads every `qdrant` component's collection snapshots into a scratch directory
+    /// under `scratchRoot`; they are captured as files from there. Returns the sources and
+    /// the directories to remove afterwards.
+    public func downloadQdrant(scratchRoot: String) async throws -> (sources: [FileSource], directories: [String]) {
+        var sources: [FileSource] = []
+        var dirs: [String] = []
+        do {
+            for (name, source) in generated {
+                guard case .qdrant(let url, let collections, let keyEnv) = source else { continue }
+                let dir = scratchRoot + "/qdrant-\(getpid())-\(name)"
+                try POSIX.removeTree(dir)
+                dirs.append(dir)
+                let key = ProcessInfo.processInfo.environment[keyEnv].flatMap { $0.isEmpty ? nil : $0 }
+                _ = try await QdrantClient(baseURL: url, apiKey: key).capture(component: name, collections: collections, into: dir)
+                sources.append(FileSource(name: name, path: dir, kind: "qdrant", label: url))
+            }
+        } catch {
+            for d in dirs { try? POSIX.removeTree(d) }
+            throw error
+        }
+        return (sources, dirs)
+    }
+
     /// Runs the command, env and mqtt components. Every failure names its component.
     public func captureGenerated(broker: BrokerSettings) async throws -> [GeneratedSource] {
         var captured: [GeneratedSource] = []
@@ -63,7 +87,7 @@ public struct CapturePlan: Sendable {
                 captured.append(try EnvironmentCapture.capture(name: name, patterns: patterns))
             case .mqtt(let filters):
                 captured.append(try await MQTTCapture.capture(name: name, filters: filters, broker: broker))
-            case .files:
+            case .files, .qdrant:
                 break
             }
         }

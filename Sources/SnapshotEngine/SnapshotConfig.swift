@@ -13,6 +13,8 @@ public enum ComponentSource: Sendable, Equatable {
     case command(command: String, parse: String?, output: String?, optional: Bool)
     /// Environment variables matching these patterns.
     case env(patterns: [String])
+    /// Qdrant collections through its snapshot API (all when `collections` is empty).
+    case qdrant(url: String, collections: [String], apiKeyEnv: String)
 
     public var kind: String {
         switch self {
@@ -20,6 +22,7 @@ public enum ComponentSource: Sendable, Equatable {
         case .mqtt: return "mqtt"
         case .command: return "command"
         case .env: return "env"
+        case .qdrant: return "qdrant"
         }
     }
 }
@@ -135,10 +138,10 @@ public struct SnapshotConfig: Sendable {
                     throw r.error(keyNode, "duplicate component \"\(name)\"")
                 }
                 let where_ = "components.\(name)"
-                let m = try r.mapping(value, where_, allowed: ["path", "exclude", "mqtt", "command", "parse", "output", "optional", "env"])
-                let kinds = ["path", "mqtt", "command", "env"].filter { m[$0] != nil }
+                let m = try r.mapping(value, where_, allowed: ["path", "exclude", "mqtt", "command", "parse", "output", "optional", "env", "qdrant", "collections", "api_key_env"])
+                let kinds = ["path", "mqtt", "command", "env", "qdrant"].filter { m[$0] != nil }
                 guard kinds.count == 1 else {
-                    throw r.error(value, "\(where_) needs exactly one of path, mqtt, command, env (has \(kinds.isEmpty ? "none" : kinds.joined(separator: ", ")))")
+                    throw r.error(value, "\(where_) needs exactly one of path, mqtt, command, env, qdrant (has \(kinds.isEmpty ? "none" : kinds.joined(separator: ", ")))")
                 }
                 let source: ComponentSource
                 switch kinds[0] {
@@ -153,6 +156,13 @@ public struct SnapshotConfig: Sendable {
                         command: try r.string(m["command"]!, where_ + ".command"), parse: parse,
                         output: try m["output"].map { try r.string($0, where_ + ".output") },
                         optional: try m["optional"].map { try r.bool($0, where_ + ".optional") } ?? false)
+                case "qdrant":
+                    let url = try r.string(m["qdrant"]!, where_ + ".qdrant")
+                    guard url.hasPrefix("http://") || url.hasPrefix("https://"), URL(string: url) != nil else {
+                        throw r.error(m["qdrant"]!, "\(where_).qdrant must be an http:// or https:// URL")
+                    }
+                    source = .qdrant(url: url, collections: try m["collections"].map { try r.strings($0, where_ + ".collections") } ?? [],
+                                     apiKeyEnv: try m["api_key_env"].map { try r.string($0, where_ + ".api_key_env") } ?? "QDRANT_API_KEY")
                 default:
                     source = .env(patterns: try r.strings(m["env"]!, where_ + ".env"))
                 }
@@ -161,6 +171,7 @@ public struct SnapshotConfig: Sendable {
                 case .mqtt: ["mqtt"]
                 case .command: ["command", "parse", "output", "optional"]
                 case .env: ["env"]
+                case .qdrant: ["qdrant", "collections", "api_key_env"]
                 }
                 for (k, v) in m where !allowedExtras.contains(k) {
                     throw r.error(v, "\(where_).\(k) does not apply to a \(source.kind) component")

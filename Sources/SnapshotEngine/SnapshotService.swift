@@ -43,15 +43,24 @@ public struct SnapshotService: Sendable {
         let plan = try config.sources(type: options.type, paths: options.path, extraExcludes: options.exclude, workingDirectory: workingDirectory)
         progress.phase = "capturing"
         let generated = try await plan.captureGenerated(broker: try broker ?? config.mqtt.brokerSettings())
-        if cancellation.isCancelled { throw EngineError.cancelled }
-        return CreateRequest(
+        let scratch = repositoryPath + "/.store/tmp"
+        try POSIX.makeDirectories(scratch)
+        let qdrant = try await plan.downloadQdrant(scratchRoot: scratch)
+        if cancellation.isCancelled {
+            for d in qdrant.directories { try? POSIX.removeTree(d) }
+            throw EngineError.cancelled
+        }
+        var request = CreateRequest(
             type: options.type, name: options.name, auto: options.auto, time: options.time.flatMap { Timestamp(iso8601: $0) },
-            tags: options.tags, sources: plan.files, generated: generated, compressionLevel: config.compressionLevel)
+            tags: options.tags, sources: plan.files + qdrant.sources, generated: generated, compressionLevel: config.compressionLevel)
+        request.temporaryDirectories = qdrant.directories
+        return request
     }
 
     /// The second half of `create`: reads the files and commits, under the exclusive lock.
     /// Blocking and CPU-bound: call it from a thread of its own, not from the cooperative pool.
     public func commitCreate(_ request: CreateRequest, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> SnapshotRecord {
+        defer { for d in request.temporaryDirectories { try? POSIX.removeTree(d) } }
         let (repository, lock) = try open(.exclusive, purpose: "create", createIfMissing: true)
         defer { lock.release() }
         return try Archiver(repository: repository, progress: progress, cancellation: cancellation).create(request)

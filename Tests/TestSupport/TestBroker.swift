@@ -60,6 +60,9 @@ public final class TestBroker: @unchecked Sendable {
 
     deinit { stop() }
 
+    /// A free loopback TCP port (for other test servers).
+    public static func freePortForTests() throws -> Int { try freePort() }
+
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
