@@ -42,6 +42,8 @@ public struct SnapshotConfig: Sendable {
     public var schedule: [(cron: CronExpression, type: String)]
     /// Time zone of the schedule's cron expressions (`timezone:`, default the system's).
     public var timeZone: TimeZone = .current
+    /// `prune: {repack_threshold: 0.2}`: repack a pack when at least this share of it is unused.
+    public var repackThreshold: Double = 0.2
     public var retention: String
     public var alerts: String
 
@@ -112,7 +114,7 @@ public struct SnapshotConfig: Sendable {
         }
         let r = ConfigReader(file: file)
         guard let node else { return defaults(root: workingDirectory) }
-        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "retention", "alerts"])
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts"])
         var rootDir = workingDirectory
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
@@ -254,6 +256,15 @@ public struct SnapshotConfig: Sendable {
                 let type = try r.string(t, "schedule.type")
                 guard CreateOptions.types.contains(type) else { throw r.error(t, "schedule.type must be one of \(CreateOptions.types.joined(separator: ", ")), not \(type)") }
                 return (cron, type)
+            }
+        }
+        if let v = top["prune"] {
+            let m = try r.mapping(v, "prune", allowed: ["repack_threshold"])
+            if let t = m["repack_threshold"] {
+                guard case .scalar(let sc) = t, let value = Double(sc.string), value > 0, value <= 1 else {
+                    throw r.error(t, "prune.repack_threshold must be a number in (0, 1], the unused share of a pack that makes prune repack it")
+                }
+                config.repackThreshold = value
             }
         }
         if let v = top["timezone"] {

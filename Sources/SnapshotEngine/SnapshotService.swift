@@ -138,7 +138,9 @@ public struct SnapshotService: Sendable {
         let rules = try policy ?? RetentionPolicy.load(path: config.retention)
         let (repository, lock) = try open(options.dryRun ? .shared : .exclusive, purpose: "prune")
         defer { lock.release() }
-        return try Pruner(repository: repository).prune(policy: rules, type: options.type, dryRun: options.dryRun, progress: progress)
+        var pruner = Pruner(repository: repository)
+        pruner.repackThreshold = config.repackThreshold
+        return try pruner.prune(policy: rules, type: options.type, dryRun: options.dryRun, progress: progress)
     }
 
     /// Removes one snapshot; its data is reclaimed by the next prune.

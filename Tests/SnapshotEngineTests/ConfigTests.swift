@@ -23,7 +23,7 @@ import Testing
     }
 
     @Test func badInputNamesFileLineAndKey() {
-        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, hooks, mqtt, repository, retention, root, schedule, timezone, types)")
+        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, hooks, mqtt, prune, repository, retention, root, schedule, timezone, types)")
         #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
         #expect(error("compression: {level: 40}\n").contains("1..19"))
         #expect(error("components:\n  a: {path: x}\n  a: {path: y}\n") == "snapshots.yaml:3: duplicate key \"a\"")
@@ -32,6 +32,9 @@ import Testing
         #expect(error("components:\n  a: {path: x}\ntypes:\n  system: [a, b]\n").contains("unknown component \"b\""))
         #expect(error("types:\n  weekly: [configs]\n").contains("unknown snapshot type \"weekly\""))
         #expect(error("root: [1, 2]\n") == "snapshots.yaml:1: root must be a string")
+        #expect(error("prune: {repack_threshold: 2}\n").hasPrefix("snapshots.yaml:1: prune.repack_threshold must be a number in (0, 1]"))
+        #expect(error("schedule:\n  - {cron: \"0 25 * * *\", type: system}\n").hasPrefix("snapshots.yaml:2: schedule.cron: bad hour field"))
+        #expect(error("timezone: Mars/Olympus\n").contains("not a known time zone"))
         #expect(error("key: [unclosed\n").hasPrefix("snapshots.yaml:"))
     }
 

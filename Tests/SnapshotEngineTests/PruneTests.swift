@@ -104,4 +104,33 @@ import TestSupport
         v.readData = true
         #expect(try service.verify(v).ok)
     }
+
+    @Test func aMostlyUnusedPackIsRepackedAndStaysReadable() async throws {
+        let dir = TemporaryDirectory("snapshot-repack")
+        let service = try service(dir)
+        let a = Fixture.bytes(3_000_000, seed: 21), b = Fixture.bytes(3_000_000, seed: 22)
+        Fixture.write(dir.sub("data/f.bin"), a + b)
+        var o = CreateOptions()
+        o.type = "system"
+        o.name = "both"
+        _ = try await service.create(o)
+        Fixture.write(dir.sub("data/f.bin"), b)
+        o.name = "second-half"
+        _ = try await service.create(o)
+        var d = DeleteOptions()
+        d.snapshot = "both"
+        _ = try service.delete(d)
+        let report = try service.prune(PruneOptions())
+        #expect(report.packsRepacked >= 1, "\(report)")
+        #expect(report.reclaimedBytes > 2_500_000)
+        var v = VerifyOptions()
+        v.all = true
+        v.readData = true
+        #expect(try service.verify(v).ok)
+        var r = RestoreOptions()
+        r.snapshot = "second-half"
+        r.target = dir.sub("out")
+        _ = try service.restore(r)
+        #expect(try POSIX.readFile(dir.sub("out/data/f.bin")) == b)
+    }
 }
