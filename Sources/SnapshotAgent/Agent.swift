@@ -44,6 +44,9 @@ public final class Agent: Service, Sendable {
     }
 
     struct Memory {
+        /// The last test-recovery's failure, until one succeeds: it keeps
+        /// `snapshot_integrity` critical whatever the quick check says.
+        var recoveryFailure: String?
         var alerts: [String: Alert] = [:]
         var last: [String: LastOutcome] = [:]
         var lastCreate: SnapshotMetadata?
@@ -293,7 +296,10 @@ public final class Agent: Service, Sendable {
                 return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
             case .testRecovery(let options):
                 let report = try await blocking { try service.testRecovery(options, progress: job.progress, cancellation: job.cancellation) }
-                memory.withLock { $0.lastRestoreSeconds = report.seconds }
+                memory.withLock {
+                    $0.lastRestoreSeconds = report.seconds
+                    $0.recoveryFailure = report.ok ? nil : "test-recovery of \(report.snapshotID) failed: \(report.errors.first ?? "")"
+                }
                 return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
                     error: report.ok ? nil : CommandError("damaged", report.errors.first ?? "test recovery failed"))
             case .recover(let options):
@@ -440,7 +446,12 @@ public final class Agent: Service, Sendable {
         checks.checkIntegrity = true
         let options = checks
         guard let report = try? await blocking({ try service.monitor(options) }) else { return }
+        let recoveryFailure = memory.withLock { $0.recoveryFailure }
         for check in report.checks {
+            if check.check == "snapshot_integrity", let failure = recoveryFailure {
+                await setAlert(check.check, level: AlertLevel.critical.rawValue, value: check.value + 1, threshold: check.threshold, message: failure)
+                continue
+            }
             await setAlert(check.check, level: check.level.rawValue, value: check.value, threshold: check.threshold, message: check.message)
         }
     }
@@ -476,18 +487,26 @@ public final class Agent: Service, Sendable {
             entries: settings.schedule, timeZone: settings.timeZone, clock: settings.clock, statePath: settings.schedulePath,
             fire: { entry, time in await self.scheduled(entry, at: time) },
             missed: { late in
-                let list = late.map { "\($0.0.cron.text) (\($0.0.type)) due \(Timestamp(seconds: Int64($0.1.timeIntervalSince1970)).iso8601)" }
+                let list = late.map { "\($0.0.cron.text) (\($0.0.what)) due \(Timestamp(seconds: Int64($0.1.timeIntervalSince1970)).iso8601)" }
                 await self.setAlert("schedule", level: "warning", value: Double(late.count), threshold: "",
                                     message: "missed while the agent was down: " + list.joined(separator: "; ") + "; running each once now")
             })
         await scheduler.run()
     }
 
-    /// Queues a scheduled snapshot (then retention for its type) like any other job.
+    /// Queues a scheduled snapshot (then retention for its type), or a scheduled
+    /// test-recovery, like any other job.
     func scheduled(_ entry: Scheduler.Entry, at time: Date) async {
         let stamp = Timestamp(seconds: Int64(time.timeIntervalSince1970)).iso8601
-        let command = Command(action: "create", requestID: "schedule-\(entry.type)-\(stamp)", work: .scheduled(type: entry.type), responseTopic: nil, correlationData: nil)
-        logger.info("schedule \(entry.cron.text): \(entry.type) snapshot due \(stamp)")
+        let command: Command
+        if entry.action == "test-recovery" {
+            var options = TestRecoveryOptions()
+            options.snapshot = entry.snapshot
+            command = Command(action: "test-recovery", requestID: "schedule-test-recovery-\(stamp)", work: .testRecovery(options), responseTopic: nil, correlationData: nil)
+        } else {
+            command = Command(action: "create", requestID: "schedule-\(entry.type)-\(stamp)", work: .scheduled(type: entry.type), responseTopic: nil, correlationData: nil)
+        }
+        logger.info("schedule \(entry.cron.text): \(entry.what) due \(stamp)")
         await accept(command)
     }
 

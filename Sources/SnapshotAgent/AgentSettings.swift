@@ -82,7 +82,7 @@ public struct AgentSettings: Sendable {
             maxPayload: q.maxPayload, restoreRoots: [config.root] + q.restoreTargets, hmacKey: key,
             broker: try q.brokerSettings(overrideURL: broker),
             ledgerPath: repositoryPath + "/.store/agent/\(agentID)-requests.json")
-        settings.schedule = config.schedule.map { Scheduler.Entry(cron: $0.cron, type: $0.type) }
+        settings.schedule = config.schedule
         settings.timeZone = config.timeZone
         settings.schedulePath = repositoryPath + "/.store/agent/\(agentID)-schedule.json"
         return settings

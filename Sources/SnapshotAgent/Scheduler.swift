@@ -24,17 +24,7 @@ public struct SystemScheduleClock: ScheduleClock {
 /// small JSON file), so that fire times that passed while the agent was down are reported —
 /// and made up for with one run — instead of silently skipped.
 public final class Scheduler: Sendable {
-    public struct Entry: Sendable, Equatable {
-        public var cron: CronExpression
-        public var type: String
-
-        public init(cron: CronExpression, type: String) {
-            self.cron = cron
-            self.type = type
-        }
-
-        var key: String { "\(cron.text)|\(type)" }
-    }
+    public typealias Entry = ScheduleEntry
 
     let entries: [Entry]
     let timeZone: TimeZone
@@ -61,9 +51,11 @@ public final class Scheduler: Sendable {
         lastRun = Mutex(state)
     }
 
+    static func key(_ e: Entry) -> String { "\(e.cron.text)|\(e.action)|\(e.type)|\(e.snapshot)" }
+
     private func record(_ entry: Entry, _ time: Date) {
         let snapshot = lastRun.withLock { s -> [String: Double] in
-            s[entry.key] = time.timeIntervalSince1970
+            s[Self.key(entry)] = time.timeIntervalSince1970
             return s
         }
         try? POSIX.makeDirectories(POSIX.parent(of: statePath))
@@ -76,7 +68,7 @@ public final class Scheduler: Sendable {
     public func run() async {
         guard !entries.isEmpty else { return }
         let start = clock.now()
-        for e in entries where lastRun.withLock({ $0[e.key] }) == nil {
+        for e in entries where lastRun.withLock({ $0[Self.key(e)] }) == nil {
             record(e, start)  // first start: nothing can have been missed
         }
         var first = true
@@ -85,7 +77,7 @@ public final class Scheduler: Sendable {
             var due: [(Entry, Date)] = []
             var soonest: Date?
             for e in entries {
-                let last = Date(timeIntervalSince1970: lastRun.withLock { $0[e.key] } ?? now.timeIntervalSince1970)
+                let last = Date(timeIntervalSince1970: lastRun.withLock { $0[Self.key(e)] } ?? now.timeIntervalSince1970)
                 guard let next = e.cron.next(after: last, in: timeZone) else { continue }
                 if next <= now {
                     due.append((e, next))

@@ -39,7 +39,7 @@ public struct SnapshotConfig: Sendable {
     public var types: [String: [String]]
     public var hooks: [String: String]
     public var mqtt: MQTTSection
-    public var schedule: [(cron: CronExpression, type: String)]
+    public var schedule: [ScheduleEntry]
     /// Time zone of the schedule's cron expressions (`timezone:`, default the system's).
     public var timeZone: TimeZone = .current
     /// `prune: {repack_threshold: 0.2}`: repack a pack when at least this share of it is unused.
@@ -245,17 +245,26 @@ public struct SnapshotConfig: Sendable {
         if let v = top["schedule"] {
             guard case .sequence(let seq) = v else { throw r.error(v, "schedule must be a list") }
             config.schedule = try seq.map { item in
-                let m = try r.mapping(item, "schedule entry", allowed: ["cron", "type"])
-                guard let c = m["cron"], let t = m["type"] else { throw r.error(item, "schedule entry needs cron and type") }
+                let m = try r.mapping(item, "schedule entry", allowed: ["cron", "type", "action", "snapshot"])
+                guard let c = m["cron"] else { throw r.error(item, "schedule entry needs cron") }
                 let cron: CronExpression
                 do {
                     cron = try CronExpression(try r.string(c, "schedule.cron"))
                 } catch let e as CronExpression.ParseError {
                     throw r.error(c, "schedule.cron: \(e)")
                 }
-                let type = try r.string(t, "schedule.type")
-                guard CreateOptions.types.contains(type) else { throw r.error(t, "schedule.type must be one of \(CreateOptions.types.joined(separator: ", ")), not \(type)") }
-                return (cron, type)
+                let action = try m["action"].map { try r.string($0, "schedule.action") } ?? "create"
+                guard ScheduleEntry.actions.contains(action) else {
+                    throw r.error(m["action"]!, "schedule.action must be one of \(ScheduleEntry.actions.joined(separator: ", ")), not \(action)")
+                }
+                var type = ""
+                if action == "create" {
+                    guard let t = m["type"] else { throw r.error(item, "schedule entry needs cron and type") }
+                    type = try r.string(t, "schedule.type")
+                    guard CreateOptions.types.contains(type) else { throw r.error(t, "schedule.type must be one of \(CreateOptions.types.joined(separator: ", ")), not \(type)") }
+                }
+                let snapshot = try m["snapshot"].map { try r.string($0, "schedule.snapshot") } ?? "latest"
+                return ScheduleEntry(cron: cron, action: action, type: type, snapshot: snapshot)
             }
         }
         if let v = top["prune"] {
@@ -404,4 +413,25 @@ public struct MQTTSection: Sendable, Equatable {
         let usesTLS = MQTTOptions.parseBroker(url)?.tls ?? false
         return BrokerSettings(url: url, username: username.isEmpty ? nil : username, password: password, tls: usesTLS ? tls : nil)
     }
+}
+
+/// One `schedule:` entry: a cron expression and what it runs — an `--auto` snapshot of
+/// `type` followed by retention (`action: create`, the default), or a `test-recovery` of
+/// `snapshot` whose outcome becomes the `snapshot_integrity` alert.
+public struct ScheduleEntry: Sendable, Equatable {
+    public static let actions = ["create", "test-recovery"]
+    public var cron: CronExpression
+    public var action: String
+    public var type: String
+    public var snapshot: String
+
+    public init(cron: CronExpression, action: String = "create", type: String, snapshot: String = "latest") {
+        self.cron = cron
+        self.action = action
+        self.type = type
+        self.snapshot = snapshot
+    }
+
+    /// What the entry runs, for messages: `system` or `test-recovery of latest`.
+    public var what: String { action == "create" ? type : "\(action) of \(snapshot)" }
 }

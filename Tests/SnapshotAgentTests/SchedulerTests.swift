@@ -3,6 +3,7 @@ import SnapshotAgent
 import SnapshotCore
 import SnapshotEngine
 import Synchronization
+import SnapshotMQTT
 import Testing
 import TestSupport
 
@@ -69,6 +70,7 @@ final class FireLog: @unchecked Sendable {
         let log = FireLog()
         let entries = [Scheduler.Entry(cron: try CronExpression("0 2 * * *"), type: "system"),
                        Scheduler.Entry(cron: try CronExpression("0 3 * * 0"), type: "full")]
+        // (test-recovery entries are scheduled the same way; the agent test runs one.)
         func makeScheduler() -> Scheduler {
             Scheduler(entries: entries, timeZone: TimeZone(identifier: "UTC")!, clock: clock, statePath: dir.sub("schedule.json"),
                       fire: { e, t in log.lock.withLock { log.fired.append((e.type, t)) } },
@@ -101,4 +103,87 @@ final class FireLog: @unchecked Sendable {
         #expect(Set(missed.map(\.0)) == ["system", "full"])
         #expect(missed.contains { $0.0 == "full" && $0.1 == Self.date("2024-03-10T03:00:00Z") })
     }
+}
+
+@Suite(.serialized) struct ScheduledRecoveryTests {
+    @Test func aScheduledTestRecoveryOfADamagedSnapshotRaisesTheIntegrityAlert() async throws {
+        let broker = try TestBroker()
+        let dir = TemporaryDirectory("snapshot-schedrec")
+        Fixture.write(dir.sub("data/a.bin"), Fixture.bytes(200_000, seed: 8))
+        let yaml = """
+            root: \(dir.path)
+            repository: \(dir.sub("repo"))
+            timezone: UTC
+            components:
+              data: {path: data}
+            types:
+              data: [data]
+            schedule:
+              - {cron: "*/5 * * * *", action: test-recovery, snapshot: latest}
+            mqtt:
+              broker: \(broker.url)
+            """
+        let config = try SnapshotConfig.parse(yaml, file: "s.yaml", workingDirectory: dir.path)
+        let service = SnapshotService(config: config, repositoryPath: dir.sub("repo"), workingDirectory: dir.path)
+        var o = CreateOptions()
+        o.type = "data"
+        _ = try await service.create(o)
+        // Damage every pack: the quick check still passes (the packs exist), a test-recovery cannot.
+        let data = dir.sub("repo/.store/data")
+        for d in try POSIX.listDirectory(data) {
+            for f in try POSIX.listDirectory(data + "/" + d) {
+                let path = data + "/\(d)/\(f)"
+                var bytes = try POSIX.readFile(path)
+                bytes[bytes.count / 2] ^= 0x55
+                Fixture.write(path, bytes)
+            }
+        }
+        let clock = ManualClock(SchedulerTests.date("2024-05-01T10:01:00Z"))
+        var settings = try AgentSettings.from(config: config, repositoryPath: dir.sub("repo"), id: "sched")
+        settings.clock = clock
+        let agent = try Agent(settings: settings, service: service)
+        let watcher = try MQTTClient(options: MQTTOptions(port: broker.port, clientID: "watcher", reconnectDelay: (0.05, 0.3)))
+        let inbox = AlertInbox(watcher)
+        watcher.subscribe("snapshots/status/sched/alerts/#")
+        watcher.start()
+        defer { watcher.stop() }
+        let running = Task { try await agent.run() }
+        defer { running.cancel() }
+        // The quick check at start says ok.
+        #expect(await inbox.wait { $0["snapshot_integrity"]?["level"] as? String == "ok" })
+        for _ in 0..<500 where clock.waiting == 0 { try await Task.sleep(nanoseconds: 2_000_000) }
+        clock.advance(to: SchedulerTests.date("2024-05-01T10:05:00Z"))
+        let raised = await inbox.wait { $0["snapshot_integrity"]?["level"] as? String == "critical" }
+        #expect(raised, "\(inbox.latest)")
+        #expect((inbox.latest["snapshot_integrity"]?["message"] as? String)?.hasPrefix("test-recovery of ") == true)
+    }
+}
+
+final class AlertInbox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var alerts: [String: [String: Any]] = [:]
+    private var task: Task<Void, Never>?
+
+    init(_ client: MQTTClient) {
+        task = Task { [weak self] in
+            for await m in client.messages {
+                guard let self, let doc = try? JSONSerialization.jsonObject(with: Data(m.payload)) as? [String: Any] else { continue }
+                let check = String(m.topic.split(separator: "/").last ?? "")
+                self.lock.withLock { self.alerts[check] = doc }
+            }
+        }
+    }
+
+    var latest: [String: [String: Any]] { lock.withLock { alerts } }
+
+    func wait(timeout: Double = 20, _ predicate: ([String: [String: Any]]) -> Bool) async -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if predicate(latest) { return true }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        return false
+    }
+
+    deinit { task?.cancel() }
 }
