@@ -209,3 +209,74 @@ final class ProbeInbox: @unchecked Sendable {
 
     deinit { task?.cancel() }
 }
+
+@Suite(.serialized) struct AgentTLSTests {
+    static func sh(_ command: String, in dir: String) -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        p.currentDirectoryURL = URL(fileURLWithPath: dir)
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try? p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    @Test func theAgentTalksTLSWithAPasswordAndSurvivesAWrongOne() async throws {
+        let certs = TemporaryDirectory("snapshot-tls")
+        let made = Self.sh("""
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=snapshot-test-ca &&
+            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 &&
+            printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext &&
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext &&
+            mosquitto_passwd -b -c passwd agent s3cret
+            """, in: certs.path)
+        #expect(made == 0)
+        let broker = try TestBroker(listenerOptions: [
+            "cafile \(certs.sub("ca.crt"))", "certfile \(certs.sub("server.crt"))", "keyfile \(certs.sub("server.key"))",
+            "password_file \(certs.sub("passwd"))",
+        ])
+        Fixture.write(certs.sub("password"), Array("s3cret\n".utf8))
+        Fixture.write(certs.sub("wrong"), Array("nope\n".utf8))
+        func config(_ passwordFile: String) -> String {
+            "  broker: mqtts://127.0.0.1:\(broker.port)\n  username: agent\n  password_file: \(passwordFile)\n  tls: {ca: \(certs.sub("ca.crt"))}"
+        }
+        // The operator client of the harness cannot log in here; watch through a TLS client of our own.
+        let watcher = try MQTTClient(options: MQTTOptions(port: broker.port, clientID: "tls-watcher", username: "agent", password: "s3cret",
+                                                          tls: MQTTTLS(caFile: certs.sub("ca.crt")), reconnectDelay: (0.05, 0.3)))
+        let seen = ProbeInbox(watcher)
+        watcher.subscribe("snapshots/status/tls-agent/#")
+        watcher.start()
+        defer { watcher.stop() }
+        try await watcher.waitUntilConnected()
+
+        let dir = TemporaryDirectory("snapshot-tls-agent")
+        Fixture.write(dir.sub("data/a"), [1])
+        for (name, password) in [("good.yaml", certs.sub("password")), ("bad.yaml", certs.sub("wrong"))] {
+            Fixture.write(dir.sub(name), Array("""
+                root: \(dir.path)
+                repository: \(dir.sub("repo"))
+                components:
+                  data: {path: data}
+                types:
+                  full: [data]
+                mqtt:
+                \(config(password).replacingOccurrences(of: "\n", with: "\n"))
+
+                """.utf8))
+        }
+        // A wrong password: refused, retried, and the process keeps running.
+        let bad = try ChildProcess(CLI.binary, ["--config", dir.sub("bad.yaml"), "agent", "--id", "tls-agent"], logFile: dir.sub("bad.log"))
+        try await Task.sleep(nanoseconds: 1_500_000_000)
+        #expect(bad.isRunning)
+        let log = (try? String(contentsOfFile: dir.sub("bad.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("disconnected") || log.contains("refused"), "\(log)")
+        bad.stop()
+        // The right one: online over TLS.
+        let good = try ChildProcess(CLI.binary, ["--config", dir.sub("good.yaml"), "agent", "--id", "tls-agent"], logFile: dir.sub("good.log"))
+        defer { good.stop() }
+        let online = await seen.wait(timeout: 20) { $0.contains("snapshots/status/tls-agent/availability") && $0.contains("snapshots/status/tls-agent/state") }
+        #expect(online, "\((try? String(contentsOfFile: dir.sub("good.log"), encoding: .utf8)) ?? "")")
+    }
+}

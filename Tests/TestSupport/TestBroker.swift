@@ -12,12 +12,16 @@ public final class TestBroker: @unchecked Sendable {
 
     public var url: String { "mqtt://127.0.0.1:\(port)" }
 
-    /// Starts mosquitto (from Debian's `mosquitto` package) and waits until it accepts connections.
-    public init() throws {
+    /// Starts mosquitto (from Debian's `mosquitto` package) and waits until it accepts
+    /// connections. `listenerOptions` go under the listener (TLS files, a password file).
+    public init(listenerOptions: [String] = []) throws {
         port = try Self.freePort()
+        let anonymous = listenerOptions.contains { $0.hasPrefix("password_file") } ? "false" : "true"
         let config = """
+            per_listener_settings true
             listener \(port) 127.0.0.1
-            allow_anonymous true
+            \(listenerOptions.joined(separator: "\n"))
+            allow_anonymous \(anonymous)
             set_tcp_nodelay true
             user root
             persistence false
