@@ -405,19 +405,7 @@ enum CommandCopy {
             """.utf8))
         let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/scripts/"
         func run(_ script: String, _ args: [String]) throws -> Int32 {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: scripts + script)
-            p.arguments = args
-            p.currentDirectoryURL = URL(fileURLWithPath: "/")
-            var env = ProcessInfo.processInfo.environment
-            env["SNAPSHOT_CONFIG"] = config
-            env["SNAPSHOT_BIN"] = CLI.binary
-            p.environment = env
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            return p.terminationStatus
+            try CLI.runTool(scripts + script, args, in: "/", environment: ["SNAPSHOT_CONFIG": config, "SNAPSHOT_BIN": CLI.binary])
         }
         #expect(try run("create_snapshot.sh", ["--type", "system", "--auto"]) == 0)
         #expect(try run("verify_snapshot.sh", ["--all", "--read-data"]) == 0)

@@ -25,10 +25,12 @@ public enum CLI {
     }
 
     /// Runs another program to completion; its exit status.
-    public static func runTool(_ path: String, _ arguments: [String]) throws -> Int32 {
+    public static func runTool(_ path: String, _ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> Int32 {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = arguments
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
