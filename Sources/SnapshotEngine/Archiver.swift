@@ -130,11 +130,8 @@ public final class Archiver: Sendable {
         let names: [String]
         do {
             names = try POSIX.listDirectory(path)
-        } catch RepositoryError.permission {
-            state.skipped.append("\(relative.isEmpty ? "." : relative): \(POSIX.errorText(EACCES))")
-            return dir
-        } catch let RepositoryError.io(_, _, code) {
-            state.skipped.append("\(relative.isEmpty ? "." : relative): \(POSIX.errorText(code))")
+        } catch let e as RepositoryError {
+            state.skipped.append("\(relative.isEmpty ? "." : relative): \(e.systemReason)")
             return dir
         }
         var parentNodes: [String: Node] = [:]

@@ -12,8 +12,6 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case config(file: String, line: Int?, message: String)
     /// A restore would write outside its target.
     case unsafePath(String)
-    /// A restore target that cannot be used.
-    case target(path: String, detail: String)
     /// The operation was cancelled.
     case cancelled
     /// Bad command-line or payload input.
@@ -33,7 +31,6 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .config(let file, let line, let message):
             return "\(file)\(line.map { ":\($0)" } ?? ""): \(message)"
         case .unsafePath(let p): return "refusing unsafe path \(p)"
-        case .target(let p, let d): return "restore target \(p): \(d)"
         case .cancelled: return "cancelled"
         case .usage(let m): return m
         case .pathNotInSnapshot(let s, let p): return "snapshot \(s) has no \(p)"

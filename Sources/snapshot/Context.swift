@@ -108,7 +108,6 @@ struct Context {
             switch e {
             case .sourceMissing, .config, .unsafePath: code = 65
             case .unknownComponent, .unknownType, .usage: code = 64
-            case .target: code = 74
             case .cancelled, .pathNotInSnapshot, .componentFailed, .hookFailed: code = 1
             }
         default:
