@@ -135,7 +135,9 @@ import TestSupport
             #expect(v.status == 0, "round \(round): \(v.stdout) \(v.stderr)")
         }
         let listed = try #require(try json(try CLI.run(["--repo", repo, "list", "--json"]).stdout) as? [[String: Any]])
-        #expect(listed.count == completed)
+        // A kill can land after the commit point and before the exit: such a snapshot is
+        // complete (verify passed above) though its process did not exit 0.
+        #expect(listed.count >= completed && listed.count <= rounds + 1, "\(listed.count) snapshots, \(completed) creates completed")
         #expect(completed < rounds + 1, "no create was interrupted")
         // The next create works and restores exactly.
         let next = try CLI.run(["--repo", repo, "create", "--path", src])
