@@ -100,3 +100,37 @@ final class Inbox: @unchecked Sendable {
         #expect(MQTTOptions.parseBroker("mqtt://x:99999") == nil)
     }
 }
+
+@Suite(.serialized) struct MQTTClientCertificateTests {
+    @Test func aBrokerThatRequiresClientCertificatesAcceptsOursAndRefusesNone() async throws {
+        let certs = TemporaryDirectory("snapshot-clientcert")
+        let script = """
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=snapshot-test-ca &&
+            printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext &&
+            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 &&
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext &&
+            openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=snapshot-agent &&
+            openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2
+            """
+        #expect(try CLI.runTool("/bin/sh", ["-c", script], in: certs.path) == 0)
+        let broker = try TestBroker(listenerOptions: [
+            "cafile \(certs.sub("ca.crt"))", "certfile \(certs.sub("server.crt"))", "keyfile \(certs.sub("server.key"))",
+            "require_certificate true",
+        ])
+        let withCert = try MQTTClient(options: MQTTOptions(
+            port: broker.port, clientID: "with-cert",
+            tls: MQTTTLS(caFile: certs.sub("ca.crt"), certFile: certs.sub("client.crt"), keyFile: certs.sub("client.key")), reconnectDelay: (0.05, 0.3)))
+        withCert.start()
+        defer { withCert.stop() }
+        try await withCert.waitUntilConnected(timeout: 10)
+        let inbox = Inbox(withCert)
+        withCert.subscribe("t/#")
+        try await Task.sleep(nanoseconds: 100_000_000)
+        try await withCert.publish("t/x", Array("over tls".utf8), qos: 1)
+        #expect(await inbox.wait { $0.contains { $0.payloadString == "over tls" } }.isEmpty == false)
+        let without = try MQTTClient(options: MQTTOptions(port: broker.port, clientID: "no-cert", tls: MQTTTLS(caFile: certs.sub("ca.crt")), reconnectDelay: (0.05, 0.3)))
+        without.start()
+        defer { without.stop() }
+        await #expect(throws: MQTTError.self) { try await without.waitUntilConnected(timeout: 2) }
+    }
+}
