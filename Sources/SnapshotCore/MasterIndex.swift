@@ -30,11 +30,6 @@ public final class MasterIndex: Sendable {
         state.withLock { $0.locations[id] }
     }
 
-    /// True when the blob is stored or being stored.
-    public func contains(_ id: BlobID) -> Bool {
-        state.withLock { $0.locations[id] != nil || $0.pending.contains(id) }
-    }
-
     /// Claims a blob for writing: true when nobody has stored or claimed it yet, so exactly
     /// one writer stores each new blob.
     func reserve(_ id: BlobID) -> Bool {

@@ -261,7 +261,6 @@ public final class BlobWriter {
     /// Bytes of new plaintext and of stored entries written by this writer.
     public private(set) var newRawBytes: Int = 0
     public private(set) var newStoredBytes: Int = 0
-    public private(set) var newBlobs: Int = 0
 
     /// The pack file's write buffer, reused for every pack of this writer.
     private let packBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: DirectFileWriter.bufferSize, alignment: 4096)
@@ -299,7 +298,6 @@ public final class BlobWriter {
             newStoredBytes += data.count + 1
         }
         newRawBytes += data.count
-        newBlobs += 1
         if pack!.size >= Self.packTarget { try finishPack() }
         return compressed
     }
