@@ -115,8 +115,10 @@ public enum MQTTCapture {
         return client
     }
 
-    /// Republishes the retained messages stored in a captured component's files.
-    public static func republish(files: [[UInt8]], broker: BrokerSettings, component: String) async throws -> Int {
+    /// Republishes the retained messages stored in a captured component's files, each
+    /// acknowledged by the broker; a broker that stops acknowledging fails the component
+    /// after `timeout` seconds (for all the messages together) instead of waiting forever.
+    public static func republish(files: [[UInt8]], broker: BrokerSettings, component: String, timeout: Double = 30) async throws -> Int {
         var messages: [StoredMessage] = []
         for bytes in files {
             do {
@@ -127,8 +129,13 @@ public enum MQTTCapture {
         }
         let client = try await connect(broker, purpose: "restore", component: component)
         defer { client.stop() }
-        for m in messages {
-            try await client.publish(m.topic, m.bytes, qos: max(1, m.qos), retain: true)
+        let deadline = Date().addingTimeInterval(timeout)
+        for (i, m) in messages.enumerated() {
+            do {
+                try await client.publish(m.topic, m.bytes, qos: max(1, m.qos), retain: true, timeout: deadline.timeIntervalSinceNow)
+            } catch MQTTError.timeout {
+                throw EngineError.componentFailed(component: component, detail: "the broker \(broker.url) did not acknowledge message \(i + 1) of \(messages.count) (\(m.topic)) within \(Int(timeout)) s")
+            }
         }
         return messages.count
     }

@@ -22,7 +22,7 @@ private let libraryInitialised: Bool = {
 ///
 /// Thread-safety: every method may be called from any thread or task. libmosquitto calls
 /// back on the network thread; the callbacks only copy data out and never call back into
-/// the loop (see ../shared/notes/swift-c-interop.md).
+/// the loop (libmosquitto runs them with its own locks held: blocking there, or calling into the same client, can deadlock).
 public final class MQTTClient: @unchecked Sendable {
     public let options: MQTTOptions
     public let messages: AsyncStream<MQTTMessage>
@@ -32,12 +32,25 @@ public final class MQTTClient: @unchecked Sendable {
     private let messageContinuation: AsyncStream<MQTTMessage>.Continuation
     private let eventContinuation: AsyncStream<MQTTEvent>.Continuation
 
+    /// What is known of one outgoing message id. libmosquitto may acknowledge a message
+    /// (on the network thread) before `mosquitto_publish_v5` has returned its id to the
+    /// publisher, so whichever side comes second finds the other's mark and removes the
+    /// slot: no id outlives its message, and an id reused after wrapping starts clean.
+    private enum AckSlot {
+        /// The broker acknowledged it; its publisher has not looked yet.
+        case arrived
+        /// A publisher waits for it (`token` tells one wait from a later one on a reused id).
+        case waiting(token: UInt64, CheckedContinuation<Void, any Error>)
+        /// Nobody waits for it: the acknowledgement is only to be forgotten.
+        case unawaited
+    }
+
     private struct State {
         var running = false
         var connected = false
         var subscriptions: [String: Int] = [:]
-        var acks: [Int32: CheckedContinuation<Void, any Error>] = [:]
-        var earlyAcks: Set<Int32> = []
+        var acks: [Int32: AckSlot] = [:]
+        var nextToken: UInt64 = 0
         var connectWaiters: [UUID: CheckedContinuation<Void, any Error>] = [:]
         var loopDone: DispatchSemaphore?
     }
@@ -235,11 +248,36 @@ public final class MQTTClient: @unchecked Sendable {
 
     private func didPublish(_ mid: Int32) {
         let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
-            if let w = s.acks.removeValue(forKey: mid) { return w }
-            s.earlyAcks.insert(mid)
+            switch s.acks[mid] {
+            case .waiting(_, let c)?:
+                s.acks[mid] = nil
+                return c
+            case .unawaited?:
+                s.acks[mid] = nil
+            case .arrived?, nil:
+                s.acks[mid] = .arrived
+            }
             return nil
         }
         waiter?.resume()
+    }
+
+    /// Marks `mid` as not waited for, or forgets it when its acknowledgement already came.
+    private func forget(_ mid: Int32) {
+        state.withLock { s in
+            if case .arrived? = s.acks[mid] { s.acks[mid] = nil } else { s.acks[mid] = .unawaited }
+        }
+    }
+
+    /// Ends the wait `token` on `mid` with `error`, if that wait is still going on; the
+    /// acknowledgement, when it comes, is then forgotten.
+    private func abandon(_ mid: Int32, token: UInt64, _ error: any Error) {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+            guard case .waiting(let t, let c)? = s.acks[mid], t == token else { return nil }
+            s.acks[mid] = .unawaited
+            return c
+        }
+        waiter?.resume(throwing: error)
     }
 
     private func failConnectWaiters(_ error: any Error) {
@@ -252,26 +290,43 @@ public final class MQTTClient: @unchecked Sendable {
 
     // MARK: API
 
+    /// Outgoing message ids whose acknowledgement is still awaited or not yet matched to
+    /// its publisher: zero once everything sent has been acknowledged.
+    public var pendingAcknowledgements: Int { state.withLock { $0.acks.count } }
+
     /// True while a CONNACK-accepted connection is up.
     public var isConnected: Bool { state.withLock { $0.connected } }
 
-    /// Waits until connected; throws on a refused or failed attempt or after `timeout`.
+    /// Waits until connected; throws on a refused or failed attempt, after `timeout`, or
+    /// when the calling task is cancelled.
     public func waitUntilConnected(timeout: Double = 10) async throws {
         if isConnected { return }
         let id = UUID()
+        let end: @Sendable (any Error) -> Void = { [self] error in
+            let w = state.withLock { $0.connectWaiters.removeValue(forKey: id) }
+            w?.resume(throwing: error)
+        }
         let timer = Task {
             try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
-            let w = state.withLock { $0.connectWaiters.removeValue(forKey: id) }
-            w?.resume(throwing: MQTTError.timeout("connecting to \(options.host):\(options.port)"))
+            end(MQTTError.timeout("connecting to \(options.host):\(options.port)"))
         }
         defer { timer.cancel() }
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            let already = state.withLock { s -> Bool in
-                if s.connected { return true }
-                s.connectWaiters[id] = c
-                return false
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let outcome = state.withLock { s -> Result<Bool, any Error> in
+                    if s.connected { return .success(true) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    s.connectWaiters[id] = c
+                    return .success(false)
+                }
+                switch outcome {
+                case .success(true): c.resume()
+                case .failure(let e): c.resume(throwing: e)
+                case .success(false): break
+                }
             }
-            if already { c.resume() }
+        } onCancel: {
+            end(CancellationError())
         }
     }
 
@@ -290,23 +345,60 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     /// Publishes a message. For QoS 1 and 2 it returns once the broker acknowledged it
-    /// (possibly after a reconnect); QoS 0 returns once queued.
-    public func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [MQTTUserProperty] = []) async throws {
-        let mid = try enqueue(topic, payload, qos: qos, retain: retain, responseTopic: responseTopic, correlationData: correlationData, userProperties: userProperties)
-        guard qos > 0 else { return }
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            let done = state.withLock { s -> Bool in
-                if s.earlyAcks.remove(mid) != nil { return true }
-                s.acks[mid] = c
-                return false
+    /// (possibly after a reconnect); QoS 0 returns once queued. The wait ends with
+    /// `MQTTError.timeout` after `timeout` seconds (nil: no limit), with `CancellationError`
+    /// when the calling task is cancelled, and with `MQTTError.stopped` on `stop()`; the
+    /// message itself stays queued in libmosquitto either way.
+    public func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [MQTTUserProperty] = [], timeout: Double? = nil) async throws {
+        let mid = try send(topic, payload, qos: qos, retain: retain, responseTopic: responseTopic, correlationData: correlationData, userProperties: userProperties)
+        guard qos > 0 else {
+            forget(mid)
+            return
+        }
+        let token = state.withLock { s -> UInt64 in
+            s.nextToken += 1
+            return s.nextToken
+        }
+        let timer = timeout.map { seconds in
+            Task { [weak self] in
+                try await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1e9))
+                self?.abandon(mid, token: token, MQTTError.timeout("publishing to \(topic)"))
             }
-            if done { c.resume() }
+        }
+        defer { timer?.cancel() }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let outcome = state.withLock { s -> Result<Bool, any Error> in
+                    if case .arrived? = s.acks[mid] {
+                        s.acks[mid] = nil
+                        return .success(true)
+                    }
+                    if !s.running { s.acks[mid] = .unawaited; return .failure(MQTTError.stopped) }
+                    if Task.isCancelled { s.acks[mid] = .unawaited; return .failure(CancellationError()) }
+                    s.acks[mid] = .waiting(token: token, c)
+                    return .success(false)
+                }
+                switch outcome {
+                case .success(true): c.resume()
+                case .failure(let e): c.resume(throwing: e)
+                case .success(false): break
+                }
+            }
+        } onCancel: {
+            abandon(mid, token: token, CancellationError())
         }
     }
 
     /// Queues a message without waiting for the acknowledgement; returns the message id.
     @discardableResult
     public func enqueue(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [MQTTUserProperty] = []) throws -> Int32 {
+        let mid = try send(topic, payload, qos: qos, retain: retain, responseTopic: responseTopic, correlationData: correlationData, userProperties: userProperties)
+        forget(mid)
+        return mid
+    }
+
+    /// Hands a message to libmosquitto; the caller must `forget` or wait for the id.
+    private func send(_ topic: String, _ payload: [UInt8], qos: Int, retain: Bool, responseTopic: String?, correlationData: [UInt8]?, userProperties: [MQTTUserProperty]) throws -> Int32 {
         var props: OpaquePointer? = nil
         defer { mosquitto_property_free_all(&props) }
         if options.protocolVersion == .v5 {
@@ -334,21 +426,25 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     /// Stops the network thread. With `disconnect`, a clean DISCONNECT is sent first (which
-    /// discards the last will: publish an explicit "offline" before calling this).
-    public func stop(disconnect: Bool = true) {
-        let done = state.withLock { s -> DispatchSemaphore? in
-            guard s.running else { return nil }
+    /// discards the last will: publish an explicit "offline" before calling this). Every
+    /// wait on the client ends with `MQTTError.stopped`. Returns within about `timeout`
+    /// seconds even when the thread is stuck in a blocking connect to a host that does not
+    /// answer: the thread then ends by itself when that connect gives up (it holds the
+    /// client until it does), and nothing more is sent.
+    public func stop(disconnect: Bool = true, timeout: Double = 3) {
+        let (done, pending) = state.withLock { s -> (DispatchSemaphore?, [CheckedContinuation<Void, any Error>]) in
+            guard s.running else { return (nil, []) }
             s.running = false
-            return s.loopDone
-        }
-        guard let done else { return }
-        if disconnect { mosquitto_disconnect_v5(handle, 0, nil) }
-        done.wait()
-        let pending = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            s.connected = false
-            defer { s.acks = [:]; s.connectWaiters = [:] }
-            return Array(s.acks.values) + Array(s.connectWaiters.values)
+            var waiters = Array(s.connectWaiters.values)
+            for case .waiting(_, let c) in s.acks.values { waiters.append(c) }
+            s.acks = [:]
+            s.connectWaiters = [:]
+            return (s.loopDone, waiters)
         }
         for p in pending { p.resume(throwing: MQTTError.stopped) }
+        guard let done else { return }
+        if disconnect { mosquitto_disconnect_v5(handle, 0, nil) }
+        _ = done.wait(timeout: .now() + max(0, timeout))
+        state.withLock { $0.connected = false }
     }
 }
