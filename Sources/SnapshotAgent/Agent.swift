@@ -271,7 +271,7 @@ public final class Agent: Service, Sendable {
                 let record = try await blocking { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
                 memory.withLock { m in
                     m.lastCreate = record.metadata
-                    m.last[record.type] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
+                    m.last[record.type.name] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
                 }
                 return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
             case .verify(let options):
@@ -329,7 +329,7 @@ public final class Agent: Service, Sendable {
                 let record = try await blocking { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
                 memory.withLock { m in
                     m.lastCreate = record.metadata
-                    m.last[record.type] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
+                    m.last[record.type.name] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
                 }
                 var retention = PruneOptions()
                 retention.type = type
@@ -344,7 +344,7 @@ public final class Agent: Service, Sendable {
                 return Outcome(status: "cancelled", error: CommandError("cancelled", "cancelled; nothing was committed"))
             }
             if case .create(let o) = job.command.work {
-                memory.withLock { $0.last[o.type] = LastOutcome(id: nil, timestamp: Timestamp.now().iso8601, ok: false) }
+                memory.withLock { $0.last[o.type.name] = LastOutcome(id: nil, timestamp: Timestamp.now().iso8601, ok: false) }
             }
             return Outcome(status: "failed", error: Self.commandError(error))
         }
@@ -504,12 +504,13 @@ public final class Agent: Service, Sendable {
     func scheduled(_ entry: Scheduler.Entry, at time: Date) async {
         let stamp = Timestamp(seconds: Int64(time.timeIntervalSince1970)).iso8601
         let command: Command
-        if entry.action == "test-recovery" {
+        switch entry.work {
+        case .testRecovery(let snapshot):
             var options = TestRecoveryOptions()
-            options.snapshot = entry.snapshot
+            options.snapshot = snapshot
             command = Command(action: "test-recovery", requestID: "schedule-test-recovery-\(stamp)", work: .testRecovery(options), responseTopic: nil, correlationData: nil)
-        } else {
-            command = Command(action: "create", requestID: "schedule-\(entry.type)-\(stamp)", work: .scheduled(type: entry.type), responseTopic: nil, correlationData: nil)
+        case .create(let type):
+            command = Command(action: "create", requestID: "schedule-\(type)-\(stamp)", work: .scheduled(type: type), responseTopic: nil, correlationData: nil)
         }
         logger.info("schedule \(entry.cron.text): \(entry.what) due \(stamp)")
         await accept(command)
@@ -520,8 +521,8 @@ public final class Agent: Service, Sendable {
     private func loadLast() {
         guard let records = try? service.catalog.all() else { return }
         var last: [String: LastOutcome] = [:]
-        for r in records where last[r.type] == nil {
-            last[r.type] = LastOutcome(id: r.id, timestamp: r.metadata.timestamp, ok: r.metadata.verified?.ok ?? true)
+        for r in records where last[r.type.name] == nil {
+            last[r.type.name] = LastOutcome(id: r.id, timestamp: r.metadata.timestamp, ok: r.metadata.verified?.ok ?? true)
         }
         memory.withLock { $0.last = last }
     }
@@ -549,10 +550,10 @@ public final class Agent: Service, Sendable {
         let now = Date().timeIntervalSince1970
         var logical: UInt64 = 0
         for r in records {
-            counts[r.type, default: 0] += 1
+            counts[r.type.name, default: 0] += 1
             logical += r.metadata.sizeBytes
-            if lastSuccessAge[r.type] == nil, let t = Timestamp(iso8601: r.metadata.timestamp) {
-                lastSuccessAge[r.type] = max(0, (now - t.timeInterval).rounded())
+            if lastSuccessAge[r.type.name] == nil, let t = Timestamp(iso8601: r.metadata.timestamp) {
+                lastSuccessAge[r.type.name] = max(0, (now - t.timeInterval).rounded())
             }
         }
         let repoBytes = SnapshotService.storeBytes(service.repositoryPath + "/.store")

@@ -29,6 +29,8 @@ public struct AgentSettings: Sendable {
     public var schedulePath: String = ""
     /// How often the alert checks run (they also run after every job), in seconds.
     public var alertInterval: Double = 60
+    /// The types `create` accepts (built-in and configured): others are refused at once.
+    public var createTypes: Set<SnapshotType> = Set(SnapshotType.builtIn)
     /// The scheduler's clock (tests inject one).
     public var clock: any ScheduleClock = SystemScheduleClock()
 
@@ -82,6 +84,7 @@ public struct AgentSettings: Sendable {
             maxPayload: q.maxPayload, restoreRoots: [config.root] + q.restoreTargets, hmacKey: key,
             broker: try q.brokerSettings(overrideURL: broker),
             ledgerPath: repositoryPath + "/.store/agent/\(agentID)-requests.json")
+        settings.createTypes = config.creatableTypes
         settings.schedule = config.schedule
         settings.timeZone = config.timeZone
         settings.schedulePath = repositoryPath + "/.store/agent/\(agentID)-schedule.json"

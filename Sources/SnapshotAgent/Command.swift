@@ -18,7 +18,7 @@ public struct Command: Sendable {
         case delete(DeleteOptions)
         case monitor(MonitorOptions)
         /// A `schedule:` entry: an `--auto` create of the type, then retention for it.
-        case scheduled(type: String)
+        case scheduled(type: SnapshotType)
         case ping
         case cancel(jobID: String)
     }
@@ -64,7 +64,7 @@ public struct CommandParser: Sendable {
     static let fields: [String: Set<String>] = [
         "create": ["type", "name", "auto", "path", "exclude", "time", "tag"],
         "verify": ["snapshot", "all", "component", "read_data"],
-        "restore": ["snapshot", "component", "target", "verify", "no_backup", "dry_run"],
+        "restore": ["snapshot", "type", "component", "target", "verify", "no_backup", "dry_run"],
         "list": ["type"],
         "show": ["snapshot"],
         "ping": [],
@@ -72,7 +72,7 @@ public struct CommandParser: Sendable {
         "prune": ["type", "dry_run"],
         "delete": ["snapshot"],
         "monitor": ["check_integrity", "check_age", "check_size", "metrics", "type"],
-        "test-recovery": ["snapshot", "isolated", "benchmark"],
+        "test-recovery": ["snapshot", "isolated", "benchmark", "environment"],
         "recover": ["mode", "snapshot", "validate"],
     ]
     /// Actions this version runs; the others are refused with `not_implemented`.
@@ -152,6 +152,9 @@ public struct CommandParser: Sendable {
             case "create":
                 let o = try decoder.decode(CreateOptions.self, from: data)
                 try o.validate()
+                guard settings.createTypes.contains(o.type) else {
+                    throw EngineError.unknownType(o.type.name, known: settings.createTypes.sorted().map(\.name))
+                }
                 work = .create(o)
             case "verify":
                 let o = try decoder.decode(VerifyOptions.self, from: data)

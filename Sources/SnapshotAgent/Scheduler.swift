@@ -51,7 +51,13 @@ public final class Scheduler: Sendable {
         lastRun = Mutex(state)
     }
 
-    static func key(_ e: Entry) -> String { "\(e.cron.text)|\(e.action)|\(e.type)|\(e.snapshot)" }
+    /// The entry's key in the state file (its format predates `Entry.work`: keep it).
+    static func key(_ e: Entry) -> String {
+        switch e.work {
+        case .create(let type): return "\(e.cron.text)|create|\(type)|latest"
+        case .testRecovery(let snapshot): return "\(e.cron.text)|test-recovery||\(snapshot)"
+        }
+    }
 
     private func record(_ entry: Entry, _ time: Date) {
         let snapshot = lastRun.withLock { s -> [String: Double] in

@@ -2,12 +2,12 @@ import Foundation
 
 /// One committed snapshot: where its directory is and what its metadata says.
 public struct SnapshotRecord: Sendable {
-    public var type: String
+    public var type: SnapshotType
     public var id: String
     public var directory: String
     public var metadata: SnapshotMetadata
 
-    public init(type: String, id: String, directory: String, metadata: SnapshotMetadata) {
+    public init(type: SnapshotType, id: String, directory: String, metadata: SnapshotMetadata) {
         self.type = type
         self.id = id
         self.directory = directory
@@ -19,21 +19,26 @@ public struct SnapshotRecord: Sendable {
 /// `<repo>/<type>/latest`. Committing a snapshot is one directory rename, so a snapshot is
 /// either wholly visible or not at all.
 public struct SnapshotCatalog: Sendable {
-    /// Every snapshot type, each a directory of the repository.
-    public static let types = ["system", "config", "data", "models", "full", "incremental", "differential", "pre-restore"]
-
     public let repositoryPath: String
 
     public init(repositoryPath: String) {
         self.repositoryPath = repositoryPath
     }
 
+    /// The types that have a directory in the repository (built-in or user-defined), by name.
+    public func types() throws -> [SnapshotType] {
+        guard POSIX.isDirectory(repositoryPath) else { return [] }
+        return try POSIX.listDirectory(repositoryPath).compactMap { name in
+            SnapshotType(name).flatMap { POSIX.isDirectory(repositoryPath + "/" + name) ? $0 : nil }
+        }.sorted()
+    }
+
     /// Every snapshot, newest first (by timestamp, then id). A snapshot directory whose
     /// metadata.json cannot be read is an error naming it.
-    public func all(type: String? = nil) throws -> [SnapshotRecord] {
+    public func all(type: SnapshotType? = nil) throws -> [SnapshotRecord] {
         var out: [SnapshotRecord] = []
-        for t in type.map({ [$0] }) ?? Self.types {
-            let dir = repositoryPath + "/" + t
+        for t in try type.map({ [$0] }) ?? types() {
+            let dir = repositoryPath + "/" + t.name
             guard POSIX.isDirectory(dir) else { continue }
             for name in try POSIX.listDirectory(dir) where !name.hasPrefix(".") && name != "latest" {
                 let snapDir = dir + "/" + name
@@ -94,29 +99,26 @@ public struct SnapshotCatalog: Sendable {
     }
 
     /// Resolves a reference: an id, `latest` (newest of any type except pre-restore),
-    /// `TYPE/latest`, `TYPE/ID`, or a unique snapshot name.
-    public func resolve(_ reference: String) throws -> SnapshotRecord {
-        let all = try self.all()
+    /// `TYPE/latest`, `TYPE/ID`, or a unique snapshot name. With `type` (the seed's
+    /// `--snapshot ID --type T`), only snapshots of that type are considered.
+    public func resolve(_ reference: String, type narrowed: SnapshotType? = nil) throws -> SnapshotRecord {
+        if let slash = reference.firstIndex(of: "/") {
+            let typeName = String(reference[..<slash]), rest = String(reference[reference.index(after: slash)...])
+            guard let type = SnapshotType(typeName) else {
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "\(typeName) is not a snapshot type (\(SnapshotType.nameRule))")
+            }
+            if let narrowed, narrowed != type {
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "it names a \(type) snapshot, but --type is \(narrowed)")
+            }
+            return try resolve(rest, type: type)
+        }
+        let all = try self.all(type: narrowed)
+        let what = narrowed.map { "\($0) snapshots" } ?? "snapshots"
         if reference == "latest" {
-            guard let r = all.first(where: { $0.type != "pre-restore" }) else {
-                throw RepositoryError.snapshotNotFound(reference: reference, detail: "the repository has no snapshots")
+            guard let r = all.first(where: { $0.type != .preRestore || narrowed == .preRestore }) else {
+                throw RepositoryError.snapshotNotFound(reference: narrowed.map { "\($0)/latest" } ?? reference, detail: "the repository has no \(what)")
             }
             return r
-        }
-        if let slash = reference.firstIndex(of: "/") {
-            let type = String(reference[..<slash]), rest = String(reference[reference.index(after: slash)...])
-            guard Self.types.contains(type) else {
-                throw RepositoryError.snapshotNotFound(reference: reference, detail: "unknown type \(type) (one of \(Self.types.joined(separator: ", ")))")
-            }
-            let ofType = all.filter { $0.type == type }
-            if rest == "latest" {
-                guard let r = ofType.first else {
-                    throw RepositoryError.snapshotNotFound(reference: reference, detail: "no \(type) snapshots")
-                }
-                return r
-            }
-            if let r = ofType.first(where: { $0.id == rest }) { return r }
-            throw RepositoryError.snapshotNotFound(reference: reference, detail: "no such snapshot")
         }
         if let r = all.first(where: { $0.id == reference }) { return r }
         let named = all.filter { !$0.metadata.name.isEmpty && $0.metadata.name == reference }
@@ -124,7 +126,7 @@ public struct SnapshotCatalog: Sendable {
         if named.count > 1 {
             throw RepositoryError.snapshotNotFound(reference: reference, detail: "name is not unique (\(named.map(\.id).joined(separator: ", "))); use an id")
         }
-        throw RepositoryError.snapshotNotFound(reference: reference, detail: "no snapshot has this id or name (see `snapshot list`)")
+        throw RepositoryError.snapshotNotFound(reference: reference, detail: narrowed.map { "no \($0) snapshot has this id or name (see `snapshot list --type \($0)`)" } ?? "no snapshot has this id or name (see `snapshot list`)")
     }
 
     /// A new id for a snapshot taken at `time`: its UTC second, with `-2`, `-3`… appended
@@ -132,9 +134,8 @@ public struct SnapshotCatalog: Sendable {
     public func allocateID(at time: Timestamp) throws -> String {
         let base = time.snapshotID
         var taken = Set<String>()
-        for t in Self.types {
-            let dir = repositoryPath + "/" + t
-            if POSIX.isDirectory(dir) { taken.formUnion(try POSIX.listDirectory(dir)) }
+        for t in try types() {
+            taken.formUnion(try POSIX.listDirectory(repositoryPath + "/" + t.name))
         }
         if !taken.contains(base) { return base }
         var n = 2
@@ -146,7 +147,10 @@ public struct SnapshotCatalog: Sendable {
     /// directory, fsyncs them, renames the directory to `<type>/<id>` (the commit point) and
     /// then points `<type>/latest` at it. The caller must have committed the index first.
     public func commit(metadata: SnapshotMetadata, manifest: SnapshotManifest) throws -> SnapshotRecord {
-        let typeDir = repositoryPath + "/" + metadata.type
+        guard let type = SnapshotType(metadata.type) else {
+            throw RepositoryError.corrupt(file: repositoryPath + "/" + metadata.type, detail: "not a snapshot type name (\(SnapshotType.nameRule))")
+        }
+        let typeDir = repositoryPath + "/" + type.name
         try POSIX.makeDirectories(typeDir)
         let staging = typeDir + "/.tmp-" + metadata.snapshotID
         try POSIX.removeTree(staging)
@@ -156,13 +160,13 @@ public struct SnapshotCatalog: Sendable {
         let final = typeDir + "/" + metadata.snapshotID
         guard rename(staging, final) == 0 else { throw RepositoryError.fromErrno(path: final, operation: "rename") }
         try POSIX.syncDirectory(typeDir)
-        try updateLatest(type: metadata.type)
-        return SnapshotRecord(type: metadata.type, id: metadata.snapshotID, directory: final, metadata: metadata)
+        try updateLatest(type: type)
+        return SnapshotRecord(type: type, id: metadata.snapshotID, directory: final, metadata: metadata)
     }
 
     /// Points `<type>/latest` at the newest snapshot of the type (or removes it when none).
-    public func updateLatest(type: String) throws {
-        let typeDir = repositoryPath + "/" + type
+    public func updateLatest(type: SnapshotType) throws {
+        let typeDir = repositoryPath + "/" + type.name
         let link = typeDir + "/latest"
         guard let newest = try all(type: type).first else {
             unlink(link)
@@ -182,8 +186,8 @@ public struct SnapshotCatalog: Sendable {
 
     /// Removes hidden staging directories left by a killed create.
     public func removeStaleStaging() {
-        for t in Self.types {
-            let dir = repositoryPath + "/" + t
+        for t in (try? types()) ?? [] {
+            let dir = repositoryPath + "/" + t.name
             guard let names = try? POSIX.listDirectory(dir) else { continue }
             for name in names where name.hasPrefix(".tmp-") || name == ".latest.tmp" {
                 try? POSIX.removeTree(dir + "/" + name)

@@ -87,7 +87,7 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
     }
 }
 
-/// `<repo>/<type>/<id>/metadata.json`: the seed's fields (../shared/spec/cli.md) plus ours.
+/// `<repo>/<type>/<id>/metadata.json`: the seed's fields (README.md, "Repository layout"; docs/design.md) plus ours.
 public struct SnapshotMetadata: Codable, Sendable, Equatable {
     public var snapshotID: String
     public var timestamp: String

@@ -30,7 +30,7 @@ public struct FileSource: Sendable, Equatable {
 
 /// Everything `create` needs; the CLI and the MQTT agent both build one of these.
 public struct CreateRequest: Sendable {
-    public var type: String
+    public var type: SnapshotType
     public var name: String
     public var auto: Bool
     public var time: Timestamp?
@@ -46,7 +46,7 @@ public struct CreateRequest: Sendable {
     public var workers: Int
 
     public init(
-        type: String, name: String = "", auto: Bool = false, time: Timestamp? = nil, tags: [String: String] = [:],
+        type: SnapshotType, name: String = "", auto: Bool = false, time: Timestamp? = nil, tags: [String: String] = [:],
         sources: [FileSource], generated: [GeneratedSource] = [], compressionLevel: Int = 3, chunking: ChunkingPolicy = .standard,
         workers: Int = WorkerThreads.defaultCount
     ) {
@@ -118,6 +118,8 @@ public final class Archiver: Sendable {
     struct ScanState {
         var jobs: [FileJob] = []
         var skipped: [String] = []
+        /// Entries left out by an exclude pattern (for `--debug`; never stored).
+        var excluded: [String] = []
         var files = 0
         var bytes: UInt64 = 0
     }
@@ -142,7 +144,10 @@ public final class Archiver: Sendable {
             if cancellation.isCancelled { throw EngineError.cancelled }
             let childPath = path + "/" + name
             let childRel = relative.isEmpty ? name : relative + "/" + name
-            if excludes.excludes(name: name, relativePath: childRel) { continue }
+            if excludes.excludes(name: name, relativePath: childRel) {
+                if progress.isTracing { state.excluded.append(childRel) }
+                continue
+            }
             var st = stat()
             guard lstat(childPath, &st) == 0 else {
                 state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
@@ -345,10 +350,10 @@ public final class Archiver: Sendable {
     /// Finds the snapshot to compare against for a component: for `differential` the newest
     /// `full`, for `full` none, otherwise the newest snapshot that captured the same component
     /// from the same source.
-    private func parent(for source: FileSource, type: String, records: [SnapshotRecord]) -> (record: SnapshotRecord, tree: BlobID)? {
-        if type == "full" { return nil }
+    private func parent(for source: FileSource, type: SnapshotType, records: [SnapshotRecord]) -> (record: SnapshotRecord, tree: BlobID)? {
+        if type == .full { return nil }
         for record in records {
-            if type == "differential" && record.type != "full" { continue }
+            if type == .differential && record.type != .full { continue }
             guard let c = record.metadata.components[source.name], c.kind == source.kind, c.source == source.label,
                 let manifest = try? catalog.readManifest(record), let mc = manifest.components[source.name],
                 let tree = mc.treeID, repository.index.location(of: tree) != nil
@@ -413,6 +418,15 @@ public final class Archiver: Sendable {
                 }
             }
             scans.append((source, root, state, (st.st_mode & S_IFMT) != S_IFDIR))
+            if progress.isTracing {
+                let toRead = state.jobs.reduce(0) { $0 + Int($1.node.size) }
+                let basis = parent.map { "\(state.files - state.jobs.count) unchanged since \($0.record.type)/\($0.record.id) (same size, mtime, ctime and inode) not read" }
+                    ?? (request.type == .full ? "type full reads every file" : "no earlier snapshot of this component to compare with")
+                progress.note("component \(source.name) (\(source.path)): \(state.files) files, \(state.bytes) bytes; reading \(state.jobs.count) files, \(toRead) bytes; \(basis)")
+                for e in state.excluded.prefix(50) { progress.note("  excluded \(source.name)/\(e) (matches one of \(source.excludes.joined(separator: ", ")))") }
+                if state.excluded.count > 50 { progress.note("  … and \(state.excluded.count - 50) more excluded") }
+                for s in state.skipped { progress.note("  skipped \(source.name)/\(s)") }
+            }
         }
 
         progress.phase = "reading"
@@ -482,7 +496,7 @@ public final class Archiver: Sendable {
 
         progress.phase = "committing"
         let id = try catalog.allocateID(at: request.time ?? started)
-        let manifest = SnapshotManifest(snapshotID: id, type: request.type, components: manifestComponents)
+        let manifest = SnapshotManifest(snapshotID: id, type: request.type.name, components: manifestComponents)
         let manifestID = try treeWriter.store(Array(try JSONEncoder.snapshot.encode(manifest)), type: .manifest)
         try treeWriter.flush()
         raw += treeWriter.newRawBytes
@@ -490,11 +504,11 @@ public final class Archiver: Sendable {
         try repository.commitIndex()
         let duration = Timestamp.now().timeInterval - started.timeInterval
         let metadata = SnapshotMetadata(
-            snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type, name: request.name,
+            snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type.name, name: request.name,
             components: summaries, checksums: checksums, sizeBytes: logical, storedBytes: UInt64(stored),
             compressionRatio: raw > 0 ? (Double(stored) / Double(raw) * 1000).rounded() / 1000 : 1,
             durationS: (duration * 1000).rounded() / 1000,
-            parent: request.type == "full" ? nil : parentIDs.first, hostname: POSIX.hostName(), tags: request.tags,
+            parent: request.type == .full ? nil : parentIDs.first, hostname: POSIX.hostName(), tags: request.tags,
             auto: request.auto, manifest: manifestID.hex)
         progress.phase = "done"
         return try catalog.commit(metadata: metadata, manifest: manifest)

@@ -51,10 +51,14 @@ public enum CommandCapture {
         var timedOut: Bool
     }
 
-    static func run(_ command: String, timeout: Double) throws -> Output {
+    /// Runs `command` under /bin/sh, in `directory` (default: ours), with `environment`
+    /// added to ours.
+    static func run(_ command: String, timeout: Double, directory: String? = nil, environment: [String: String] = [:]) throws -> Output {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         p.arguments = ["-c", command]
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

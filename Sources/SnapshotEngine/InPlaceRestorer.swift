@@ -41,7 +41,7 @@ public struct PlannedChange: Codable, Sendable, Equatable {
     public var path: String
 }
 
-/// Restores components over their live locations (../shared/spec/cli.md, `restore` without
+/// Restores components over their live locations (README.md, `restore` without
 /// `--target`):
 ///
 /// 1. `stop_services`; if it fails nothing is touched (and `start_services` still runs);
@@ -307,7 +307,7 @@ public struct InPlaceRestorer: Sendable {
             }
         }
         guard !sources.isEmpty || !generated.isEmpty else { return nil }
-        let request = CreateRequest(type: "pre-restore", name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
+        let request = CreateRequest(type: .preRestore, name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
         return try Archiver(repository: repository, cancellation: cancellation).create(request).id
     }
 
@@ -341,9 +341,9 @@ private func systemRenameat2(_ olddirfd: Int32, _ oldpath: UnsafePointer<CChar>,
 /// The config's `hooks`: shell commands around in-place restores.
 public enum Hooks {
     /// Runs a hook (nothing when empty); a non-zero exit is an error carrying its output.
-    public static func run(_ name: String, _ command: String, timeout: Double = 300) throws {
+    public static func run(_ name: String, _ command: String, timeout: Double = 300, directory: String? = nil, environment: [String: String] = [:]) throws {
         guard !command.trimmingCharacters(in: .whitespaces).isEmpty else { return }
-        let out = try CommandCapture.run(command, timeout: timeout)
+        let out = try CommandCapture.run(command, timeout: timeout, directory: directory, environment: environment)
         guard out.status == 0 && !out.timedOut else {
             let text = String(decoding: out.stdout + out.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             throw EngineError.hookFailed(name: name, detail: out.timedOut ? "timed out after \(Int(timeout)) s" : "exited \(out.status)\(text.isEmpty ? "" : ": " + text.prefix(500))")

@@ -105,7 +105,7 @@ public struct MonitorOptions: Codable, Sendable, Equatable {
     public var checkAge = false
     public var checkSize = false
     public var metrics: [String] = []
-    public var type: String?
+    public var type: SnapshotType?
 
     public init() {}
 
@@ -122,15 +122,12 @@ public struct MonitorOptions: Codable, Sendable, Equatable {
         checkAge = try c.decodeIfPresent(Bool.self, forKey: .checkAge) ?? false
         checkSize = try c.decodeIfPresent(Bool.self, forKey: .checkSize) ?? false
         metrics = try c.decodeStrings(.metrics)
-        type = try c.decodeIfPresent(String.self, forKey: .type)
+        type = try c.decodeIfPresent(SnapshotType.self, forKey: .type)
     }
 
     public func validate() throws {
         for m in metrics where !Self.metricNames.contains(m) {
             throw EngineError.usage("metrics must be one of \(Self.metricNames.joined(separator: ", ")), not \(m)")
-        }
-        if let type, !SnapshotCatalog.types.contains(type) {
-            throw EngineError.usage("type must be one of \(SnapshotCatalog.types.joined(separator: ", ")), not \(type)")
         }
     }
 
@@ -190,20 +187,21 @@ extension SnapshotService {
     /// Runs the checks against `configs/snapshot_alerts.yaml`. `now` is injectable for tests.
     public func monitor(_ options: MonitorOptions, now: Date = Date()) throws -> MonitorReport {
         try options.validate()
+        try checkKnown(options.type)
         let o = options.effective
         let thresholds = try AlertThresholds.load(path: config.alerts)
         let (repository, lock) = try open(.shared, purpose: "monitor")
         defer { lock.release() }
-        let records = try catalog.all().filter { $0.type != "pre-restore" && (o.type == nil || $0.type == o.type) }
+        let records = try catalog.all(type: o.type).filter { $0.type != .preRestore || o.type == .preRestore }
         var checks: [CheckResult] = []
         if o.checkAge {
-            var newest: [String: Double] = [:]
+            var newest: [SnapshotType: Double] = [:]
             for r in records where newest[r.type] == nil {
                 newest[r.type] = Timestamp(iso8601: r.metadata.timestamp).map { now.timeIntervalSince1970 - $0.timeInterval } ?? .infinity
             }
             let threshold = "warning \(Self.human(thresholds.ageWarning)), critical \(Self.human(thresholds.ageCritical))"
             if newest.isEmpty {
-                checks.append(CheckResult(check: "snapshot_age", level: .critical, value: -1, threshold: threshold, message: "no \(o.type ?? "") snapshots".replacingOccurrences(of: "no  ", with: "no ")))
+                checks.append(CheckResult(check: "snapshot_age", level: .critical, value: -1, threshold: threshold, message: o.type.map { "no \($0) snapshots" } ?? "no snapshots"))
             } else {
                 let worst = newest.max { a, b in a.value < b.value }!
                 let level = Self.level(worst.value, warning: thresholds.ageWarning, critical: thresholds.ageCritical)

@@ -3,9 +3,8 @@ import SnapshotCore
 
 /// Options of `create`, shared by the CLI (flags) and the MQTT agent (payload fields).
 public struct CreateOptions: Codable, Sendable, Equatable {
-    public static let types = ["system", "config", "data", "models", "full", "incremental", "differential"]
-
-    public var type: String = "full"
+    /// Any type the config defines (checked when the snapshot's components are looked up).
+    public var type: SnapshotType = .full
     public var name: String = ""
     public var auto: Bool = false
     public var path: [String] = []
@@ -19,7 +18,7 @@ public struct CreateOptions: Codable, Sendable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        type = try c.decodeIfPresent(String.self, forKey: .type) ?? "full"
+        type = try c.decodeIfPresent(SnapshotType.self, forKey: .type) ?? .full
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
         auto = try c.decodeIfPresent(Bool.self, forKey: .auto) ?? false
         path = try c.decodeStrings(.path)
@@ -30,9 +29,6 @@ public struct CreateOptions: Codable, Sendable, Equatable {
 
     /// Rejects bad values before any work starts.
     public func validate() throws {
-        guard Self.types.contains(type) else {
-            throw EngineError.usage("type must be one of \(Self.types.joined(separator: ", ")), not \(type)")
-        }
         if let time, Timestamp(iso8601: time) == nil {
             throw EngineError.usage("time \(time) is not an ISO 8601 date-time (e.g. 2024-01-15T10:30:00Z)")
         }
@@ -84,6 +80,8 @@ public struct VerifyOptions: Codable, Sendable, Equatable {
 /// Options of `restore`.
 public struct RestoreOptions: Codable, Sendable, Equatable {
     public var snapshot: String = ""
+    /// Narrows `snapshot` to snapshots of this type (the seed's `--snapshot ID --type T`).
+    public var type: SnapshotType?
     public var component: [String] = []
     public var target: String?
     public var verify: Bool = false
@@ -93,7 +91,7 @@ public struct RestoreOptions: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case snapshot, component, target, verify
+        case snapshot, type, component, target, verify
         case noBackup = "no_backup"
         case dryRun = "dry_run"
     }
@@ -101,6 +99,7 @@ public struct RestoreOptions: Codable, Sendable, Equatable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot) ?? ""
+        type = try c.decodeIfPresent(SnapshotType.self, forKey: .type)
         component = try c.decodeStrings(.component)
         target = try c.decodeIfPresent(String.self, forKey: .target)
         verify = try c.decodeIfPresent(Bool.self, forKey: .verify) ?? false
@@ -115,15 +114,11 @@ public struct RestoreOptions: Codable, Sendable, Equatable {
 
 /// Options of `list`.
 public struct ListOptions: Codable, Sendable, Equatable {
-    public var type: String?
+    public var type: SnapshotType?
 
     public init() {}
 
-    public func validate() throws {
-        if let type, !SnapshotCatalog.types.contains(type) {
-            throw EngineError.usage("type must be one of \(SnapshotCatalog.types.joined(separator: ", ")), not \(type)")
-        }
-    }
+    public func validate() throws {}
 }
 
 /// Options of `show`.
@@ -164,7 +159,7 @@ public struct RestoreSummary: Codable, Sendable, Equatable {
 
 /// Options of `prune`.
 public struct PruneOptions: Codable, Sendable, Equatable {
-    public var type: String?
+    public var type: SnapshotType?
     public var dryRun: Bool = false
 
     public init() {}
@@ -176,15 +171,11 @@ public struct PruneOptions: Codable, Sendable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        type = try c.decodeIfPresent(String.self, forKey: .type)
+        type = try c.decodeIfPresent(SnapshotType.self, forKey: .type)
         dryRun = try c.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
     }
 
-    public func validate() throws {
-        if let type, !SnapshotCatalog.types.contains(type) {
-            throw EngineError.usage("type must be one of \(SnapshotCatalog.types.joined(separator: ", ")), not \(type)")
-        }
-    }
+    public func validate() throws {}
 }
 
 /// Options of `delete`.

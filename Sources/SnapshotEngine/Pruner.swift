@@ -8,7 +8,7 @@ import SnapshotCore
 public struct PruneReport: Codable, Sendable, Equatable {
     public struct Kept: Codable, Sendable, Equatable {
         public var snapshotID: String
-        public var type: String
+        public var type: SnapshotType
         public var reasons: [String]
         enum CodingKeys: String, CodingKey {
             case snapshotID = "snapshot_id"
@@ -17,7 +17,7 @@ public struct PruneReport: Codable, Sendable, Equatable {
     }
     public struct Removed: Codable, Sendable, Equatable {
         public var snapshotID: String
-        public var type: String
+        public var type: SnapshotType
         enum CodingKeys: String, CodingKey {
             case snapshotID = "snapshot_id"
             case type
@@ -72,15 +72,15 @@ public struct Pruner: Sendable {
     }
 
     /// Applies `policy` (to `type` only, when given), deletes what falls out and reclaims.
-    public func prune(policy: RetentionPolicy, type: String?, dryRun: Bool, progress: WorkProgress = WorkProgress()) throws -> PruneReport {
+    public func prune(policy: RetentionPolicy, type: SnapshotType?, dryRun: Bool, progress: WorkProgress = WorkProgress()) throws -> PruneReport {
         let records = try catalog.all()
         let decisions = policy.decide(records.filter { type == nil || $0.type == type })
-        let byID = Dictionary(records.map { ($0.type + "/" + $0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let byID = Dictionary(records.map { ("\($0.type)/\($0.id)", $0) }, uniquingKeysWith: { a, _ in a })
         var report = PruneReport(
             keep: decisions.filter(\.keep).map { .init(snapshotID: $0.snapshotID, type: $0.type, reasons: $0.reasons) },
             remove: decisions.filter { !$0.keep }.map { .init(snapshotID: $0.snapshotID, type: $0.type) },
             reclaimedBytes: 0, packsDeleted: 0, packsRepacked: 0, dryRun: dryRun)
-        let removing = report.remove.compactMap { byID[$0.type + "/" + $0.snapshotID] }
+        let removing = report.remove.compactMap { byID["\($0.type)/\($0.snapshotID)"] }
         if dryRun {
             let plan = try reclaimPlan(keeping: records.filter { r in !removing.contains { $0.directory == r.directory } })
             let orphans = try orphanPacks()

@@ -12,16 +12,20 @@ public struct TestRecoveryOptions: Codable, Sendable, Equatable {
     public var isolated: Bool = true
     /// Also time each phase.
     public var benchmark: Bool = false
+    /// Restore into the config's `environments:` entry of this name (and run its
+    /// health check) instead of a scratch directory that is deleted afterwards.
+    public var environment: String?
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case snapshot, isolated, benchmark }
+    enum CodingKeys: String, CodingKey { case snapshot, isolated, benchmark, environment }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot) ?? ""
         isolated = try c.decodeIfPresent(Bool.self, forKey: .isolated) ?? true
         benchmark = try c.decodeIfPresent(Bool.self, forKey: .benchmark) ?? false
+        environment = try c.decodeIfPresent(String.self, forKey: .environment)
     }
 
     public func validate() throws {
@@ -38,11 +42,16 @@ public struct TestRecoveryReport: Codable, Sendable, Equatable {
     public var seconds: Double
     public var mbPerS: Double
     public var errors: [String]
-    /// With `benchmark`: seconds per phase (check, restore, verify, cleanup).
+    /// With `benchmark`: seconds per phase (check, restore, verify, health_check, cleanup).
     public var phases: [String: Double]?
+    /// With `environment`: its name, where the copy stays, and its health check's outcome
+    /// ("ok", or the failure; nil when it has none).
+    public var environment: String?
+    public var target: String?
+    public var health: String?
 
     enum CodingKeys: String, CodingKey {
-        case ok, files, bytes, seconds, errors, phases
+        case ok, files, bytes, seconds, errors, phases, environment, target, health
         case snapshotID = "snapshot_id"
         case mbPerS = "mb_per_s"
     }
@@ -115,13 +124,26 @@ extension SnapshotService {
             defer { phases[name] = ((Date().timeIntervalSince(t0)) * 1000).rounded() / 1000 }
             return try body()
         }
+        let environment = try options.environment.map { name in
+            guard let e = config.environments[name] else {
+                let known = config.environments.keys.sorted()
+                throw EngineError.usage("unknown environment \"\(name)\" (configured under environments: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+            }
+            return (name: name, settings: e)
+        }
         let started = Date()
         let check = timed("check") { Verifier(repository: repository).verify([record], readData: false) }
         var errors = check.snapshots.flatMap(\.errors)
-        let tmp = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        let scratch = tmp + "/snapshot-test-recovery-\(record.id)-\(getpid())"
-        try POSIX.removeTree(scratch)
-        defer { try? POSIX.removeTree(scratch) }
+        let scratch: String
+        if let environment {
+            scratch = environment.settings.root
+            try prepareEnvironment(scratch, name: environment.name, snapshot: record)
+        } else {
+            let tmp = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+            scratch = tmp + "/snapshot-test-recovery-\(record.id)-\(getpid())"
+            try POSIX.removeTree(scratch)
+        }
+        defer { if environment == nil { try? POSIX.removeTree(scratch) } }
         var result = RestoreResult(files: 0, bytes: 0, seconds: 0, mismatches: [])
         if errors.isEmpty {
             let restorer = Restorer(repository: repository, progress: progress, cancellation: cancellation)
@@ -136,15 +158,51 @@ extension SnapshotService {
                 errors.append("\(error)")
             }
         }
-        timed("cleanup") { try? POSIX.removeTree(scratch) }
+        var health: String?
+        if let environment {
+            if errors.isEmpty && !environment.settings.healthCheck.isEmpty {
+                health = timed("health_check") {
+                    do {
+                        try Hooks.run("health_check", environment.settings.healthCheck, directory: config.root, environment: ["SNAPSHOT_RECOVERY_ROOT": scratch])
+                        return "ok"
+                    } catch {
+                        return "\(error)"
+                    }
+                }
+                if let health, health != "ok" { errors.append("environment \(environment.name): \(health)") }
+            }
+        } else {
+            timed("cleanup") { try? POSIX.removeTree(scratch) }
+        }
         let seconds = Date().timeIntervalSince(started)
-        let report = TestRecoveryReport(
+        var report = TestRecoveryReport(
             ok: errors.isEmpty, snapshotID: record.id, files: result.files, bytes: result.bytes,
             seconds: (seconds * 1000).rounded() / 1000,
             mbPerS: seconds > 0 ? (Double(result.bytes) / 1_048_576 / seconds * 10).rounded() / 10 : 0,
             errors: errors, phases: options.benchmark ? phases : nil)
+        report.environment = environment?.name
+        report.target = environment.map { _ in scratch }
+        report.health = health
         recordRecovery(report)
         return report
+    }
+
+    /// Empties an environment's root for a new copy. Only a directory that is missing, empty,
+    /// or holds a copy made here before (its marker file says so) is emptied: a root that
+    /// points at live data by mistake is refused, never wiped.
+    func prepareEnvironment(_ root: String, name: String, snapshot: SnapshotRecord) throws {
+        let marker = ".snapshot-test-recovery"
+        let live = [config.root, repositoryPath]
+        for l in live where l == root || l.hasPrefix(root + "/") {
+            throw EngineError.unsafePath("environments.\(name).root \(root) contains \(l == repositoryPath ? "the repository" : "the config's root")")
+        }
+        try POSIX.makeDirectories(root)
+        let entries = try POSIX.listDirectory(root)
+        guard entries.isEmpty || entries.contains(marker) else {
+            throw EngineError.unsafePath("environments.\(name).root \(root) is not empty and holds no earlier test-recovery copy (\(marker)); empty it or choose another root")
+        }
+        for e in entries where e != marker { try POSIX.removeTree(root + "/" + e) }
+        try POSIX.writeFileAtomically(root + "/" + marker, Array("snapshot \(snapshot.type)/\(snapshot.id), restored \(Timestamp.now().iso8601)\n".utf8))
     }
 
     /// Rank of a component in dependency order: configs, storage, models, then the mesh's
@@ -160,7 +218,7 @@ extension SnapshotService {
         }
     }
 
-    /// Disaster recovery (../shared/spec/cli.md, `recover`): `full` restores every component
+    /// Disaster recovery (README.md, `recover`): `full` restores every component
     /// in dependency order in one in-place restore; `step-by-step` restores one component at a
     /// time (each between the hooks), health-checks after each and stops at the first failure;
     /// `minimal` restores only configs and storage. `validate` runs `health_check` at the end.

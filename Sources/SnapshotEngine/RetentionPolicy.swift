@@ -26,7 +26,7 @@ public struct RetentionRule: Sendable, Equatable {
 /// A snapshot's verdict with the rules that keep it (`prune --dry-run`).
 public struct RetentionDecision: Sendable, Equatable {
     public var snapshotID: String
-    public var type: String
+    public var type: SnapshotType
     public var keep: Bool
     public var reasons: [String]
 }
@@ -38,23 +38,25 @@ public struct RetentionDecision: Sendable, Equatable {
 /// loses its first backup); the newest snapshot of a type is always kept; `pre-restore`
 /// snapshots are kept for 7 days; types without a rule are kept whole.
 public struct RetentionPolicy: Sendable, Equatable {
-    public var rules: [String: RetentionRule]
+    public var rules: [SnapshotType: RetentionRule]
     public var preRestoreDays = 7
 
-    public init(rules: [String: RetentionRule]) {
+    public init(rules: [SnapshotType: RetentionRule]) {
         self.rules = rules
     }
 
-    /// The seed's section names: `system_snapshots` … `full_snapshots`; `models` is
-    /// `model_snapshots`.
-    static let sections: [String: String] = [
-        "system_snapshots": "system", "config_snapshots": "config", "data_snapshots": "data",
-        "model_snapshots": "models", "models_snapshots": "models", "full_snapshots": "full",
-        "incremental_snapshots": "incremental", "differential_snapshots": "differential",
-    ]
+    /// The type a section of retention.yaml is for: `<type>_snapshots` (`nightly_snapshots`),
+    /// and the seed's `model_snapshots` for `models`.
+    static func type(ofSection key: String) -> SnapshotType? {
+        if key == "model_snapshots" { return .models }
+        guard key.hasSuffix("_snapshots") else { return nil }
+        return SnapshotType(String(key.dropLast("_snapshots".count)))
+    }
 
-    /// Loads the seed's retention file; a missing file keeps everything.
-    public static func load(path: String) throws -> RetentionPolicy {
+    /// Loads the seed's retention file; a missing file keeps everything. A section must
+    /// name one of `knownTypes` (the built-in and the configured ones), so that a typo is
+    /// an error rather than a rule that never applies.
+    public static func load(path: String, knownTypes: Set<SnapshotType>) throws -> RetentionPolicy {
         guard POSIX.exists(path) else { return RetentionPolicy(rules: [:]) }
         let text = String(decoding: try POSIX.readFile(path), as: UTF8.self)
         let node: Yams.Node?
@@ -67,12 +69,14 @@ public struct RetentionPolicy: Sendable, Equatable {
         guard let node else { return RetentionPolicy(rules: [:]) }
         let top = try r.mapping(node, "top level", allowed: ["retention"])
         guard let section = top["retention"] else { return RetentionPolicy(rules: [:]) }
-        var rules: [String: RetentionRule] = [:]
+        var rules: [SnapshotType: RetentionRule] = [:]
         for (keyNode, value) in try r.orderedMapping(section, "retention") {
             let key = try r.string(keyNode, "retention key")
-            guard let type = sections[key] else {
-                throw r.error(keyNode, "unknown key \"\(key)\" in retention (allowed: \(sections.keys.sorted().joined(separator: ", ")))")
+            guard let type = type(ofSection: key), knownTypes.contains(type) else {
+                let allowed = knownTypes.subtracting([.preRestore]).sorted().map(\.retentionSection)
+                throw r.error(keyNode, "unknown key \"\(key)\" in retention (allowed: \(allowed.joined(separator: ", ")); a type of your own needs its entry under types: in the config)")
             }
+            guard rules[type] == nil else { throw r.error(keyNode, "retention has two sections for \(type)") }
             let m = try r.mapping(value, "retention.\(key)", allowed: ["last", "daily", "weekly", "monthly", "yearly"])
             var rule = RetentionRule()
             for (k, v) in m {
@@ -126,7 +130,7 @@ public struct RetentionPolicy: Sendable, Equatable {
                 return ta != tb ? ta > tb : SnapshotCatalog.idOrder(a.id, b.id)
             }
             var reasons = [[String]](repeating: [], count: sorted.count)
-            if type == "pre-restore" {
+            if type == .preRestore {
                 for (i, r) in sorted.enumerated() {
                     let t = Timestamp(iso8601: r.metadata.timestamp) ?? now
                     if now.seconds - t.seconds < Int64(preRestoreDays) * 86400 { reasons[i].append("pre-restore within \(preRestoreDays) days") }
@@ -155,7 +159,7 @@ public struct RetentionPolicy: Sendable, Equatable {
             } else {
                 for i in sorted.indices { reasons[i].append("no retention rule for \(type)") }
             }
-            if type != "pre-restore", !sorted.isEmpty, reasons[0].isEmpty { reasons[0].append("newest snapshot") }
+            if type != .preRestore, !sorted.isEmpty, reasons[0].isEmpty { reasons[0].append("newest snapshot") }
             for (i, r) in sorted.enumerated() {
                 out.append(RetentionDecision(snapshotID: r.id, type: type, keep: !reasons[i].isEmpty, reasons: reasons[i]))
             }

@@ -4,20 +4,31 @@ import SnapshotCore
 extension SnapshotConfig {
     /// The components a snapshot of `type` captures: `incremental` and `differential`
     /// capture `full`'s.
-    public func componentNames(for type: String) throws -> [String] {
-        let key = (type == "incremental" || type == "differential") ? "full" : type
-        guard let names = types[key] else {
-            throw EngineError.unknownType(type, known: ["system", "config", "data", "models", "full", "incremental", "differential"])
+    public func componentNames(for type: SnapshotType) throws -> [String] {
+        guard let names = types[type.componentsFrom] else {
+            throw EngineError.unknownType(type.name, known: configuredTypes.map(\.name))
         }
         return names
     }
+
+    /// The types a snapshot can be taken of: the configured ones, and incremental and
+    /// differential when full is configured.
+    public var configuredTypes: [SnapshotType] {
+        Set(types.keys).union(types[.full] == nil ? [] : [.incremental, .differential]).sorted()
+    }
+
+    /// The types `create --path` accepts as a label: the built-in and the configured ones.
+    public var creatableTypes: Set<SnapshotType> { Set(SnapshotType.builtIn).union(types.keys) }
 
     /// The sources for `create`: one files component per `--path` (named after its last
     /// element) when `paths` is not empty, otherwise the type's configured components.
     /// Components of kinds this build cannot capture yet are returned separately so that
     /// the snapshot can record them as not captured.
-    public func sources(type: String, paths: [String], extraExcludes: [String], workingDirectory: String) throws -> CapturePlan {
+    public func sources(type: SnapshotType, paths: [String], extraExcludes: [String], workingDirectory: String) throws -> CapturePlan {
         if !paths.isEmpty {
+            guard creatableTypes.contains(type) else {
+                throw EngineError.unknownType(type.name, known: creatableTypes.sorted().map(\.name))
+            }
             var out: [FileSource] = []
             for path in paths {
                 let absolute = POSIX.absolute(path, relativeTo: workingDirectory)

@@ -27,7 +27,7 @@ public enum ComponentSource: Sendable, Equatable {
     }
 }
 
-/// The agent and components configuration (../shared/spec/config.md). Unknown keys and
+/// The agent and components configuration (docs/configuration.md). Unknown keys and
 /// wrong types are errors naming the file, line and key.
 public struct SnapshotConfig: Sendable {
     public var file: String?
@@ -36,7 +36,8 @@ public struct SnapshotConfig: Sendable {
     public var compressionLevel: Int
     /// Components in file order.
     public var components: [(name: String, source: ComponentSource)]
-    public var types: [String: [String]]
+    /// Snapshot type → its components (incremental and differential use full's).
+    public var types: [SnapshotType: [String]]
     public var hooks: [String: String]
     public var mqtt: MQTTSection
     public var schedule: [ScheduleEntry]
@@ -46,6 +47,8 @@ public struct SnapshotConfig: Sendable {
     public var repackThreshold: Double = 0.2
     public var retention: String
     public var alerts: String
+    /// `environments:` — where `test-recovery --environment NAME` restores, and its check.
+    public var environments: [String: RecoveryEnvironment] = [:]
 
     public func component(_ name: String) -> ComponentSource? {
         components.first { $0.name == name }?.source
@@ -69,11 +72,11 @@ public struct SnapshotConfig: Sendable {
                 ("environment", .env(patterns: ["MQTT_*", "QDRANT_*", "SNAPSHOT_*"])),
             ],
             types: [
-                "system": ["configs", "storage", "models", "workers", "logs"],
-                "config": ["configs", "environment"],
-                "data": ["storage"],
-                "models": ["models", "model_state", "gpu_usage"],
-                "full": ["configs", "storage", "models", "workers", "logs", "model_state", "gpu_usage", "environment"],
+                .system: ["configs", "storage", "models", "workers", "logs"],
+                .config: ["configs", "environment"],
+                .data: ["storage"],
+                .models: ["models", "model_state", "gpu_usage"],
+                .full: ["configs", "storage", "models", "workers", "logs", "model_state", "gpu_usage", "environment"],
             ],
             hooks: ["stop_services": "", "start_services": "", "health_check": ""],
             mqtt: MQTTSection(), schedule: [], retention: p("configs/retention.yaml"), alerts: p("configs/snapshot_alerts.yaml"))
@@ -114,7 +117,7 @@ public struct SnapshotConfig: Sendable {
         }
         let r = ConfigReader(file: file)
         guard let node else { return defaults(root: workingDirectory) }
-        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts"])
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments"])
         var rootDir = workingDirectory
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
@@ -184,15 +187,30 @@ public struct SnapshotConfig: Sendable {
         if let v = top["types"] {
             config.types = [:]
             for (keyNode, value) in try r.orderedMapping(v, "types") {
-                let type = try r.string(keyNode, "type name")
-                guard SnapshotCatalog.types.contains(type), type != "pre-restore" else {
-                    throw r.error(keyNode, "unknown snapshot type \"\(type)\" (system, config, data, models, full, incremental, differential)")
+                let name = try r.string(keyNode, "type name")
+                guard let type = SnapshotType(name) else {
+                    throw r.error(keyNode, "types: \"\(name)\" is not a valid type name (\(SnapshotType.nameRule))")
+                }
+                guard type != .preRestore, type.componentsFrom == type else {
+                    throw r.error(keyNode, "types: \(type) cannot be configured (\(type == .preRestore ? "in-place restores take it" : "it captures full's components"))")
                 }
                 let names = try r.strings(value, "types.\(type)")
                 for n in names where !config.components.contains(where: { $0.name == n }) {
                     throw r.error(value, "types.\(type) names unknown component \"\(n)\"")
                 }
                 config.types[type] = names
+            }
+        }
+        if let v = top["environments"] {
+            for (keyNode, value) in try r.orderedMapping(v, "environments") {
+                let name = try r.string(keyNode, "environment name")
+                guard Self.isValidName(name) else { throw r.error(keyNode, "environment name \"\(name)\" must be letters, digits, '_' or '-'") }
+                let m = try r.mapping(value, "environments.\(name)", allowed: ["root", "health_check"])
+                guard let root = m["root"] else { throw r.error(value, "environments.\(name) needs root (the directory the copy is restored into)") }
+                let dir = p(try r.string(root, "environments.\(name).root"))
+                guard dir != "/" else { throw r.error(root, "environments.\(name).root must not be /") }
+                config.environments[name] = RecoveryEnvironment(
+                    root: dir, healthCheck: try m["health_check"].map { try r.string($0, "environments.\(name).health_check") } ?? "")
             }
         }
         if let v = top["hooks"] {
@@ -257,14 +275,15 @@ public struct SnapshotConfig: Sendable {
                 guard ScheduleEntry.actions.contains(action) else {
                     throw r.error(m["action"]!, "schedule.action must be one of \(ScheduleEntry.actions.joined(separator: ", ")), not \(action)")
                 }
-                var type = ""
                 if action == "create" {
                     guard let t = m["type"] else { throw r.error(item, "schedule entry needs cron and type") }
-                    type = try r.string(t, "schedule.type")
-                    guard CreateOptions.types.contains(type) else { throw r.error(t, "schedule.type must be one of \(CreateOptions.types.joined(separator: ", ")), not \(type)") }
+                    let name = try r.string(t, "schedule.type")
+                    guard let type = SnapshotType(name), config.types[type.componentsFrom] != nil else {
+                        throw r.error(t, "schedule.type must be a configured type (\(config.configuredTypes.map(\.name).joined(separator: ", "))), not \(name)")
+                    }
+                    return ScheduleEntry(cron: cron, work: .create(type))
                 }
-                let snapshot = try m["snapshot"].map { try r.string($0, "schedule.snapshot") } ?? "latest"
-                return ScheduleEntry(cron: cron, action: action, type: type, snapshot: snapshot)
+                return ScheduleEntry(cron: cron, work: .testRecovery(snapshot: try m["snapshot"].map { try r.string($0, "schedule.snapshot") } ?? "latest"))
             }
         }
         if let v = top["prune"] {
@@ -379,7 +398,7 @@ struct ConfigReader {
 /// The `mqtt:` section: how the agent and MQTT components reach the broker, and what the
 /// agent accepts.
 public struct MQTTSection: Sendable, Equatable {
-    /// Every action of ../shared/spec/topics.md.
+    /// Every action of topics.md.
     public static let actions = ["create", "verify", "restore", "list", "show", "prune", "delete", "monitor", "test-recovery", "recover", "cancel", "ping"]
 
     public var broker = "mqtt://127.0.0.1:1883"
@@ -415,23 +434,44 @@ public struct MQTTSection: Sendable, Equatable {
     }
 }
 
-/// One `schedule:` entry: a cron expression and what it runs — an `--auto` snapshot of
-/// `type` followed by retention (`action: create`, the default), or a `test-recovery` of
-/// `snapshot` whose outcome becomes the `snapshot_integrity` alert.
+/// One `environments:` entry: a directory where `test-recovery --environment NAME` restores
+/// a snapshot (and leaves it, for whatever runs there next), and a command that checks it.
+public struct RecoveryEnvironment: Sendable, Equatable {
+    /// Absolute; components are restored as `<root>/<component>/`.
+    public var root: String
+    /// Run from the config's root with `SNAPSHOT_RECOVERY_ROOT` set; empty: none.
+    public var healthCheck: String
+
+    public init(root: String, healthCheck: String) {
+        self.root = root
+        self.healthCheck = healthCheck
+    }
+}
+
+/// One `schedule:` entry: a cron expression and what it runs — an `--auto` snapshot of a
+/// type followed by retention (`action: create`, the default), or a `test-recovery` of a
+/// snapshot whose outcome becomes the `snapshot_integrity` alert.
 public struct ScheduleEntry: Sendable, Equatable {
     public static let actions = ["create", "test-recovery"]
-    public var cron: CronExpression
-    public var action: String
-    public var type: String
-    public var snapshot: String
 
-    public init(cron: CronExpression, action: String = "create", type: String, snapshot: String = "latest") {
+    public enum Work: Sendable, Equatable {
+        case create(SnapshotType)
+        case testRecovery(snapshot: String)
+    }
+
+    public var cron: CronExpression
+    public var work: Work
+
+    public init(cron: CronExpression, work: Work) {
         self.cron = cron
-        self.action = action
-        self.type = type
-        self.snapshot = snapshot
+        self.work = work
     }
 
     /// What the entry runs, for messages: `system` or `test-recovery of latest`.
-    public var what: String { action == "create" ? type : "\(action) of \(snapshot)" }
+    public var what: String {
+        switch work {
+        case .create(let type): return type.name
+        case .testRecovery(let snapshot): return "test-recovery of \(snapshot)"
+        }
+    }
 }

@@ -30,6 +30,19 @@ public struct SnapshotService: Sendable {
 
     public var catalog: SnapshotCatalog { SnapshotCatalog(repositoryPath: repositoryPath) }
 
+    /// A usage error for a `--type` that neither the configuration nor the repository
+    /// knows (a typo would otherwise list, prune or monitor nothing, silently).
+    func checkKnown(_ type: SnapshotType?) throws {
+        guard let type, !knownTypes.contains(type) else { return }
+        throw EngineError.unknownType(type.name, known: knownTypes.sorted().map(\.name))
+    }
+
+    /// Every type this repository and configuration know of: the built-in ones, the
+    /// configured ones, and any that has snapshots in the repository.
+    public var knownTypes: Set<SnapshotType> {
+        Set(SnapshotType.builtIn).union(config.types.keys).union([.preRestore]).union((try? catalog.types()) ?? [])
+    }
+
     /// Captures the components and commits a snapshot.
     public func create(_ options: CreateOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> SnapshotRecord {
         let request = try await prepareCreate(options, progress: progress, cancellation: cancellation)
@@ -43,6 +56,9 @@ public struct SnapshotService: Sendable {
         let plan = try config.sources(type: options.type, paths: options.path, extraExcludes: options.exclude, workingDirectory: workingDirectory)
         progress.phase = "capturing"
         let generated = try await plan.captureGenerated(broker: try broker ?? config.mqtt.brokerSettings())
+        for g in generated {
+            progress.note("component \(g.name) (\(g.kind): \(g.source)): \(g.files.count) files\(g.details.messages.map { ", \($0) messages" } ?? "")\(g.details.note.map { "; \($0)" } ?? "")")
+        }
         let scratch = repositoryPath + "/.store/tmp"
         try POSIX.makeDirectories(scratch)
         let qdrant = try await plan.downloadQdrant(scratchRoot: scratch)
@@ -91,7 +107,7 @@ public struct SnapshotService: Sendable {
         }
         let (repository, lock) = try open(.shared, purpose: "restore")
         defer { lock.release() }
-        let record = try catalog.resolve(options.snapshot)
+        let record = try catalog.resolve(options.snapshot, type: options.type)
         let manifest = try catalog.readManifest(record)
         for name in options.component where manifest.components[name] == nil {
             throw EngineError.unknownComponent(name, known: Array(manifest.components.keys))
@@ -120,12 +136,12 @@ public struct SnapshotService: Sendable {
         if options.dryRun {
             let (repository, lock) = try open(.shared, purpose: "restore --dry-run")
             defer { lock.release() }
-            let record = try catalog.resolve(options.snapshot)
+            let record = try catalog.resolve(options.snapshot, type: options.type)
             return (nil, try restorer.plan(record, manifest: try catalog.readManifest(record), components: options.component, repository: repository))
         }
         let (repository, lock) = try open(.exclusive, purpose: "restore in place")
         defer { lock.release() }
-        let record = try catalog.resolve(options.snapshot)
+        let record = try catalog.resolve(options.snapshot, type: options.type)
         let manifest = try catalog.readManifest(record)
         let summary = try await restorer.restore(record, manifest: manifest, components: options.component, noBackup: options.noBackup,
                                                  configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
@@ -135,7 +151,8 @@ public struct SnapshotService: Sendable {
     /// Applies the retention policy (`configs/retention.yaml` by default) and reclaims space.
     public func prune(_ options: PruneOptions, policy: RetentionPolicy? = nil, progress: WorkProgress = WorkProgress()) throws -> PruneReport {
         try options.validate()
-        let rules = try policy ?? RetentionPolicy.load(path: config.retention)
+        try checkKnown(options.type)
+        let rules = try policy ?? RetentionPolicy.load(path: config.retention, knownTypes: knownTypes)
         let (repository, lock) = try open(options.dryRun ? .shared : .exclusive, purpose: "prune")
         defer { lock.release() }
         var pruner = Pruner(repository: repository)
@@ -156,6 +173,7 @@ public struct SnapshotService: Sendable {
     /// Snapshots, newest first.
     public func list(_ options: ListOptions) throws -> [SnapshotRecord] {
         try options.validate()
+        try checkKnown(options.type)
         let (_, lock) = try open(.shared, purpose: "list")
         defer { lock.release() }
         return try catalog.all(type: options.type)

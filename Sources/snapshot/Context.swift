@@ -31,6 +31,27 @@ struct Context {
         } else {
             repositoryPath = config.repository
         }
+        debug("config \(config.file.map { POSIX.absolute($0, relativeTo: cwd) } ?? "(none found: built-in defaults)"), root \(config.root), repository \(repositoryPath)")
+    }
+
+    /// When the process started, for `--debug` timings.
+    static let started = Date()
+
+    /// With `--debug`, one line on stderr: `debug: +1.234 s what`.
+    func debug(_ line: @autoclosure () -> String) {
+        guard options.debug else { return }
+        Context.debugLine(line())
+    }
+
+    static func debugLine(_ line: String) {
+        let text = String(format: "debug: +%.3f s ", Date().timeIntervalSince(started)) + line + "\n"
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    /// The progress of one operation; with `--debug` its phases and notes go to stderr.
+    func makeProgress() -> WorkProgress {
+        guard options.debug else { return WorkProgress() }
+        return WorkProgress(trace: { line in Context.debugLine(line) })
     }
 
     /// The operations, on this repository and config.
@@ -91,7 +112,7 @@ struct Context {
         }
     }
 
-    /// Prints the one-line error and turns it into the exit code of ../shared/spec/cli.md.
+    /// Prints the one-line error and turns it into the exit code of README.md ("Exit codes").
     static func fail(_ error: any Error) -> any Error {
         if error is ExitCode || error is CleanExit { return error }
         let code: Int32

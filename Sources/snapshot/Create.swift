@@ -11,8 +11,8 @@ extension Snapshot {
 
         @OptionGroup var global: GlobalOptions
 
-        @Option(help: ArgumentHelp("system, config, data, models, full, incremental or differential.", valueName: "type"))
-        var type: String = "full"
+        @Option(help: ArgumentHelp("system, config, data, models, full, incremental, differential, or a type from the config's types:.", valueName: "type"))
+        var type: SnapshotType = .full
 
         @Option(help: "A name for the snapshot, usable as a reference when unique.")
         var name: String = ""
@@ -54,7 +54,7 @@ extension Snapshot {
 
         func run() async throws {
             let context = try Context(global)
-            let progress = WorkProgress()
+            let progress = context.makeProgress()
             let record = try await context.withProgress(progress) {
                 try await context.service.create(options, progress: progress)
             }

@@ -30,6 +30,7 @@ enum Entrypoint {
     }
 
     static func main() async {
+        _ = Context.started  // --debug timings count from here
         await Snapshot.main(reorder(Array(CommandLine.arguments.dropFirst())))
     }
 }

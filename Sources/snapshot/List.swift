@@ -10,7 +10,7 @@ extension Snapshot {
         @OptionGroup var global: GlobalOptions
 
         @Option(help: ArgumentHelp("Only snapshots of this type.", valueName: "type"))
-        var type: String?
+        var type: SnapshotType?
 
         var options: ListOptions {
             var o = ListOptions()
@@ -33,7 +33,7 @@ extension Snapshot {
             for r in records {
                 let m = r.metadata
                 let verified = m.verified.map { $0.ok ? "ok \($0.timestamp.prefix(10))" : "FAILED" } ?? "-"
-                rows.append([r.id, r.type, m.name.isEmpty ? "-" : m.name, formatBytes(m.sizeBytes), formatBytes(m.storedBytes), String(format: "%.2f s", m.durationS), verified])
+                rows.append([r.id, r.type.name, m.name.isEmpty ? "-" : m.name, formatBytes(m.sizeBytes), formatBytes(m.storedBytes), String(format: "%.2f s", m.durationS), verified])
             }
             printTable(rows)
             if !global.quiet { print("\(records.count) snapshot\(records.count == 1 ? "" : "s")") }

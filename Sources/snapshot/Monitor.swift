@@ -24,7 +24,7 @@ extension Snapshot {
         var metrics: [String] = []
 
         @Option(help: ArgumentHelp("Only snapshots of this type.", valueName: "type"))
-        var type: String?
+        var type: SnapshotType?
 
         var options: MonitorOptions {
             var o = MonitorOptions()

@@ -12,7 +12,7 @@ extension Snapshot {
         @OptionGroup var global: GlobalOptions
 
         @Option(help: ArgumentHelp("Only snapshots of this type.", valueName: "type"))
-        var type: String?
+        var type: SnapshotType?
 
         @Flag(help: "Show what would be kept and removed; change nothing.")
         var dryRun = false
@@ -30,15 +30,15 @@ extension Snapshot {
 
         func run() async throws {
             let context = try Context(global)
-            let progress = WorkProgress()
+            let progress = context.makeProgress()
             let report = try await context.withProgress(progress) { try context.service.prune(options, progress: progress) }
             if global.json {
                 try context.printJSON(report)
                 return
             }
             var rows = [["SNAPSHOT", "TYPE", "DECISION"]]
-            for k in report.keep { rows.append([k.snapshotID, k.type, "keep: " + k.reasons.joined(separator: ", ")]) }
-            for r in report.remove { rows.append([r.snapshotID, r.type, "remove"]) }
+            for k in report.keep { rows.append([k.snapshotID, k.type.name, "keep: " + k.reasons.joined(separator: ", ")]) }
+            for r in report.remove { rows.append([r.snapshotID, r.type.name, "remove"]) }
             if !global.quiet { printTable(rows) }
             let verb = dryRun ? "would remove" : "removed"
             context.say("\(verb) \(report.remove.count) of \(report.keep.count + report.remove.count) snapshots; \(dryRun ? "would reclaim" : "reclaimed") \(formatBytes(report.reclaimedBytes)) (\(report.packsDeleted) packs deleted, \(report.packsRepacked) repacked)")

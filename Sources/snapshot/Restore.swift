@@ -19,6 +19,9 @@ extension Snapshot {
         @Option(help: ArgumentHelp("An id, latest, TYPE/latest or a unique name.", valueName: "ref"))
         var snapshot: String
 
+        @Option(help: ArgumentHelp("Look the reference up among snapshots of this type only.", valueName: "type"))
+        var type: SnapshotType?
+
         @Option(help: ArgumentHelp("Only this component (repeatable).", valueName: "name"))
         var component: [String] = []
 
@@ -36,6 +39,7 @@ extension Snapshot {
 
         var options: RestoreOptions {
             var o = RestoreOptions()
+            o.type = type
             o.snapshot = snapshot
             o.component = component
             o.target = target
@@ -47,7 +51,7 @@ extension Snapshot {
 
         func run() async throws {
             let context = try Context(global)
-            let progress = WorkProgress()
+            let progress = context.makeProgress()
             if target == nil {
                 try await runInPlace(context, progress)
                 return

@@ -12,7 +12,7 @@ struct Snapshot: AsyncParsableCommand {
         subcommands: [Init.self, Create.self, List.self, Show.self, Ls.self, Cat.self, Diff.self, Verify.self, Restore.self, Recover.self, TestRecovery.self, Prune.self, Delete.self, Monitor.self, AgentCommand.self])
 }
 
-/// The options every subcommand takes (../shared/spec/cli.md, "Global options").
+/// The options every subcommand takes (README.md, "Global options").
 struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The repository (env SNAPSHOT_REPO; default ./snapshots or the config's `repository`).", valueName: "path"))
     var repo: String?

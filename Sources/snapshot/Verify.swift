@@ -38,7 +38,7 @@ extension Snapshot {
 
         func run() async throws {
             let context = try Context(global)
-            let progress = WorkProgress()
+            let progress = context.makeProgress()
             let report = try await context.withProgress(progress) { try context.service.verify(options, progress: progress) }
             if global.json {
                 try context.printJSON(report)

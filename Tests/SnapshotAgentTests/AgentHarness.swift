@@ -35,6 +35,7 @@ final class AgentHarness: @unchecked Sendable {
             types:
               data: [data]
               full: [data]
+              nightly: [data]
             mqtt:
               broker: \(self.broker.url)
               groups: [backup-group]

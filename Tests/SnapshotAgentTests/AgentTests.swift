@@ -72,6 +72,29 @@ import TestSupport
         #expect(try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"]).status == 0)
     }
 
+    @Test func aTypeOfOnesOwnOverMQTT() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        try await h.startAgent()
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "nightly", "request_id": "n-1"}"#)
+        let created = await h.final("create", requestID: "n-1")
+        #expect(created?["status"] as? String == "succeeded", "\(h.agentLog)")
+        #expect((created?["result"] as? [String: Any])?["type"] as? String == "nightly")
+        try await h.send("snapshots/cmd/\(h.id)/list", #"{"type": "nightly", "request_id": "n-2"}"#)
+        let listed = await h.final("list", requestID: "n-2")
+        #expect((listed?["result"] as? [[String: Any]])?.count == 1)
+        // The retained state reports the type's last outcome under its own name.
+        #expect(await h.waitFor { _ in
+            (h.documents(on: "snapshots/status/\(h.id)/state").last?["last"] as? [String: Any])?["nightly"] != nil
+        })
+        // A type the config does not define is refused at once, naming it.
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "weekly", "request_id": "n-3"}"#)
+        let refused = await h.final("create", requestID: "n-3")
+        #expect(refused?["status"] as? String == "rejected")
+        #expect(((refused?["error"] as? [String: Any])?["message"] as? String)?.contains("unknown snapshot type \"weekly\"") == true)
+        #expect(try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"]).status == 0)
+    }
+
     @Test func lastWillOnKillAndOnlineAgainAfterRestart() async throws {
         let h = try await AgentHarness()
         defer { h.stop() }

@@ -50,7 +50,7 @@ import TestSupport
             Issue.record("not accepted")
             return
         }
-        #expect(o.type == "system" && o.name == "pre-deployment" && o.tag == ["env=prod"] && o.path == ["/a", "/b"])
+        #expect(o.type == .system && o.name == "pre-deployment" && o.tag == ["env=prod"] && o.path == ["/a", "/b"])
         #expect(c.requestID == "r")
         #expect(rejection(route(parser(), "snapshots/cmd/verify", #"{"all":true,"snapshot":"latest"}"#))?.code == "bad_payload")
         #expect(rejection(route(parser(), "snapshots/cmd/verify", #"{"read_data":"yes","all":true}"#))?.message.contains("read_data") == true)

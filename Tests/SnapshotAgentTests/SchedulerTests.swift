@@ -68,13 +68,13 @@ final class FireLog: @unchecked Sendable {
         let dir = TemporaryDirectory("snapshot-sched")
         let clock = ManualClock(Self.date("2024-03-01T01:59:00Z"))
         let log = FireLog()
-        let entries = [Scheduler.Entry(cron: try CronExpression("0 2 * * *"), type: "system"),
-                       Scheduler.Entry(cron: try CronExpression("0 3 * * 0"), type: "full")]
+        let entries = [Scheduler.Entry(cron: try CronExpression("0 2 * * *"), work: .create(.system)),
+                       Scheduler.Entry(cron: try CronExpression("0 3 * * 0"), work: .create(.full))]
         // (test-recovery entries are scheduled the same way; the agent test runs one.)
         func makeScheduler() -> Scheduler {
             Scheduler(entries: entries, timeZone: TimeZone(identifier: "UTC")!, clock: clock, statePath: dir.sub("schedule.json"),
-                      fire: { e, t in log.lock.withLock { log.fired.append((e.type, t)) } },
-                      missed: { late in log.lock.withLock { log.missed += late.map { ($0.0.type, $0.1) } } })
+                      fire: { e, t in log.lock.withLock { log.fired.append((e.what, t)) } },
+                      missed: { late in log.lock.withLock { log.missed += late.map { ($0.0.what, $0.1) } } })
         }
         let task = Task { await makeScheduler().run() }
         func waitForSleepers() async {
@@ -126,7 +126,7 @@ final class FireLog: @unchecked Sendable {
         let config = try SnapshotConfig.parse(yaml, file: "s.yaml", workingDirectory: dir.path)
         let service = SnapshotService(config: config, repositoryPath: dir.sub("repo"), workingDirectory: dir.path)
         var o = CreateOptions()
-        o.type = "data"
+        o.type = .data
         _ = try await service.create(o)
         // Damage every pack: the quick check still passes (the packs exist), a test-recovery cannot.
         let data = dir.sub("repo/.store/data")

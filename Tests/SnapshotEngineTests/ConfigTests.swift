@@ -17,39 +17,44 @@ import Testing
         #expect(c.compressionLevel == 9)
         #expect(c.repository == "/srv/agents/snapshots")
         #expect(c.component("configs") == .files(path: "/srv/agents/configs", exclude: ["*.tmp"]))
-        #expect(try c.componentNames(for: "incremental") == c.types["full"])
+        #expect(try c.componentNames(for: .incremental) == c.types[.full])
         let rooted = try SnapshotConfig.parse("root: /data\ncomponents:\n  db: {path: qdrant}\ntypes:\n  data: [db]\n", file: "x", workingDirectory: "/srv")
         #expect(rooted.component("db") == .files(path: "/data/qdrant", exclude: []))
     }
 
     @Test func badInputNamesFileLineAndKey() {
-        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, hooks, mqtt, prune, repository, retention, root, schedule, timezone, types)")
+        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, environments, hooks, mqtt, prune, repository, retention, root, schedule, timezone, types)")
         #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
         #expect(error("compression: {level: 40}\n").contains("1..19"))
         #expect(error("components:\n  a: {path: x}\n  a: {path: y}\n") == "snapshots.yaml:3: duplicate key \"a\"")
         #expect(error("components:\n  a: {}\n").contains("needs exactly one of path, mqtt, command, env"))
         #expect(error("components:\n  a: {path: x, parse: csv}\n").contains("components.a.parse does not apply to a files component"))
         #expect(error("components:\n  a: {path: x}\ntypes:\n  system: [a, b]\n").contains("unknown component \"b\""))
-        #expect(error("types:\n  weekly: [configs]\n").contains("unknown snapshot type \"weekly\""))
+        #expect(error("types:\n  Weekly: [configs]\n").contains("types: \"Weekly\" is not a valid type name"))
+        #expect(error("types:\n  latest: [configs]\n").contains("not a valid type name"))
+        #expect(error("types:\n  incremental: [configs]\n").contains("incremental cannot be configured (it captures full's components)"))
+        #expect(error("types:\n  nightly: [configs]\nschedule:\n  - {cron: \"0 1 * * *\", type: weekly}\n").hasPrefix("snapshots.yaml:4: schedule.type must be a configured type (nightly), not weekly"))
         #expect(error("root: [1, 2]\n") == "snapshots.yaml:1: root must be a string")
         #expect(error("prune: {repack_threshold: 2}\n").hasPrefix("snapshots.yaml:1: prune.repack_threshold must be a number in (0, 1]"))
         #expect(error("schedule:\n  - {cron: \"0 25 * * *\", type: system}\n").hasPrefix("snapshots.yaml:2: schedule.cron: bad hour field"))
         #expect(error("timezone: Mars/Olympus\n").contains("not a known time zone"))
+        #expect(error("environments:\n  test: {health_check: x}\n").hasPrefix("snapshots.yaml:2: environments.test needs root"))
+        #expect(error("environments:\n  test: {root: /}\n").contains("environments.test.root must not be /"))
         #expect(error("key: [unclosed\n").hasPrefix("snapshots.yaml:"))
     }
 
     @Test func theBundledConfigLoads() throws {
         let here = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
         let c = try SnapshotConfig.load(path: "/" + here + "/configs/snapshots.yaml", required: true, workingDirectory: "/" + here)
-        #expect(c.types["system"] == ["configs", "storage", "models", "workers", "logs"])
-        #expect(c.schedule.map(\.action) == ["create", "create", "test-recovery"])
+        #expect(c.types[.system] == ["configs", "storage", "models", "workers", "logs"])
+        #expect(c.schedule.map(\.what) == ["system", "full", "test-recovery of system/latest"])
     }
 
     @Test func aMissingSourceFailsTheSnapshotWithoutCommitting() throws {
         let h = try EngineHarness()
         let repo = try h.open()
         #expect(throws: EngineError.self) {
-            try Archiver(repository: repo).create(CreateRequest(type: "data", sources: [FileSource(name: "storage", path: h.dir.sub("nope"))]))
+            try Archiver(repository: repo).create(CreateRequest(type: .data, sources: [FileSource(name: "storage", path: h.dir.sub("nope"))]))
         }
         #expect(try SnapshotCatalog(repositoryPath: h.repoPath).all().isEmpty)
         try h.expectVerifies()

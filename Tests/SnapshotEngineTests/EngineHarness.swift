@@ -17,7 +17,7 @@ final class EngineHarness {
     func open() throws -> Repository { try Repository.open(at: repoPath) }
 
     @discardableResult
-    func create(type: String = "incremental", name: String = "", time: String? = nil, excludes: [String] = [], archiver: ((Archiver) -> Void)? = nil) throws -> SnapshotRecord {
+    func create(type: SnapshotType = .incremental, name: String = "", time: String? = nil, excludes: [String] = [], archiver: ((Archiver) -> Void)? = nil) throws -> SnapshotRecord {
         let repo = try open()
         let a = Archiver(repository: repo)
         archiver?(a)

@@ -5,8 +5,9 @@ import Testing
 import TestSupport
 
 @Suite struct GeneratedComponentTests {
+    /// Real `nvidia-smi` output from an H100 (Tests/Fixtures/nvidia-smi-h100).
     static var fixtures: String {
-        "/" + #filePath.split(separator: "/").dropLast(4).joined(separator: "/") + "/shared/fixtures/nvidia-smi-h100"
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().path + "/Fixtures/nvidia-smi-h100"
     }
 
     @Test func csvFromARealH100BecomesTypedJSON() throws {
@@ -31,7 +32,7 @@ import TestSupport
         #expect(gpu.files.map(\.name) == ["gpu_usage.csv", "gpu_usage.json"])
         #expect(gpu.details.exitCode == 0 && gpu.details.stderr == "note\n")
         let env = try EnvironmentCapture.capture(name: "environment", patterns: ["MQTT_*", "QDRANT_*"], environment: ["MQTT_BROKER": "mqtt://x", "MQTT_PASSWORD": "hunter2", "QDRANT_API_KEY": "k", "HOME": "/root"])
-        let record = try Archiver(repository: try h.open()).create(CreateRequest(type: "models", sources: [], generated: [gpu, env]))
+        let record = try Archiver(repository: try h.open()).create(CreateRequest(type: .models, sources: [], generated: [gpu, env]))
         #expect(record.metadata.components["gpu_usage"]?.files == 2)
         #expect(record.metadata.components["gpu_usage"]?.details.exitCode == 0)
         #expect(record.metadata.components["environment"]?.details.note == "2 variables, 1 redacted" || record.metadata.components["environment"]?.details.note == "3 variables, 2 redacted")

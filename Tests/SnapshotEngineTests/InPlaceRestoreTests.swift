@@ -72,7 +72,7 @@ final class LiveSystem {
         let live = LiveSystem()
         let service = try live.service()
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let original = try await service.create(create)
         let pristine = live.dir.sub("pristine")
         _ = try service.restore({ var o = options(original.id); o.target = pristine; return o }())
@@ -97,7 +97,7 @@ final class LiveSystem {
         // What was there before is in the pre-restore snapshot, which never becomes latest.
         let pre = try #require(summary.preRestore)
         let preRecord = try service.catalog.resolve(pre)
-        #expect(preRecord.type == "pre-restore" && preRecord.metadata.name == "pre-restore-\(original.id)")
+        #expect(preRecord.type == .preRestore && preRecord.metadata.name == "pre-restore-\(original.id)")
         #expect(try service.catalog.resolve("latest").id == original.id)
         let back = live.dir.sub("back")
         _ = try service.restore({ var o = options(pre); o.target = back; return o }())
@@ -109,7 +109,7 @@ final class LiveSystem {
         let live = LiveSystem()
         let service = try live.service(stop: "echo stop >> \(live.hookLog); echo broken service >&2; exit 3")
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let original = try await service.create(create)
         live.change()
         let before = live.dir.sub("before")
@@ -130,7 +130,7 @@ final class LiveSystem {
         let live = LiveSystem()
         let service = try live.service()
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let original = try await service.create(create)
         live.change()
         let before = live.dir.sub("before")
@@ -161,7 +161,7 @@ final class LiveSystem {
         let live = LiveSystem()
         let service = try live.service(broker: broker.url)
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let original = try await service.create(create)
         #expect(original.metadata.components["workers"]?.details.messages == 1)
         // The broker restarts without persistence: the retained state is gone.

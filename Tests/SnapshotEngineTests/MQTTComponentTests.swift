@@ -32,7 +32,7 @@ import TestSupport
         #expect(status[0]["retained"] as? Bool == true && status[0]["qos"] as? Int == 1)
 
         let h = try EngineHarness()
-        let record = try Archiver(repository: try h.open()).create(CreateRequest(type: "system", sources: [], generated: [captured]))
+        let record = try Archiver(repository: try h.open()).create(CreateRequest(type: .system, sources: [], generated: [captured]))
         #expect(record.metadata.components["workers"]?.details.messages == 6)
         let out = h.dir.sub("out")
         _ = try h.restore(record.id, to: out)

@@ -40,7 +40,7 @@ import TestSupport
             // Each day some new data (a day's log), and the shared part unchanged.
             Fixture.write(dir.sub("data/day.log"), Fixture.bytes(40_000, seed: UInt64(1000 + day)))
             var o = CreateOptions()
-            o.type = "system"
+            o.type = .system
             let t = 1_704_067_200 + day * 86400 + 7200
             o.time = Timestamp(seconds: Int64(t)).iso8601
             _ = try await service.create(o)
@@ -85,7 +85,7 @@ import TestSupport
         let service = try service(dir)
         Fixture.write(dir.sub("data/a.bin"), Fixture.bytes(2_000_000, seed: 5))
         var o = CreateOptions()
-        o.type = "system"
+        o.type = .system
         o.name = "big"
         _ = try await service.create(o)
         unlink(dir.sub("data/a.bin"))
@@ -113,7 +113,7 @@ import TestSupport
         let a = Fixture.bytes(46 << 16, seed: 21), b = Fixture.bytes(46 << 16, seed: 22)
         Fixture.write(dir.sub("data/f.mmap"), a + b)
         var o = CreateOptions()
-        o.type = "system"
+        o.type = .system
         o.name = "both"
         _ = try await service.create(o)
         Fixture.write(dir.sub("data/f.mmap"), b)

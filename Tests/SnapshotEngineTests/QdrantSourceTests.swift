@@ -52,7 +52,7 @@ final class QdrantStandIn {
         let live = LiveSystem()
         let service = try service(live, server.url)
         var o = CreateOptions()
-        o.type = "data"
+        o.type = .data
         let record = try await service.create(o)
         let c = try #require(record.metadata.components["storage"])
         #expect(c.kind == "qdrant" && c.source == server.url && c.files == 2)
@@ -83,7 +83,7 @@ final class QdrantStandIn {
         let live = LiveSystem()
         let service = try service(live, server.url)
         var o = CreateOptions()
-        o.type = "data"
+        o.type = .data
         do {
             _ = try await service.create(o)
             Issue.record("a checksum mismatch was accepted")

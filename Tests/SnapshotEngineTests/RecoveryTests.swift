@@ -12,7 +12,7 @@ import TestSupport
         let live = LiveSystem()
         let service = try live.service()
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let record = try await service.create(create)
         live.change()
         let before = live.dir.sub("before")
@@ -35,7 +35,7 @@ import TestSupport
         let live = LiveSystem()
         let service = try live.service()
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let record = try await service.create(create)
         let data = live.dir.sub("repo/.store/data")
         for d in try POSIX.listDirectory(data) {
@@ -52,7 +52,7 @@ import TestSupport
         let live = LiveSystem()
         let service = try live.service(start: "echo start >> \(live.hookLog)")
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let record = try await service.create(create)
         let pristine = live.dir.sub("pristine")
         _ = try service.restore({ var r = RestoreOptions(); r.snapshot = record.id; r.target = pristine; return r }())
@@ -88,7 +88,7 @@ import TestSupport
             """
         let service = SnapshotService(config: try SnapshotConfig.parse(yaml, file: "s.yaml", workingDirectory: live.dir.path), repositoryPath: live.dir.sub("repo"), workingDirectory: live.dir.path)
         var create = CreateOptions()
-        create.type = "system"
+        create.type = .system
         let record = try await service.create(create)
         live.change()
         var o = RecoverOptions()
@@ -100,7 +100,7 @@ import TestSupport
         #expect(report.steps[0].ok && report.steps[0].health == "ok")
         #expect(!report.steps[1].ok && report.steps[1].error?.contains("health_check") == true)
         // One pre-restore snapshot for the whole recovery.
-        #expect(try service.catalog.all(type: "pre-restore").count == 1)
+        #expect(try service.catalog.all(type: .preRestore).count == 1)
         // minimal restores only configs and storage, and needs a known mode.
         o.mode = "weekly"
         await #expect(throws: EngineError.self) { try await service.recover(o) }

@@ -36,9 +36,9 @@ import TestSupport
         }
     }
 
-    func record(_ type: String, _ t: Int) -> SnapshotRecord {
+    func record(_ type: SnapshotType, _ t: Int) -> SnapshotRecord {
         let ts = Timestamp(seconds: Int64(t))
-        let m = SnapshotMetadata(snapshotID: ts.snapshotID, timestamp: ts.iso8601, type: type, name: "", components: [:], checksums: [:],
+        let m = SnapshotMetadata(snapshotID: ts.snapshotID, timestamp: ts.iso8601, type: type.name, name: "", components: [:], checksums: [:],
                                  sizeBytes: 0, storedBytes: 0, compressionRatio: 1, durationS: 0, parent: nil, hostname: "h", tags: [:], auto: true, manifest: "")
         return SnapshotRecord(type: type, id: ts.snapshotID, directory: "/x/\(type)/\(ts.snapshotID)", metadata: m)
     }
@@ -57,8 +57,8 @@ import TestSupport
             times.append(1_704_067_200 + day * 86400 + 7200)
             if day % 9 == 0 { times.append(1_704_067_200 + day * 86400 + 50_000) }
         }
-        let policy = RetentionPolicy(rules: ["system": rule])
-        let decisions = policy.decide(times.map { record("system", $0) })
+        let policy = RetentionPolicy(rules: [.system: rule])
+        let decisions = policy.decide(times.map { record(.system, $0) })
         let keptTimes = Set(zip(times.sorted(by: >), decisions).filter { $0.1.keep }.map(\.0))
         #expect(decisions.count == times.count)
         #expect(keptTimes == Self.reference(times, rule: rule, bucket: Self.bucket))
@@ -67,24 +67,35 @@ import TestSupport
     @Test func aYoungRepositoryKeepsItsFirstBackupAndReasonsAreNamed() {
         let start = 1_717_200_000  // 2024-06-01
         let times = [start, start + 86400, start + 2 * 86400]
-        let decisions = RetentionPolicy(rules: ["system": RetentionRule(daily: 2, weekly: 4)]).decide(times.map { record("system", $0) })
+        let decisions = RetentionPolicy(rules: [.system: RetentionRule(daily: 2, weekly: 4)]).decide(times.map { record(.system, $0) })
         #expect(decisions.allSatisfy { $0.keep })
         #expect(decisions.last?.reasons.contains("oldest weekly snapshot") == true)
         #expect(decisions.first?.reasons.contains("daily snapshot") == true)
         // No rule for a type: everything is kept. pre-restore: 7 days.
         let now = Timestamp(seconds: Int64(start + 30 * 86400))
-        let other = RetentionPolicy(rules: [:]).decide([record("data", start), record("pre-restore", start), record("pre-restore", start + 25 * 86400)], now: now)
-        #expect(other.first { $0.type == "data" }?.keep == true)
-        #expect(other.filter { $0.type == "pre-restore" }.map(\.keep).sorted { !$0 && $1 } == [false, true])
+        let other = RetentionPolicy(rules: [:]).decide([record(.data, start), record(.preRestore, start), record(.preRestore, start + 25 * 86400)], now: now)
+        #expect(other.first { $0.type == .data }?.keep == true)
+        #expect(other.filter { $0.type == .preRestore }.map(\.keep).sorted { !$0 && $1 } == [false, true])
     }
 
     @Test func theSeedsRetentionFileLoads() throws {
         let here = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
-        let p = try RetentionPolicy.load(path: here + "/configs/retention.yaml")
-        #expect(p.rules["system"] == RetentionRule(daily: 7, weekly: 4, monthly: 12))
-        #expect(p.rules["models"] == RetentionRule(daily: 7, weekly: 4))
+        let known = Set(SnapshotType.builtIn)
+        let p = try RetentionPolicy.load(path: here + "/configs/retention.yaml", knownTypes: known)
+        #expect(p.rules[.system] == RetentionRule(daily: 7, weekly: 4, monthly: 12))
+        #expect(p.rules[.models] == RetentionRule(daily: 7, weekly: 4))
         let dir = TemporaryDirectory()
         Fixture.write(dir.sub("r.yaml"), Array("retention:\n  system_snapshots: {daily: 7, hourly: 3}\n".utf8))
-        #expect(throws: EngineError.self) { try RetentionPolicy.load(path: dir.sub("r.yaml")) }
+        #expect(throws: EngineError.self) { try RetentionPolicy.load(path: dir.sub("r.yaml"), knownTypes: known) }
+        // A type of one's own has a section once the config defines it; a typo is an error.
+        Fixture.write(dir.sub("n.yaml"), Array("retention:\n  nightly_snapshots: {last: 3}\n".utf8))
+        let nightly = try #require(SnapshotType("nightly"))
+        #expect(try RetentionPolicy.load(path: dir.sub("n.yaml"), knownTypes: known.union([nightly])).rules[nightly] == RetentionRule(last: 3))
+        do {
+            _ = try RetentionPolicy.load(path: dir.sub("n.yaml"), knownTypes: known)
+            Issue.record("an unconfigured type's section was accepted")
+        } catch {
+            #expect("\(error)".contains("unknown key \"nightly_snapshots\""))
+        }
     }
 }

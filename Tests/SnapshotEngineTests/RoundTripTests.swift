@@ -10,7 +10,7 @@ import TestSupport
     @Test func everyFidelityCaseRestoresExactly() throws {
         let h = try EngineHarness()
         Fixture.fidelityTree(at: h.source)
-        let record = try h.create(type: "full")
+        let record = try h.create(type: .full)
         #expect(record.metadata.components["src"]?.skipped == [])
         let out = h.dir.sub("out")
         let result = try h.restore(record.id, to: out)
@@ -63,9 +63,9 @@ import TestSupport
     @Test func fullRereadsEverything() throws {
         let h = try EngineHarness()
         Fixture.fidelityTree(at: h.source)
-        try h.create(type: "full")
+        try h.create(type: .full)
         var archiver: Archiver?
-        let again = try h.create(type: "full") { archiver = $0 }
+        let again = try h.create(type: .full) { archiver = $0 }
         #expect(again.metadata.parent == nil)
         #expect((archiver?.lastRead.files ?? 0) >= 10)
         try h.expectVerifies()
@@ -76,8 +76,8 @@ import TestSupport
         Fixture.write(h.source + "/keep.txt", [1])
         Fixture.write(h.source + "/drop.tmp", [2])
         Fixture.write(h.source + "/sub/x.lock", [3])
-        let a = try h.create(type: "incremental", name: "before-deploy", time: "2024-01-15T10:30:00Z", excludes: ["*.tmp", "sub/*.lock"])
-        let b = try h.create(type: "full", time: "2024-01-15T10:30:00Z")
+        let a = try h.create(type: .incremental, name: "before-deploy", time: "2024-01-15T10:30:00Z", excludes: ["*.tmp", "sub/*.lock"])
+        let b = try h.create(type: .full, time: "2024-01-15T10:30:00Z")
         #expect(a.id == "2024-01-15_10-30-00")
         #expect(b.id == "2024-01-15_10-30-00-2")
         let catalog = SnapshotCatalog(repositoryPath: h.repoPath)

@@ -15,6 +15,30 @@ public enum CLI {
         public var stderr: String
     }
 
+    /// The project's root directory (where Package.swift is).
+    public static var projectRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    /// Runs one of the seed's wrapper scripts (`scripts/NAME`) as cron would: from another
+    /// directory, with the built binary as SNAPSHOT_BIN and `environment` added.
+    public static func script(_ name: String, _ arguments: [String], environment: [String: String]) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: projectRoot + "/scripts/" + name)
+        p.arguments = arguments
+        p.currentDirectoryURL = URL(fileURLWithPath: "/")
+        p.environment = ProcessInfo.processInfo.environment.merging(environment.merging(["SNAPSHOT_BIN": binary]) { a, _ in a }) { $1 }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
     /// Runs to completion and captures both streams.
     public static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:], asNobody: Bool = false) throws -> Result {
         let p = try start(arguments, in: directory, environment: environment, asNobody: asNobody)

@@ -1,0 +1,165 @@
+import Foundation
+import SnapshotCore
+import Testing
+import TestSupport
+
+/// The seed's command lines, literally, through the scripts/*.sh wrappers (run from / as
+/// cron would), against a small project of their own.
+@Suite(.serialized) struct SeedWorkflowTests {
+    /// A project: data/, a config with a type of its own (`nightly`), retention and alerts.
+    final class Project: @unchecked Sendable {
+        let dir = TemporaryDirectory("snapshot-seed")
+        var repo: String { dir.sub("repo") }
+        var config: String { dir.sub("configs/snapshots.yaml") }
+        var env: [String: String] { ["SNAPSHOT_CONFIG": config, "SNAPSHOT_REPO": repo] }
+
+        init(extra: String = "") throws {
+            Fixture.write(dir.sub("data/a.txt"), Array("alpha\n".utf8))
+            Fixture.write(dir.sub("data/sub/b.json"), Array("{\"b\": 2}\n".utf8))
+            Fixture.write(dir.sub("data/scratch.tmp"), Array("left out\n".utf8))
+            Fixture.write(dir.sub("configs/retention.yaml"), Array("retention:\n  nightly_snapshots: {last: 2}\n".utf8))
+            Fixture.write(dir.sub("configs/snapshot_alerts.yaml"), Array("alerts:\n  snapshot_age: {warning_threshold: \"24h\", critical_threshold: \"48h\"}\n".utf8))
+            try """
+                root: \(dir.path)
+                repository: \(repo)
+                components:
+                  data: {path: data, exclude: ["*.tmp"]}
+                types:
+                  nightly: [data]
+                  full: [data]
+                \(extra)
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+        }
+
+        func cli(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", config, "--repo", repo] + args) }
+        func script(_ name: String, _ args: [String]) throws -> CLI.Result { try CLI.script(name, args, environment: env) }
+
+        func json(_ r: CLI.Result) throws -> Any { try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) }
+
+        func expectVerifies(sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let v = try cli(["verify", "--all", "--read-data"])
+            #expect(v.status == 0, "verify: \(v.stdout) \(v.stderr)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func aTypeOfOnesOwnWorksEndToEnd() throws {
+        let p = try Project()
+        var ids: [String] = []
+        for time in ["2024-03-01T02:00:00Z", "2024-03-02T02:00:00Z"] {
+            let r = try p.script("create_snapshot.sh", ["--type", "nightly", "--time", time])
+            #expect(r.status == 0, "\(r.stderr)")
+            ids.append(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let now = try p.script("create_snapshot.sh", ["--type", "nightly", "--name", "tonight"])
+        #expect(now.status == 0, "\(now.stderr)")
+        ids.append(now.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+
+        #expect(POSIX.exists(p.repo + "/nightly/\(ids[2])/metadata.json"))
+        #expect(FileStatLink.target(p.repo + "/nightly/latest") == ids[2])
+        let listed = try #require(try p.json(try p.cli(["list", "--type", "nightly", "--json"])) as? [[String: Any]])
+        #expect(listed.map { $0["snapshot_id"] as? String } == ids.reversed())
+        #expect(listed.allSatisfy { $0["type"] as? String == "nightly" })
+        let shown = try #require(try p.json(try p.cli(["show", "--snapshot", "nightly/latest", "--json"])) as? [String: Any])
+        #expect(shown["name"] as? String == "tonight")
+        // monitor per type: the newest nightly is fresh.
+        let age = try p.script("monitor_snapshots.sh", ["--check-age", "--type", "nightly"])
+        #expect(age.status == 0, "\(age.stdout) \(age.stderr)")
+        #expect(age.stdout.contains("nightly"))
+
+        // Retention from its own section: last 2 keeps the two newest.
+        let dry = try #require(try p.json(try p.script("cleanup_snapshots.sh", ["--dry-run", "--json"])) as? [String: Any])
+        #expect((dry["remove"] as? [[String: Any]])?.map { $0["snapshot_id"] as? String } == [ids[0]])
+        #expect(try p.script("cleanup_snapshots.sh", []).status == 0)
+        let kept = try #require(try p.json(try p.cli(["list", "--type", "nightly", "--json"])) as? [[String: Any]])
+        #expect(kept.map { $0["snapshot_id"] as? String } == [ids[2], ids[1]])
+
+        // Unknown types are usage errors naming the type, before any work.
+        let weekly = try p.cli(["create", "--type", "weekly"])
+        #expect(weekly.status == 64)
+        #expect(weekly.stderr.contains("unknown snapshot type \"weekly\""))
+        #expect(try p.cli(["list", "--type", "weekly"]).status == 64)
+        let badName = try p.cli(["create", "--type", "Night!"])
+        #expect(badName.status == 64)
+        try p.expectVerifies()
+    }
+
+    @Test func restoreNarrowsTheReferenceByType() throws {
+        let p = try Project()
+        let nightly = try p.cli(["create", "--type", "nightly", "--time", "2024-03-01T02:00:00Z"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try p.cli(["create", "--type", "full", "--time", "2024-03-02T02:00:00Z"]).status == 0)
+        let out = p.dir.sub("out")
+        let r = try p.script("restore_snapshot.sh", ["--snapshot", nightly, "--type", "nightly", "--component", "data", "--target", out, "--verify"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try String(contentsOfFile: out + "/data/a.txt", encoding: .utf8) == "alpha\n")
+        let wrong = try p.script("restore_snapshot.sh", ["--snapshot", nightly, "--type", "full", "--target", p.dir.sub("out2")])
+        #expect(wrong.status == 64)
+        #expect(wrong.stderr.contains("no full snapshot has this id or name"))
+        // latest narrowed by type is that type's newest.
+        let latest = try p.script("restore_snapshot.sh", ["--snapshot", "latest", "--type", "nightly", "--target", p.dir.sub("out3"), "--json"])
+        #expect(latest.status == 0, "\(latest.stderr)")
+        #expect(latest.stdout.contains(nightly))
+        try p.expectVerifies()
+    }
+
+    @Test func testRecoveryIntoAConfiguredEnvironment() throws {
+        let envRoot = TemporaryDirectory("snapshot-env")
+        let check = #"test -f "$SNAPSHOT_RECOVERY_ROOT/data/a.txt" && test -f configs/snapshots.yaml"#
+        let p = try Project(extra: """
+            environments:
+              test: {root: \(envRoot.sub("copy")), health_check: '\(check)'}
+              broken: {root: \(envRoot.sub("broken")), health_check: "echo unhealthy; exit 3"}
+              occupied: {root: \(envRoot.sub("occupied"))}
+            """)
+        #expect(try p.cli(["create", "--type", "nightly"]).status == 0)
+        for _ in 0..<2 {  // the second run replaces the first copy
+            let r = try p.script("test_recovery.sh", ["--snapshot", "nightly/latest", "--environment", "test", "--json"])
+            #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+            let report = try #require(try p.json(r) as? [String: Any])
+            #expect(report["ok"] as? Bool == true)
+            #expect(report["environment"] as? String == "test")
+            #expect(report["health"] as? String == "ok")
+            #expect(report["target"] as? String == envRoot.sub("copy"))
+        }
+        #expect(try String(contentsOfFile: envRoot.sub("copy/data/a.txt"), encoding: .utf8) == "alpha\n")
+        #expect(POSIX.exists(envRoot.sub("copy/.snapshot-test-recovery")))
+
+        let broken = try p.script("test_recovery.sh", ["--snapshot", "latest", "--environment", "broken"])
+        #expect(broken.status == 1)
+        #expect(broken.stderr.contains("hook health_check failed: exited 3: unhealthy"))
+
+        // A root holding something else is never emptied.
+        Fixture.write(envRoot.sub("occupied/precious.db"), [1, 2, 3])
+        let occupied = try p.script("test_recovery.sh", ["--snapshot", "latest", "--environment", "occupied"])
+        #expect(occupied.status == 65)
+        #expect(occupied.stderr.contains("is not empty and holds no earlier test-recovery copy"))
+        #expect(try POSIX.readFile(envRoot.sub("occupied/precious.db")) == [1, 2, 3])
+
+        let unknown = try p.script("test_recovery.sh", ["--snapshot", "latest", "--environment", "staging"])
+        #expect(unknown.status == 64)
+        #expect(unknown.stderr.contains("unknown environment \"staging\" (configured under environments: broken, occupied, test)"))
+        // Without --environment: a scratch directory, deleted afterwards.
+        let scratch = try p.script("test_recovery.sh", ["--snapshot", "latest", "--isolated", "--benchmark"])
+        #expect(scratch.status == 0, "\(scratch.stderr)")
+        try p.expectVerifies()
+    }
+
+    @Test func debugPrintsPhasesTimingsAndWhatWasReadOrSkipped() throws {
+        let p = try Project()
+        let first = try p.script("create_snapshot.sh", ["--debug", "--type", "nightly"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let lines = first.stderr.split(separator: "\n").map(String.init).filter { $0.hasPrefix("debug: +") }
+        #expect(lines.count >= 8, "\(first.stderr)")
+        #expect(!first.stderr.contains("debug: +-"))
+        #expect(lines.contains { $0.contains("config \(p.config)") })
+        #expect(lines.contains { $0.contains("phase scanning done in") })
+        #expect(lines.contains { $0.contains("phase reading done in") })
+        #expect(lines.contains { $0.contains("component data (\(p.dir.sub("data"))): 2 files, 15 bytes; reading 2 files, 15 bytes; no earlier snapshot of this component to compare with") })
+        #expect(lines.contains { $0.contains("excluded data/scratch.tmp (matches one of *.tmp)") })
+        // The second time, nothing changed: nothing is read, and it says why.
+        let second = try p.script("create_snapshot.sh", ["--debug", "--type", "nightly"])
+        #expect(second.stderr.contains("reading 0 files, 0 bytes; 2 unchanged since nightly/"))
+        // Without --debug, no debug lines.
+        #expect(!(try p.script("create_snapshot.sh", ["--type", "nightly"]).stderr.contains("debug:")))
+        try p.expectVerifies()
+    }
+}
