@@ -33,6 +33,8 @@ for f in workers/*.status.json; do
     mosquitto_pub -p "$PORT" -r -q 1 -t "workers/$w/health" -m "{\"worker\":\"$w\",\"healthy\":true}"
 done
 mosquitto_pub -p "$PORT" -r -q 1 -t models/router-v3/state -f models/state.json
+mosquitto_pub -p "$PORT" -r -q 1 -t orchestrator/status -m '{"state":"running","workers":4,"queue":3,"uptime_s":86400}'
+mosquitto_pub -p "$PORT" -r -q 1 -t orchestrator/performance -m '{"tasks_per_min":42.5,"p50_latency_ms":180,"p99_latency_ms":950,"errors_last_hour":1}'
 
 echo "== starting: $BIN agent --broker mqtt://127.0.0.1:$PORT --id $ID   (log: $DEMO/agent.log)"
 "$BIN" agent --broker "mqtt://127.0.0.1:$PORT" --id "$ID" > "$DEMO/agent.log" 2>&1 &

@@ -352,11 +352,7 @@ public final class Agent: Service, Sendable {
 
     /// Runs blocking engine work on a thread outside the cooperative pool.
     private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { c in
-            Thread.detachNewThread {
-                c.resume(with: Result { try body() })
-            }
-        }
+        try await Blocking.run(body)
     }
 
     static func commandError(_ error: any Error) -> CommandError {

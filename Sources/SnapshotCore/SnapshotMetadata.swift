@@ -87,6 +87,28 @@ public struct VerificationRecord: Codable, Sendable, Equatable {
     }
 }
 
+/// The seed's summary of the captured system, in metadata.json as four top-level counts,
+/// each computed from what the snapshot holds (docs/design.md, "metadata.json").
+public struct SystemSummary: Codable, Sendable, Equatable {
+    /// Retained messages under `orchestrator/` (its status, performance…).
+    public var orchestrator: Int
+    /// Distinct workers `N` in retained topics `workers/N/…`.
+    public var workers: Int
+    /// Qdrant collections: directories under a component's top-level `collections/`, and
+    /// collections downloaded by a qdrant component.
+    public var collections: Int
+    /// Distinct models `N` in retained topics `models/N/…`, or else model files
+    /// (`*.safetensors`, `*.gguf`, `*.onnx`, `*.pt`, `*.bin`) under `weights/` of a component.
+    public var models: Int
+
+    public init(orchestrator: Int = 0, workers: Int = 0, collections: Int = 0, models: Int = 0) {
+        self.orchestrator = orchestrator
+        self.workers = workers
+        self.collections = collections
+        self.models = models
+    }
+}
+
 /// `<repo>/<type>/<id>/metadata.json`: the seed's fields (README.md, "Repository layout"; docs/design.md) plus ours.
 public struct SnapshotMetadata: Codable, Sendable, Equatable {
     public var snapshotID: String
@@ -107,6 +129,8 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     /// The manifest blob in the store (for `rebuild-metadata`).
     public var manifest: String
     public var verified: VerificationRecord?
+    /// The seed's counts; nil in snapshots taken before they were recorded.
+    public var summary: SystemSummary?
 
     /// The value of `version`: the metadata format.
     public static let currentVersion = "1"
@@ -144,6 +168,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         case compressionRatio = "compression_ratio"
         case durationS = "duration_s"
         case parent, hostname, tags, auto, manifest, verified
+        case orchestrator, workers, collections, models
     }
 
     public init(from decoder: any Decoder) throws {
@@ -165,6 +190,12 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         auto = try c.decodeIfPresent(Bool.self, forKey: .auto) ?? false
         manifest = try c.decodeIfPresent(String.self, forKey: .manifest) ?? ""
         verified = try c.decodeIfPresent(VerificationRecord.self, forKey: .verified)
+        if let workers = try c.decodeIfPresent(Int.self, forKey: .workers) {
+            summary = SystemSummary(
+                orchestrator: try c.decodeIfPresent(Int.self, forKey: .orchestrator) ?? 0, workers: workers,
+                collections: try c.decodeIfPresent(Int.self, forKey: .collections) ?? 0,
+                models: try c.decodeIfPresent(Int.self, forKey: .models) ?? 0)
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -186,6 +217,12 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         try c.encode(auto, forKey: .auto)
         try c.encode(manifest, forKey: .manifest)
         try c.encodeIfPresent(verified, forKey: .verified)
+        if let summary {
+            try c.encode(summary.orchestrator, forKey: .orchestrator)
+            try c.encode(summary.workers, forKey: .workers)
+            try c.encode(summary.collections, forKey: .collections)
+            try c.encode(summary.models, forKey: .models)
+        }
     }
 
     /// Pretty, key-sorted JSON as written to metadata.json and printed by `show --json`.

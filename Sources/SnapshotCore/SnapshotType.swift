@@ -46,8 +46,9 @@ public struct SnapshotType: Hashable, Comparable, Sendable, Codable, CustomStrin
         self == .incremental || self == .differential ? .full : self
     }
 
-    /// Its section in retention.yaml (`nightly_snapshots`).
-    public var retentionSection: String { name + "_snapshots" }
+    /// Its section in retention.yaml (`nightly_snapshots`; the seed's `model_snapshots`
+    /// for `models`).
+    public var retentionSection: String { self == .models ? "model_snapshots" : name + "_snapshots" }
 
     public var description: String { name }
 

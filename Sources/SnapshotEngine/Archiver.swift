@@ -276,32 +276,23 @@ public final class Archiver: Sendable {
             toRead.append(job)
         }
         toRead.sort { $0.node.size > $1.node.size }
-        let queue = toRead
-        let next = Atomic<Int>(0)
-        let failure = Mutex<(any Error)?>(nil)
         let totals = Mutex((raw: 0, stored: 0))
         let seed = repository.config.chunkerSeed
-        let workerCount = max(1, min(request.workers, queue.count))
         let repository = self.repository
         let level = request.compressionLevel
         let policy = request.chunking
-        WorkerThreads.run(workerCount) { _ in
-            let worker = Worker(writer: repository.makeBlobWriter(compressionLevel: level), bufferSize: Self.readBufferSize)
-            var chunkers: [ChunkingScheme: Chunker] = [:]
-            do {
-                while failure.withLock({ $0 == nil }) {
-                    let i = next.add(1, ordering: .relaxed).oldValue
-                    guard i < queue.count else { break }
-                    try self.read(queue[i], worker: worker, policy: policy, seed: seed, chunkers: &chunkers)
-                    self.progress.filesDone.add(1, ordering: .relaxed)
-                }
-                try worker.writer.flush()
-                totals.withLock { $0.raw += worker.writer.newRawBytes; $0.stored += worker.writer.newStoredBytes }
-            } catch {
-                failure.withLock { if $0 == nil { $0 = error } }
+        try WorkerThreads.forEach(
+            toRead, threads: request.workers,
+            state: { (worker: Worker(writer: repository.makeBlobWriter(compressionLevel: level), bufferSize: Self.readBufferSize), chunkers: [ChunkingScheme: Chunker]()) },
+            finish: { state in
+                try state.worker.writer.flush()
+                let writer = state.worker.writer
+                totals.withLock { $0.raw += writer.newRawBytes; $0.stored += writer.newStoredBytes }
             }
+        ) { job, state in
+            try self.read(job, worker: state.worker, policy: policy, seed: seed, chunkers: &state.chunkers)
+            self.progress.filesDone.add(1, ordering: .relaxed)
         }
-        if let error = failure.withLock({ $0 }) { throw error }
         for job in jobs {
             if let first = job.sameAs {
                 job.node.content = first.node.content
@@ -503,13 +494,14 @@ public final class Archiver: Sendable {
         stored += treeWriter.newStoredBytes
         try repository.commitIndex()
         let duration = Timestamp.now().timeInterval - started.timeInterval
-        let metadata = SnapshotMetadata(
+        var metadata = SnapshotMetadata(
             snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type.name, name: request.name,
             components: summaries, checksums: checksums, sizeBytes: logical, storedBytes: UInt64(stored),
             compressionRatio: raw > 0 ? (Double(stored) / Double(raw) * 1000).rounded() / 1000 : 1,
             durationS: (duration * 1000).rounded() / 1000,
             parent: request.type == .full ? nil : parentIDs.first, hostname: POSIX.hostName(), tags: request.tags,
             auto: request.auto, manifest: manifestID.hex)
+        metadata.summary = SystemSummary.of(sources: request.sources, generated: request.generated)
         progress.phase = "done"
         return try catalog.commit(metadata: metadata, manifest: manifest)
     }

@@ -10,8 +10,8 @@ public enum CommandCapture {
     /// Captures stdout as `output` (or `<name>.txt`). With `parse: csv` the stdout is kept
     /// as `<name>.csv` and `output` gets the JSON array of its rows. A command that is not
     /// installed (exit 127) is recorded in the details when `optional`, and an error otherwise.
-    public static func capture(name: String, command: String, parse: String?, output: String?, optional: Bool, timeout: Double = 60) throws -> GeneratedSource {
-        let result = try run(command, timeout: timeout)
+    public static func capture(name: String, command: String, parse: String?, output: String?, optional: Bool, timeout: Double = 60, directory: String? = nil) throws -> GeneratedSource {
+        let result = try run(command, timeout: timeout, directory: directory)
         var details = ComponentDetails()
         details.exitCode = Int(result.status)
         details.stderr = String(decoding: result.stderr.prefix(4096), as: UTF8.self)

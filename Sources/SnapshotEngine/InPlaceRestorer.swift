@@ -175,20 +175,21 @@ public struct InPlaceRestorer: Sendable {
                  repository: Repository, progress: WorkProgress, cancellation: CancellationFlag) async throws -> InPlaceRestoreSummary {
         let started = Timestamp.now()
         let targets = try targets(manifest, components: components, configuredOnly: configuredOnly)
+        let hooks = service.config.hooks
         do {
-            try Hooks.run("stop_services", service.config.hooks["stop_services"] ?? "")
+            try await Hooks.perform("stop_services", hooks["stop_services"] ?? "")
         } catch {
             // Whatever stop_services managed to stop comes back; nothing else was touched.
-            try? Hooks.run("start_services", service.config.hooks["start_services"] ?? "")
+            try? await Hooks.perform("start_services", hooks["start_services"] ?? "")
             throw error
         }
         do {
             let summary = try await restoreStopped(record, manifest: manifest, targets: targets, noBackup: noBackup, repository: repository, progress: progress, cancellation: cancellation, started: started)
-            try Hooks.run("start_services", service.config.hooks["start_services"] ?? "")
+            try await Hooks.perform("start_services", hooks["start_services"] ?? "")
             return summary
         } catch {
             // Services come back whatever happened; the restore's own error is what counts.
-            try? Hooks.run("start_services", service.config.hooks["start_services"] ?? "")
+            try? await Hooks.perform("start_services", hooks["start_services"] ?? "")
             throw error
         }
     }
@@ -198,7 +199,7 @@ public struct InPlaceRestorer: Sendable {
         // Refuse a damaged snapshot before anything changes: trees, blob presence and
         // checksums now; every data blob is hash-checked while staging, before any swap.
         progress.phase = "checking snapshot"
-        let check = Verifier(repository: repository).verify([record], readData: false)
+        let check = try await Blocking.run { Verifier(repository: repository).verify([record], readData: false) }
         guard check.ok else {
             throw RepositoryError.corrupt(file: record.directory, detail: "snapshot \(record.id) is damaged, nothing restored: \(check.snapshots.flatMap(\.errors).prefix(3).joined(separator: "; "))")
         }
@@ -224,7 +225,7 @@ public struct InPlaceRestorer: Sendable {
                 stagedPath = stagingParent + "/" + t.name
             }
             staged.append((t, stagingParent, stagedPath))
-            let result = try restorer.restore(record, manifest: manifest, components: [t.name], target: stagingParent, verify: true)
+            let result = try await Blocking.run { try restorer.restore(record, manifest: manifest, components: [t.name], target: stagingParent, verify: true) }
             guard result.mismatches.isEmpty else {
                 throw EngineError.componentFailed(component: t.name, detail: "staged copy differs from the snapshot: \(result.mismatches.prefix(3).joined(separator: ", ")); nothing swapped")
             }
@@ -266,8 +267,10 @@ public struct InPlaceRestorer: Sendable {
                 let dir = repository.path + "/.store/tmp/qdrant-restore-\(getpid())-\(t.name)"
                 try POSIX.removeTree(dir)
                 defer { try? POSIX.removeTree(dir) }
-                let restored = try Restorer(repository: repository, progress: progress, cancellation: cancellation)
-                    .restore(record, manifest: manifest, components: [t.name], target: dir, verify: false)
+                let restored = try await Blocking.run {
+                    try Restorer(repository: repository, progress: progress, cancellation: cancellation)
+                        .restore(record, manifest: manifest, components: [t.name], target: dir, verify: false)
+                }
                 let client = Self.qdrantClient(t, config: service.config)
                 let files = try POSIX.listDirectory(dir + "/" + t.name).filter { $0.hasSuffix(".snapshot") }.sorted()
                 for file in files {
@@ -308,7 +311,7 @@ public struct InPlaceRestorer: Sendable {
         }
         guard !sources.isEmpty || !generated.isEmpty else { return nil }
         let request = CreateRequest(type: .preRestore, name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
-        return try Archiver(repository: repository, cancellation: cancellation).create(request).id
+        return try await Blocking.run { try Archiver(repository: repository, cancellation: cancellation).create(request).id }
     }
 
     static func qdrantClient(_ t: Target, config: SnapshotConfig) -> QdrantClient {
@@ -348,5 +351,10 @@ public enum Hooks {
             let text = String(decoding: out.stdout + out.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             throw EngineError.hookFailed(name: name, detail: out.timedOut ? "timed out after \(Int(timeout)) s" : "exited \(out.status)\(text.isEmpty ? "" : ": " + text.prefix(500))")
         }
+    }
+
+    /// `run` on a thread of its own, for async callers: a hook may take minutes.
+    public static func perform(_ name: String, _ command: String, timeout: Double = 300, directory: String? = nil, environment: [String: String] = [:]) async throws {
+        try await Blocking.run { try run(name, command, timeout: timeout, directory: directory, environment: environment) }
     }
 }

@@ -247,7 +247,7 @@ extension SnapshotService {
                 do {
                     _ = try await restorer.restore(record, manifest: manifest, components: [name], noBackup: true, configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
                     if !healthCheck.isEmpty {
-                        try Hooks.run("health_check", healthCheck)
+                        try await Hooks.perform("health_check", healthCheck)
                         step.health = "ok"
                     }
                 } catch {
@@ -269,7 +269,7 @@ extension SnapshotService {
                 report.health = "no health_check hook configured"
             } else {
                 do {
-                    try Hooks.run("health_check", healthCheck)
+                    try await Hooks.perform("health_check", healthCheck)
                     report.health = "ok"
                 } catch {
                     report.health = "\(error)"

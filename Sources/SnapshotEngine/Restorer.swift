@@ -191,26 +191,10 @@ public final class Restorer: Sendable {
 
     /// Runs `body` over `jobs` on the worker threads, each with its own blob reader.
     private func runParallel(_ jobs: [FileJob], _ body: @escaping @Sendable (FileJob, Worker) throws -> Void) throws {
-        let next = Atomic<Int>(0)
-        let failure = Mutex<(any Error)?>(nil)
         let repository = self.repository
-        WorkerThreads.run(max(1, min(workers, jobs.count))) { _ in
-                let worker = Worker(repository: repository)
-                while failure.withLock({ $0 == nil }) {
-                    if self.cancellation.isCancelled {
-                        failure.withLock { if $0 == nil { $0 = EngineError.cancelled } }
-                        break
-                    }
-                    let i = next.add(1, ordering: .relaxed).oldValue
-                    guard i < jobs.count else { break }
-                    do {
-                        try body(jobs[i], worker)
-                    } catch {
-                        failure.withLock { if $0 == nil { $0 = error } }
-                    }
-                }
+        try WorkerThreads.forEach(jobs, threads: workers, cancellation: cancellation, state: { Worker(repository: repository) }) { job, worker in
+            try body(job, worker)
         }
-        if let error = failure.withLock({ $0 }) { throw error }
     }
 
     /// Per-thread restore state: a blob reader and the direct-write buffer.

@@ -87,13 +87,16 @@ public struct CapturePlan: Sendable {
         return (sources, dirs)
     }
 
-    /// Runs the command, env and mqtt components. Every failure names its component.
-    public func captureGenerated(broker: BrokerSettings) async throws -> [GeneratedSource] {
+    /// Runs the command, env and mqtt components; commands run in `directory` (the config's
+    /// root), each on a thread of its own. Every failure names its component.
+    public func captureGenerated(broker: BrokerSettings, directory: String? = nil) async throws -> [GeneratedSource] {
         var captured: [GeneratedSource] = []
         for (name, source) in generated {
             switch source {
             case .command(let command, let parse, let output, let optional):
-                captured.append(try CommandCapture.capture(name: name, command: command, parse: parse, output: output, optional: optional))
+                captured.append(try await Blocking.run {
+                    try CommandCapture.capture(name: name, command: command, parse: parse, output: output, optional: optional, directory: directory)
+                })
             case .env(let patterns):
                 captured.append(try EnvironmentCapture.capture(name: name, patterns: patterns))
             case .mqtt(let filters):

@@ -46,7 +46,7 @@ public struct SnapshotService: Sendable {
     /// Captures the components and commits a snapshot.
     public func create(_ options: CreateOptions, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> SnapshotRecord {
         let request = try await prepareCreate(options, progress: progress, cancellation: cancellation)
-        return try commitCreate(request, progress: progress, cancellation: cancellation)
+        return try await Blocking.run { try commitCreate(request, progress: progress, cancellation: cancellation) }
     }
 
     /// The first half of `create`: validates the options and captures the generated
@@ -55,7 +55,7 @@ public struct SnapshotService: Sendable {
         try options.validate()
         let plan = try config.sources(type: options.type, paths: options.path, extraExcludes: options.exclude, workingDirectory: workingDirectory)
         progress.phase = "capturing"
-        let generated = try await plan.captureGenerated(broker: try broker ?? config.mqtt.brokerSettings())
+        let generated = try await plan.captureGenerated(broker: try broker ?? config.mqtt.brokerSettings(), directory: config.root)
         for g in generated {
             progress.note("component \(g.name) (\(g.kind): \(g.source)): \(g.files.count) files\(g.details.messages.map { ", \($0) messages" } ?? "")\(g.details.note.map { "; \($0)" } ?? "")")
         }

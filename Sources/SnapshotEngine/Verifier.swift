@@ -129,23 +129,18 @@ public final class Verifier: Sendable {
             total += Int(loc.length)
         }
         progress.bytesTotal.store(total, ordering: .relaxed)
-        let packs = Array(byPack.values)
-        let next = Atomic<Int>(0)
         let damaged = Mutex<[(BlobID, String)]>([])
         let repository = self.repository
-        DispatchQueue.concurrentPerform(iterations: max(1, min(workers, packs.count))) { _ in
-            let reader = BlobReader(repository: repository)
-            while true {
-                let i = next.add(1, ordering: .relaxed).oldValue
-                guard i < packs.count else { break }
-                for (blob, loc) in packs[i].sorted(by: { $0.1.offset < $1.1.offset }) {
-                    do {
-                        _ = try reader.read(blob, check: true)
-                    } catch {
-                        damaged.withLock { $0.append((blob, "\(error)")) }
-                    }
-                    progress.bytesDone.add(Int(loc.length), ordering: .relaxed)
+        let progress = self.progress
+        // A damaged blob is a finding, not a failure: every blob is read whatever happens.
+        try? WorkerThreads.forEach(Array(byPack.values), threads: workers, state: { BlobReader(repository: repository) }) { pack, reader in
+            for (blob, loc) in pack.sorted(by: { $0.1.offset < $1.1.offset }) {
+                do {
+                    _ = try reader.read(blob, check: true)
+                } catch {
+                    damaged.withLock { $0.append((blob, "\(error)")) }
                 }
+                progress.bytesDone.add(Int(loc.length), ordering: .relaxed)
             }
         }
         return damaged.withLock { $0 }

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Synchronization
 
 /// A fixed set of threads of our own for CPU and I/O work. Unlike
 /// `DispatchQueue.concurrentPerform`, which caps concurrency at the core count, these may
@@ -9,6 +10,7 @@ public enum WorkerThreads {
     public static var defaultCount: Int { max(2, min(16, 2 * sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// Runs `body(index)` on `count` new threads and returns when all have finished.
+    /// Blocks the calling thread: call it from a thread of its own (see `Blocking`).
     static func run(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         let done = DispatchGroup()
         for i in 0..<count {
@@ -19,5 +21,38 @@ public enum WorkerThreads {
             }
         }
         done.wait()
+    }
+
+    /// Hands `items` out, in order, to up to `threads` threads, each with its own `state`
+    /// (a reader, a writer, a buffer) made on that thread. The first error stops every
+    /// thread after its current item and is rethrown; so does `cancellation`, as
+    /// `EngineError.cancelled`. `finish` runs once per thread after its last item (a
+    /// writer's flush), unless an error has stopped the work.
+    static func forEach<Item: Sendable, State>(
+        _ items: [Item], threads: Int, cancellation: CancellationFlag? = nil,
+        state makeState: @escaping @Sendable () -> State,
+        finish: @escaping @Sendable (inout State) throws -> Void = { _ in },
+        _ body: @escaping @Sendable (Item, inout State) throws -> Void
+    ) throws {
+        guard !items.isEmpty else { return }
+        let next = Atomic<Int>(0)
+        let failure = Mutex<(any Error)?>(nil)
+        run(max(1, min(threads, items.count))) { _ in
+            var state = makeState()
+            do {
+                while failure.withLock({ $0 == nil }) {
+                    if cancellation?.isCancelled == true { throw EngineError.cancelled }
+                    let i = next.add(1, ordering: .relaxed).oldValue
+                    guard i < items.count else {
+                        try finish(&state)
+                        return
+                    }
+                    try body(items[i], &state)
+                }
+            } catch {
+                failure.withLock { if $0 == nil { $0 = error } }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
     }
 }

@@ -266,7 +266,7 @@ enum CommandCopy {
         make.waitUntilExit()
         #expect(make.terminationStatus == 0)
         try POSIX.makeDirectories(dir.sub("configs"))
-        for f in ["system.yaml", "models.yaml", "mcp.yaml", "retention.yaml", "snapshot_alerts.yaml"] {
+        for f in ["system.yaml", "models.yaml", "mcp.yaml", "user_preferences.yaml", "retention.yaml", "snapshot_alerts.yaml"] {
             Fixture.write(dir.sub("configs/" + f), try POSIX.readFile(here + "/configs/" + f))
         }
         let broker = try TestBroker()
@@ -278,12 +278,29 @@ enum CommandCopy {
             let pub = try CLI.runTool("/usr/bin/mosquitto_pub", ["-p", "\(broker.port)", "-r", "-q", "1", "-t", "workers/\(w)/status", "-m", "{\"worker\":\"\(w)\"}"])
             #expect(pub == 0)
         }
+        for (topic, payload) in [("orchestrator/status", #"{"state":"running"}"#), ("orchestrator/performance", #"{"tasks_per_min":42.5}"#), ("models/router-v3/state", #"{"state":"loaded"}"#)] {
+            #expect(try CLI.runTool("/usr/bin/mosquitto_pub", ["-p", "\(broker.port)", "-r", "-q", "1", "-t", topic, "-m", payload]) == 0)
+        }
         let r = try CLI.run(["create", "--type", "system", "--json"], in: dir.path)
         #expect(r.status == 0, "\(r.stderr)")
         let meta = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         let components = try #require(meta["components"] as? [String: [String: Any]])
-        #expect(Set(components.keys) == ["configs", "storage", "models", "workers", "logs"])
+        #expect(Set(components.keys) == ["configs", "storage", "models", "workers", "logs", "orchestrator", "system_load", "system_memory", "system_disk"])
         #expect(components["workers"]?["messages"] as? Int == 2)
+        #expect(components["orchestrator"]?["messages"] as? Int == 2)
+        // The seed's summary, counted from what was captured.
+        #expect(meta["workers"] as? Int == 2)
+        #expect(meta["orchestrator"] as? Int == 2)
+        #expect(meta["collections"] as? Int == 4)
+        #expect(meta["models"] as? Int == 1)
+        // System metrics as typed JSON; user preferences with the configs.
+        let memory = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["cat", "--snapshot", "latest", "system_memory/memory.json"], in: dir.path).stdout.utf8)) as? [[String: Any]])
+        #expect((memory.first?["total [KiB]"] as? Int ?? 0) > 0)
+        let disk = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["cat", "--snapshot", "latest", "system_disk/disk.json"], in: dir.path).stdout.utf8)) as? [[String: Any]])
+        #expect((disk.first?["size [B]"] as? Int ?? 0) > 0 && disk.first?["used [%]"] is Int)
+        let load = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["cat", "--snapshot", "latest", "system_load/load.json"], in: dir.path).stdout.utf8)) as? [[String: Any]])
+        #expect(load.first?["load1"] is Double || load.first?["load1"] is Int)
+        #expect(try CLI.run(["cat", "--snapshot", "latest", "configs/user_preferences.yaml"], in: dir.path).stdout.contains("theme: dark"))
         #expect((components["storage"]?["files"] as? Int ?? 0) > 10)
         #expect(POSIX.exists(dir.sub("snapshots/system/latest")))
         let ls = try CLI.run(["ls", "--snapshot", "system/latest", "storage"], in: dir.path)

@@ -46,7 +46,8 @@ import Testing
     @Test func theBundledConfigLoads() throws {
         let here = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
         let c = try SnapshotConfig.load(path: "/" + here + "/configs/snapshots.yaml", required: true, workingDirectory: "/" + here)
-        #expect(c.types[.system] == ["configs", "storage", "models", "workers", "logs"])
+        #expect(c.types[.system] == ["configs", "storage", "models", "workers", "logs", "orchestrator", "system_load", "system_memory", "system_disk"])
+        #expect(c.types[try #require(SnapshotType("nightly"))] == ["storage", "models"])
         #expect(c.schedule.map(\.what) == ["system", "full", "test-recovery of system/latest"])
     }
 

@@ -81,7 +81,9 @@ import TestSupport
     @Test func theSeedsRetentionFileLoads() throws {
         let here = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
         let known = Set(SnapshotType.builtIn)
-        let p = try RetentionPolicy.load(path: here + "/configs/retention.yaml", knownTypes: known)
+        let bundled = try SnapshotConfig.load(path: here + "/configs/snapshots.yaml", required: true, workingDirectory: here)
+        let p = try RetentionPolicy.load(path: here + "/configs/retention.yaml", knownTypes: known.union(bundled.types.keys))
+        #expect(p.rules[try #require(SnapshotType("nightly"))] == RetentionRule(last: 14))
         #expect(p.rules[.system] == RetentionRule(daily: 7, weekly: 4, monthly: 12))
         #expect(p.rules[.models] == RetentionRule(daily: 7, weekly: 4))
         let dir = TemporaryDirectory()
@@ -95,7 +97,7 @@ import TestSupport
             _ = try RetentionPolicy.load(path: dir.sub("n.yaml"), knownTypes: known)
             Issue.record("an unconfigured type's section was accepted")
         } catch {
-            #expect("\(error)".contains("unknown key \"nightly_snapshots\""))
+            #expect("\(error)".contains("unknown key \"nightly_snapshots\" in retention (allowed: config_snapshots, data_snapshots, differential_snapshots, full_snapshots, incremental_snapshots, model_snapshots, system_snapshots;"))
         }
     }
 }
