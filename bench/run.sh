@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench/run.sh DATASET SMALL_FILES_TREE WORKDIR: snapshot beside restic and borg.
+#
+# For each round (ROUNDS, default 3) and each tool (TOOLS, default "restic borg-zstd3
+# snapshot"), on a fresh copy of DATASET at WORKDIR/src, with a fresh repository:
+#   first      the first backup
+#   nochange   a second backup, nothing changed
+#   daychange  a third backup after mutate_dataset.py (one day of change)
+#   restore    the third backup restored into an empty directory (then treecheck.py)
+#   check      a full integrity check that reads all data back
+#   repo       the repository's size after the three backups; stored = what the day added
+# and on SMALL_FILES_TREE (many small files): small_first, small_restore.
+# Wall time from date, peak RSS from GNU time. Rounds are the outer loop so that drift
+# hits every tool alike. Results: WORKDIR/results/raw.csv; medians and ratios to restic
+# printed by summarize.py.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[[ $# -eq 3 ]] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 64; }
+DATASET=$(realpath -e "$1")
+SMALL=$(realpath -e "$2")
+WORK=$(realpath -m "$3")
+ROUNDS=${ROUNDS:-3}
+TOOLS=${TOOLS:-"restic borg-zstd3 snapshot"}
+SNAPSHOT_BIN=${SNAPSHOT_BIN:-$HERE/../.build/release/snapshot}
+export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_BASE_DIR=$WORK/borg-home
+export RESTIC_CACHE_DIR=$WORK/restic-cache BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+for c in restic borg python3 /usr/bin/time; do
+    command -v "$c" >/dev/null || { echo "run.sh: $c is not installed (make bench installs it)" >&2; exit 69; }
+done
+[[ -x $SNAPSHOT_BIN ]] || { echo "run.sh: no snapshot binary at $SNAPSHOT_BIN (swift build -c release)" >&2; exit 69; }
+case "$WORK/" in "$DATASET/"* | "$SMALL/"*) echo "run.sh: WORKDIR must not be inside a dataset" >&2; exit 64 ;; esac
+
+SRC=$WORK/src REPO=$WORK/repo OUT=$WORK/restore RES=$WORK/results
+mkdir -p "$RES/logs"
+RAW=$RES/raw.csv
+echo "round,tool,metric,value" > "$RAW"
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+row() { echo "$ROUND,$TOOL,$1,$2" >> "$RAW"; }
+
+# The commands of each tool, run by bash -c; they see SRC, REPO, OUT in the environment.
+export SRC REPO OUT SNAPSHOT_BIN
+commands() {
+    case $1 in
+    restic)
+        INIT='restic -r "$REPO" init -q'
+        BACKUP='cd "$SRC" && restic -r "$REPO" backup -q --host bench .'
+        RESTORE='restic -r "$REPO" restore -q latest --target "$OUT"'
+        CHECK='restic -r "$REPO" check -q --read-data' ;;
+    borg-zstd3)
+        INIT='borg init -e repokey "$REPO" 2>/dev/null'
+        BACKUP='cd "$SRC" && borg create --compression zstd,3 "$REPO::b$(date +%s%N)" .'
+        RESTORE='cd "$OUT" && borg extract "$REPO::$(borg list --last 1 --short "$REPO")"'
+        CHECK='borg check --verify-data "$REPO"' ;;
+    snapshot)
+        INIT='"$SNAPSHOT_BIN" --repo "$REPO" init >/dev/null'
+        BACKUP='"$SNAPSHOT_BIN" --repo "$REPO" create --type incremental --path "$SRC" --quiet'
+        # --path names the component after the directory (src): restore DIR/src/, then move it up.
+        RESTORE='"$SNAPSHOT_BIN" --repo "$REPO" restore --snapshot latest --target "$OUT.tmp" --quiet && rmdir "$OUT" && mv "$OUT.tmp/src" "$OUT" && rmdir "$OUT.tmp"'
+        CHECK='"$SNAPSHOT_BIN" --repo "$REPO" verify --all --read-data --quiet' ;;
+    *) echo "run.sh: unknown tool $1 (restic, borg-zstd3, snapshot)" >&2; exit 64 ;;
+    esac
+}
+
+# timed STEP COMMAND: wall seconds and peak RSS of one step, then a sync outside the timing.
+timed() {
+    local t0 t1 rc=0
+    t0=$(date +%s.%N)
+    /usr/bin/time -f '%M' -o "$RES/rss" bash -c "$2" > "$RES/logs/r$ROUND-$TOOL-$1.log" 2>&1 || rc=$?
+    t1=$(date +%s.%N)
+    sync
+    row "${1}_s" "$(python3 -c "print(round($t1 - $t0, 3))")"
+    row "${1}_rss_mib" "$(( $(tail -n 1 "$RES/rss") / 1024 ))"
+    if ((rc)); then
+        log "  $TOOL $1 exited $rc: $(tail -c 300 "$RES/logs/r$ROUND-$TOOL-$1.log" | tr '\n' ' ')"
+        row "${1}_failed" "$rc"
+    fi
+}
+
+fresh() { rm -rf "$SRC" "$REPO" "$OUT" "$OUT.tmp" "$WORK/borg-home" "$WORK/restic-cache"; mkdir -p "$OUT"; }
+bytes() { du -sb "$1" | cut -f1; }
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "host: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "cpu: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+    restic version | head -n 1
+    borg --version
+    "$SNAPSHOT_BIN" --version 2>/dev/null || echo "snapshot (no --version)"
+    echo "dataset: $DATASET, $(bytes "$DATASET") bytes; small files: $SMALL, $(find "$SMALL" -type f | wc -l) files"
+} | tee "$RES/versions.txt" >&2
+
+for ROUND in $(seq 1 "$ROUNDS"); do
+    for TOOL in $TOOLS; do
+        log "round $ROUND/$ROUNDS: $TOOL"
+        commands "$TOOL"
+        fresh
+        cp -a "$DATASET" "$SRC"
+        tar -C "$SRC" -cf - . | cat > /dev/null   # the same warm page cache for every tool
+        sync
+        bash -c "$INIT" > "$RES/logs/r$ROUND-$TOOL-init.log" 2>&1
+        timed first "$BACKUP"
+        timed nochange "$BACKUP"
+        before=$(bytes "$REPO")
+        python3 "$HERE/mutate_dataset.py" "$SRC" --seed 1 > /dev/null
+        sync
+        timed daychange "$BACKUP"
+        row repo_mib "$(python3 -c "print(round($(bytes "$REPO") / 2**20, 1))")"
+        row stored_day_mib "$(python3 -c "print(round(($(bytes "$REPO") - $before) / 2**20, 1))")"
+        timed restore "$RESTORE"
+        row restore_check "$(python3 "$HERE/treecheck.py" "$SRC" "$OUT" | tr ' ' '/')"
+        rm -rf "$OUT"; mkdir -p "$OUT"; sync
+        timed check "$CHECK"
+
+        fresh
+        cp -a "$SMALL" "$SRC"
+        tar -C "$SRC" -cf - . | cat > /dev/null
+        sync
+        bash -c "$INIT" > /dev/null 2>&1
+        timed small_first "$BACKUP"
+        timed small_restore "$RESTORE"
+        row small_restore_check "$(python3 "$HERE/treecheck.py" "$SRC" "$OUT" | tr ' ' '/')"
+    done
+done
+fresh
+rm -rf "$SRC" "$OUT"
+python3 "$HERE/summarize.py" "$RAW" | tee "$RES/summary.md"

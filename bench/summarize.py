@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Medians per tool and metric from bench/run.sh's raw.csv, with ratios to restic.
+
+    summarize.py raw.csv
+"""
+
+import csv
+import statistics
+import sys
+
+COLUMNS = [("first_s", "first s"), ("nochange_s", "no change s"), ("daychange_s", "day of change s"),
+           ("restore_s", "restore s"), ("check_s", "check s"), ("repo_mib", "repo MiB"),
+           ("stored_day_mib", "day stored MiB"), ("small_first_s", "small files first s"),
+           ("small_restore_s", "small files restore s")]
+RSS = ["first_rss_mib", "daychange_rss_mib", "restore_rss_mib", "small_first_rss_mib", "small_restore_rss_mib"]
+
+
+def main():
+    values, notes, failures = {}, {}, []
+    with open(sys.argv[1]) as f:
+        for r in csv.DictReader(f):
+            key = (r["tool"], r["metric"])
+            if r["metric"].endswith("_check"):
+                notes.setdefault(key, set()).add(r["value"])
+            elif r["metric"].endswith("_failed"):
+                failures.append("round %s %s %s exited %s" % (r["round"], r["tool"], r["metric"][:-7], r["value"]))
+            else:
+                values.setdefault(key, []).append(float(r["value"]))
+    tools = list(dict.fromkeys(t for t, _ in values))
+    rounds = max((len(v) for v in values.values()), default=0)
+
+    def median(tool, metric):
+        v = values.get((tool, metric))
+        return statistics.median(v) if v else None
+
+    print("Medians of %d round(s); in brackets the ratio to restic (below 1 is better).\n" % rounds)
+    print("| tool | " + " | ".join(c[1] for c in COLUMNS) + " | peak RSS MiB |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    for tool in tools:
+        cells = []
+        for metric, _ in COLUMNS:
+            m, base = median(tool, metric), median("restic", metric)
+            if m is None:
+                cells.append("-")
+            elif tool != "restic" and base:
+                cells.append("%g (%.2f×)" % (m, m / base))
+            else:
+                cells.append("%g" % m)
+        peak = max((median(tool, k) or 0) for k in RSS)
+        print("| %s | %s | %d |" % (tool, " | ".join(cells), peak))
+    print()
+    for (tool, metric), seen in sorted(notes.items()):
+        print("%s %s: %s" % (tool, metric.replace("_check", ""), ", ".join(sorted(seen))))
+    for line in failures:
+        print("FAILED: " + line)
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
