@@ -23,11 +23,21 @@ public enum CLI {
     /// Runs one of the seed's wrapper scripts (`scripts/NAME`) as cron would: from another
     /// directory, with the built binary as SNAPSHOT_BIN and `environment` added.
     public static func script(_ name: String, _ arguments: [String], environment: [String: String]) throws -> Result {
+        try capture(projectRoot + "/scripts/" + name, arguments, in: "/", environment: environment.merging(["SNAPSHOT_BIN": binary]) { a, _ in a })
+    }
+
+    /// Runs a shell command line (`/bin/sh -c`) in `directory`; both streams captured.
+    public static func shell(_ command: String, in directory: String, environment: [String: String] = [:]) throws -> Result {
+        try capture("/bin/sh", ["-c", command], in: directory, environment: environment)
+    }
+
+    /// Runs a program to completion with `environment` added to ours; both streams captured.
+    public static func capture(_ path: String, _ arguments: [String], in directory: String, environment: [String: String]) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: projectRoot + "/scripts/" + name)
+        p.executableURL = URL(fileURLWithPath: path)
         p.arguments = arguments
-        p.currentDirectoryURL = URL(fileURLWithPath: "/")
-        p.environment = ProcessInfo.processInfo.environment.merging(environment.merging(["SNAPSHOT_BIN": binary]) { a, _ in a }) { $1 }
+        p.currentDirectoryURL = URL(fileURLWithPath: directory)
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
