@@ -23,12 +23,13 @@ let package = Package(
             name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(
             name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        .target(name: "CSystemShims"),
         .target(
             name: "SnapshotCore",
-            dependencies: ["CZstd", "COpenSSL"]),
+            dependencies: ["CZstd", "COpenSSL", "CSystemShims"]),
         .target(
             name: "SnapshotEngine",
-            dependencies: ["SnapshotCore", "SnapshotMQTT", .product(name: "Yams", package: "Yams")]),
+            dependencies: ["SnapshotCore", "SnapshotMQTT", "CSystemShims", .product(name: "Yams", package: "Yams")]),
         .target(
             name: "SnapshotMQTT",
             dependencies: ["CMosquitto"]),

@@ -71,6 +71,8 @@ public final class Agent: Service, Sendable {
     // MARK: Service
 
     public func run() async throws {
+        // Snapshots share the machine with the mesh they serve: their worker threads yield.
+        WorkerThreads.setNiceness(10)
         if !Repository.exists(at: service.repositoryPath) {
             try Repository.initialize(at: service.repositoryPath)
         }
@@ -92,6 +94,7 @@ public final class Agent: Service, Sendable {
         } onGracefulShutdown: {
             Task { await self.beginShutdown() }
         }
+        ledger.flush()
         // At most ~4 s in all whatever the broker does, so that a supervisor's stop timeout
         // (systemd: 90 s, Docker: 10 s) is never reached. When no connection is up there is
         // nobody to tell: the broker published the last will when the connection dropped.

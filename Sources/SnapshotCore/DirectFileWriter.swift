@@ -1,3 +1,4 @@
+import CSystemShims
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -18,7 +19,7 @@ public final class DirectFileWriter {
     public static let bufferSize = 4 << 20
     static let alignment = 4096
     /// Linux x86_64/arm64 `O_DIRECT` (not exported by Glibc's module map).
-    static let oDirect: Int32 = 0o40000
+    static let oDirect: Int32 = snapshot_o_direct()
 
     public let path: String
     public let fd: Int32

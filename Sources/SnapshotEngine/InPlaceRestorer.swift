@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import CSystemShims
 import SnapshotCore
 
 /// One component of an in-place restore.
@@ -325,7 +326,7 @@ public struct InPlaceRestorer: Sendable {
     /// exists (returns true), renames otherwise.
     static func swap(_ staged: String, _ destination: String) throws -> Bool {
         if POSIX.exists(destination) {
-            if systemRenameat2(AT_FDCWD, staged, AT_FDCWD, destination, 2 /* RENAME_EXCHANGE */) == 0 {
+            if snapshot_renameat2(AT_FDCWD, staged, AT_FDCWD, destination, snapshot_rename_exchange()) == 0 {
                 try POSIX.syncDirectory(POSIX.parent(of: destination))
                 return true
             }
@@ -337,9 +338,6 @@ public struct InPlaceRestorer: Sendable {
     }
 }
 
-/// glibc's renameat2(2), hidden behind _GNU_SOURCE in Glibc's module map.
-@_silgen_name("renameat2")
-private func systemRenameat2(_ olddirfd: Int32, _ oldpath: UnsafePointer<CChar>, _ newdirfd: Int32, _ newpath: UnsafePointer<CChar>, _ flags: UInt32) -> Int32
 
 /// The config's `hooks`: shell commands around in-place restores.
 public enum Hooks {

@@ -1,3 +1,4 @@
+import CSystemShims
 import Dispatch
 import Foundation
 import Synchronization
@@ -9,13 +10,26 @@ public enum WorkerThreads {
     /// Two threads per core (at least 2, at most 16).
     public static var defaultCount: Int { max(2, min(16, 2 * sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
+    private static let niceness = Atomic<Int32>(0)
+
+    /// The nice value (0–19) the worker threads run at from now on. The agent sets 10, so
+    /// that a snapshot, however long, yields the CPU to the broker, the mesh and its own
+    /// command intake whenever they need it; on an idle machine it runs as fast as before.
+    /// Only these threads are lowered: hooks and commands, which start services, never run
+    /// on them.
+    public static func setNiceness(_ value: Int32) {
+        niceness.store(max(0, min(19, value)), ordering: .relaxed)
+    }
+
     /// Runs `body(index)` on `count` new threads and returns when all have finished.
     /// Blocks the calling thread: call it from a thread of its own (see `Blocking`).
     static func run(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         let done = DispatchGroup()
+        let nice = niceness.load(ordering: .relaxed)
         for i in 0..<count {
             done.enter()
             Thread.detachNewThread {
+                if nice > 0 { _ = snapshot_set_thread_niceness(nice) }
                 body(i)
                 done.leave()
             }

@@ -1,0 +1,19 @@
+// Linux facilities that Swift's Glibc module hides behind _GNU_SOURCE or defines per
+// architecture; compiled in system_shims.c, where _GNU_SOURCE is set.
+#ifndef SNAPSHOT_SYSTEM_SHIMS_H
+#define SNAPSHOT_SYSTEM_SHIMS_H
+
+/// renameat2(2); flags such as snapshot_rename_exchange().
+int snapshot_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+
+/// RENAME_EXCHANGE: swap the two paths atomically.
+unsigned int snapshot_rename_exchange(void);
+
+/// O_DIRECT as this architecture's headers define it (it differs between x86_64 and arm64).
+int snapshot_o_direct(void);
+
+/// Sets the nice value of the calling thread only (Linux schedules threads as tasks);
+/// 0 or -1 with errno.
+int snapshot_set_thread_niceness(int niceness);
+
+#endif
