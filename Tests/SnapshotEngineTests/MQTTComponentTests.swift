@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import SnapshotCore
 import SnapshotEngine
@@ -11,6 +14,25 @@ import TestSupport
         c.start()
         try await c.waitUntilConnected()
         return c
+    }
+
+    @Test func aBrokerThatStopsAcknowledgingFailsTheRepublishInsteadOfHangingIt() async throws {
+        let port = try TestBroker.freePortForTests()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().path + "/Fixtures/mute_broker.py"
+        let dir = TemporaryDirectory("snapshot-mute")
+        let mute = try ChildProcess("/usr/bin/python3", [script, "\(port)"], logFile: dir.sub("mute.log"))
+        defer { mute.stop(SIGKILL) }
+        let end = Date().addingTimeInterval(10)
+        while Date() < end && !((try? String(contentsOfFile: dir.sub("mute.log"), encoding: .utf8)) ?? "").contains("ready") { usleep(20_000) }
+        let stored = Array(#"[{"topic":"workers/alpha/status","payload":"{}","qos":1,"retained":true},{"topic":"workers/bravo/status","payload":"{}","qos":1,"retained":true}]"#.utf8)
+        let start = Date()
+        do {
+            _ = try await MQTTCapture.republish(files: [stored], broker: BrokerSettings(url: "mqtt://127.0.0.1:\(port)"), component: "workers", timeout: 1)
+            Issue.record("a republish without acknowledgements succeeded")
+        } catch {
+            #expect("\(error)" == "component workers: the broker mqtt://127.0.0.1:\(port) did not acknowledge message 1 of 2 (workers/alpha/status) within 1 s")
+        }
+        #expect(Date().timeIntervalSince(start) < 5)
     }
 
     @Test func retainedWorkerMessagesAreCapturedGroupedAndRepublished() async throws {
