@@ -76,11 +76,8 @@ public struct SnapshotCatalog: Sendable {
         guard POSIX.exists(path) else { throw RepositoryError.corrupt(file: path, detail: "manifest missing") }
         let bytes = try POSIX.readFile(path)
         do {
-            let m = try JSONDecoder().decode(SnapshotManifest.self, from: Data(bytes))
-            for (name, c) in m.components where c.treeID == nil {
-                throw RepositoryError.corrupt(file: path, detail: "component \(name) has no valid tree id")
-            }
-            return m
+            // A component whose tree is not a valid id does not decode (ManifestComponent).
+            return try JSONDecoder().decode(SnapshotManifest.self, from: Data(bytes))
         } catch let e as RepositoryError {
             throw e
         } catch {

@@ -27,7 +27,7 @@ public struct ComponentDetails: Codable, Sendable, Equatable {
 /// What one component of a snapshot captured (`metadata.json` → `components`).
 public struct ComponentSummary: Codable, Sendable, Equatable {
     /// `files` (later: `mqtt`, `command`, `env`).
-    public var kind: String
+    public var kind: ComponentKind
     /// The source: an absolute path for files components.
     public var source: String
     public var files: Int
@@ -37,7 +37,7 @@ public struct ComponentSummary: Codable, Sendable, Equatable {
     /// Extra facts of generated components, flattened into the same object.
     public var details: ComponentDetails
 
-    public init(kind: String, source: String, files: Int, bytes: UInt64, skipped: [String] = [], details: ComponentDetails = ComponentDetails()) {
+    public init(kind: ComponentKind, source: String, files: Int, bytes: UInt64, skipped: [String] = [], details: ComponentDetails = ComponentDetails()) {
         self.kind = kind
         self.source = source
         self.files = files
@@ -60,7 +60,7 @@ public struct ComponentSummary: Codable, Sendable, Equatable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "files"
+        kind = try c.decodeIfPresent(ComponentKind.self, forKey: .kind) ?? .files
         source = try c.decodeIfPresent(String.self, forKey: .source) ?? ""
         files = try c.decodeIfPresent(Int.self, forKey: .files) ?? 0
         bytes = try c.decodeIfPresent(UInt64.self, forKey: .bytes) ?? 0
@@ -242,30 +242,54 @@ extension JSONEncoder {
 
 /// One component in a manifest: where its tree is and where it came from.
 public struct ManifestComponent: Codable, Sendable, Equatable {
-    public var kind: String
+    public var kind: ComponentKind
     public var source: String
-    /// The tree of the component's contents (`<component>/…`).
-    public var tree: String
+    /// The tree of the component's contents (`<component>/…`); a manifest whose tree is not
+    /// a valid id does not decode.
+    public var treeID: BlobID
     /// The source was a single file: the tree holds just that file.
     public var rootIsFile: Bool?
     /// Permission bits and mtime of the source directory itself.
     public var rootMode: UInt32?
     public var rootMtime: Timestamp?
 
-    public init(kind: String, source: String, tree: BlobID) {
+    public init(kind: ComponentKind, source: String, tree: BlobID) {
         self.kind = kind
         self.source = source
-        self.tree = tree.hex
+        self.treeID = tree
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, source, tree
+        case kind, source
+        case treeID = "tree"
         case rootIsFile = "root_is_file"
         case rootMode = "root_mode"
         case rootMtime = "root_mtime"
     }
 
-    public var treeID: BlobID? { BlobID(hex: tree) }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decode(ComponentKind.self, forKey: .kind)
+        source = try c.decode(String.self, forKey: .source)
+        let hex = try c.decode(String.self, forKey: .treeID)
+        guard let id = BlobID(hex: hex) else {
+            throw DecodingError.dataCorruptedError(forKey: .treeID, in: c, debugDescription: "tree \"\(hex.prefix(80))\" is not a blob id")
+        }
+        treeID = id
+        rootIsFile = try c.decodeIfPresent(Bool.self, forKey: .rootIsFile)
+        rootMode = try c.decodeIfPresent(UInt32.self, forKey: .rootMode)
+        rootMtime = try c.decodeIfPresent(Timestamp.self, forKey: .rootMtime)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(source, forKey: .source)
+        try c.encode(treeID.hex, forKey: .treeID)
+        try c.encodeIfPresent(rootIsFile, forKey: .rootIsFile)
+        try c.encodeIfPresent(rootMode, forKey: .rootMode)
+        try c.encodeIfPresent(rootMtime, forKey: .rootMtime)
+    }
 }
 
 /// `<repo>/<type>/<id>/manifest.json` (also stored as a manifest blob): the snapshot's trees.

@@ -67,3 +67,19 @@ public struct SnapshotType: Hashable, Comparable, Sendable, Codable, CustomStrin
         try c.encode(name)
     }
 }
+
+/// What a component captures; stored as `kind` in manifest.json and metadata.json.
+public enum ComponentKind: String, Codable, Sendable, CaseIterable, CustomStringConvertible {
+    /// A file or directory tree.
+    case files
+    /// Retained MQTT messages.
+    case mqtt
+    /// A command's output.
+    case command
+    /// Environment variables.
+    case env
+    /// Qdrant collection snapshots taken through its API.
+    case qdrant
+
+    public var description: String { rawValue }
+}

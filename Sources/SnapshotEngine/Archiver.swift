@@ -15,11 +15,11 @@ public struct FileSource: Sendable, Equatable {
     public var path: String
     public var excludes: [String]
     /// What metadata calls the component (`files`; `qdrant` for downloaded collection snapshots).
-    public var kind: String
+    public var kind: ComponentKind
     /// What metadata names as the source (the path; the server URL for `qdrant`).
     public var label: String
 
-    public init(name: String, path: String, excludes: [String] = [], kind: String = "files", label: String? = nil) {
+    public init(name: String, path: String, excludes: [String] = [], kind: ComponentKind = .files, label: String? = nil) {
         self.name = name
         self.path = path
         self.excludes = excludes
@@ -347,9 +347,9 @@ public final class Archiver: Sendable {
             if type == .differential && record.type != .full { continue }
             guard let c = record.metadata.components[source.name], c.kind == source.kind, c.source == source.label,
                 let manifest = try? catalog.readManifest(record), let mc = manifest.components[source.name],
-                let tree = mc.treeID, repository.index.location(of: tree) != nil
+                repository.index.location(of: mc.treeID) != nil
             else { continue }
-            return (record, tree)
+            return (record, mc.treeID)
         }
         return nil
     }

@@ -41,7 +41,7 @@ public struct Browser: Sendable {
             if clean.isEmpty || clean == name {
                 out.append(ListedEntry(path: name, type: "dir", mode: Self.modeString(c.rootMode ?? 0o755, kind: .directory), size: 0, mtime: (c.rootMtime ?? Timestamp(seconds: 0)).iso8601))
             }
-            try ComponentDigest.walk(c.treeID!, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { path, node in
+            try ComponentDigest.walk(c.treeID, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { path, node in
                 if clean.isEmpty || path == clean || path.hasPrefix(clean + "/") || clean == name {
                     out.append(ListedEntry(path: path, type: node.kind.name, mode: Self.modeString(node.mode, kind: node.kind), size: node.size, mtime: node.mtime.iso8601))
                 }
@@ -60,7 +60,7 @@ public struct Browser: Sendable {
             throw EngineError.pathNotInSnapshot(snapshot: manifest.snapshotID, path: path)
         }
         let reader = BlobReader(repository: repository)
-        var tree = try reader.readTree(c.treeID!, path: first)
+        var tree = try reader.readTree(c.treeID, path: first)
         var node: Node?
         for (i, part) in parts.dropFirst().enumerated() {
             guard let n = tree.nodes.first(where: { $0.name == part }) else {
@@ -90,7 +90,7 @@ public struct Browser: Sendable {
         let reader = BlobReader(repository: repository)
         var out: [String: (sig: String, size: UInt64)] = [:]
         for (name, c) in manifest.components {
-            try ComponentDigest.walk(c.treeID!, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { path, node in
+            try ComponentDigest.walk(c.treeID, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { path, node in
                 var sig = "\(node.kind.rawValue) \(node.mode) \(node.size) \(node.linkTarget)"
                 for id in node.content { sig += id.short }
                 out[path] = (sig, node.size)

@@ -20,7 +20,7 @@ public enum CommandCapture {
                 throw EngineError.componentFailed(component: name, detail: "command not found: \(command)")
             }
             details.note = "command not available: \(command.split(separator: " ").first ?? "")"
-            return GeneratedSource(name: name, kind: "command", source: command, files: [], details: details)
+            return GeneratedSource(name: name, kind: .command, source: command, files: [], details: details)
         }
         if result.timedOut {
             throw EngineError.componentFailed(component: name, detail: "command timed out after \(Int(timeout)) s: \(command)")
@@ -29,7 +29,7 @@ public enum CommandCapture {
             let message = "command exited \(result.status): \(command)\(details.stderr!.isEmpty ? "" : ": " + details.stderr!.split(separator: "\n").prefix(1).joined())"
             if optional {
                 details.note = message
-                return GeneratedSource(name: name, kind: "command", source: command, files: [], details: details)
+                return GeneratedSource(name: name, kind: .command, source: command, files: [], details: details)
             }
             throw EngineError.componentFailed(component: name, detail: message)
         }
@@ -41,7 +41,7 @@ public enum CommandCapture {
         } else {
             files.append((output ?? name + ".txt", result.stdout))
         }
-        return GeneratedSource(name: name, kind: "command", source: command, files: files, details: details)
+        return GeneratedSource(name: name, kind: .command, source: command, files: files, details: details)
     }
 
     struct Output {
@@ -184,6 +184,6 @@ public enum EnvironmentCapture {
         let data = try JSONSerialization.data(withJSONObject: selected, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         var details = ComponentDetails()
         details.note = "\(selected.count) variables, \(redacted) redacted"
-        return GeneratedSource(name: name, kind: "env", source: patterns.joined(separator: " "), files: [("environment.json", Array(data) + [0x0a])], details: details)
+        return GeneratedSource(name: name, kind: .env, source: patterns.joined(separator: " "), files: [("environment.json", Array(data) + [0x0a])], details: details)
     }
 }

@@ -5,7 +5,7 @@ import SnapshotCore
 public struct GeneratedSource: Sendable, Equatable {
     public var name: String
     /// `command`, `env` or `mqtt`.
-    public var kind: String
+    public var kind: ComponentKind
     /// What was captured, for metadata (`nvidia-smi …`, `MQTT_*`, `workers/+/status`).
     public var source: String
     /// Files stored under `<name>/`, in order.
@@ -13,7 +13,7 @@ public struct GeneratedSource: Sendable, Equatable {
     /// Extra facts for metadata.json (exit code, stderr, message count, a missing tool).
     public var details: ComponentDetails
 
-    public init(name: String, kind: String, source: String, files: [(name: String, bytes: [UInt8])], details: ComponentDetails = ComponentDetails()) {
+    public init(name: String, kind: ComponentKind, source: String, files: [(name: String, bytes: [UInt8])], details: ComponentDetails = ComponentDetails()) {
         self.name = name
         self.kind = kind
         self.source = source

@@ -8,7 +8,7 @@ import SnapshotCore
 /// One component of an in-place restore.
 public struct ComponentRestore: Codable, Sendable, Equatable {
     public var component: String
-    public var kind: String
+    public var kind: ComponentKind
     /// Where it went: a path for files components, the broker for mqtt ones.
     public var destination: String
     /// `swapped`, `republished` or `skipped`.
@@ -65,7 +65,7 @@ public struct InPlaceRestorer: Sendable {
     struct Target {
         var name: String
         var manifest: ManifestComponent
-        var kind: String
+        var kind: ComponentKind
         var destination: String
         var excludes: [String]
     }
@@ -80,22 +80,22 @@ public struct InPlaceRestorer: Sendable {
                 throw EngineError.unknownComponent(name, known: Array(manifest.components.keys))
             }
             switch (c.kind, service.config.component(name)) {
-            case ("files", .files(let path, let exclude)?):
-                out.append(Target(name: name, manifest: c, kind: "files", destination: path, excludes: exclude))
-            case ("files", _):
+            case (.files, .files(let path, let exclude)?):
+                out.append(Target(name: name, manifest: c, kind: .files, destination: path, excludes: exclude))
+            case (.files, _):
                 guard !configuredOnly else {
                     throw EngineError.unsafePath("\(c.source) (component \(name) is not a configured files component)")
                 }
-                out.append(Target(name: name, manifest: c, kind: "files", destination: c.source, excludes: []))
-            case ("qdrant", .qdrant(let url, _, _)?):
-                out.append(Target(name: name, manifest: c, kind: "qdrant", destination: url, excludes: []))
-            case ("qdrant", _):
+                out.append(Target(name: name, manifest: c, kind: .files, destination: c.source, excludes: []))
+            case (.qdrant, .qdrant(let url, _, _)?):
+                out.append(Target(name: name, manifest: c, kind: .qdrant, destination: url, excludes: []))
+            case (.qdrant, _):
                 guard !configuredOnly else {
                     throw EngineError.unsafePath("\(c.source) (component \(name) is not a configured qdrant component)")
                 }
-                out.append(Target(name: name, manifest: c, kind: "qdrant", destination: c.source, excludes: []))
+                out.append(Target(name: name, manifest: c, kind: .qdrant, destination: c.source, excludes: []))
             default:
-                out.append(Target(name: name, manifest: c, kind: c.kind, destination: c.kind == "mqtt" ? "broker" : "", excludes: []))
+                out.append(Target(name: name, manifest: c, kind: c.kind, destination: c.kind == .mqtt ? "broker" : "", excludes: []))
             }
         }
         return out
@@ -106,9 +106,9 @@ public struct InPlaceRestorer: Sendable {
     func plan(_ record: SnapshotRecord, manifest: SnapshotManifest, components: [String], repository: Repository) throws -> [PlannedChange] {
         let reader = BlobReader(repository: repository)
         var out: [PlannedChange] = []
-        for t in try targets(manifest, components: components, configuredOnly: false) where t.kind == "files" {
+        for t in try targets(manifest, components: components, configuredOnly: false) where t.kind == .files {
             var wanted: [String: Node] = [:]
-            try ComponentDigest.walk(t.manifest.treeID!, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
+            try ComponentDigest.walk(t.manifest.treeID, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
                 wanted[path] = node
             }
             var live: [String: Node] = [:]
@@ -213,7 +213,7 @@ public struct InPlaceRestorer: Sendable {
         }
         var results: [ComponentRestore] = []
         let restorer = Restorer(repository: repository, progress: progress, cancellation: cancellation)
-        for t in targets where t.kind == "files" {
+        for t in targets where t.kind == .files {
             let parent = POSIX.parent(of: t.destination)
             try POSIX.makeDirectories(parent)
             let stagingParent = parent + "/.snapshot-restore-\(record.id)-\(getpid())-\(t.name)"
@@ -233,7 +233,7 @@ public struct InPlaceRestorer: Sendable {
             guard POSIX.exists(stagedPath) else {
                 throw EngineError.componentFailed(component: t.name, detail: "the snapshot has no \(POSIX.lastComponent(t.destination)); nothing swapped")
             }
-            results.append(ComponentRestore(component: t.name, kind: "files", destination: t.destination, action: "swapped", files: result.files, bytes: result.bytes, note: nil))
+            results.append(ComponentRestore(component: t.name, kind: .files, destination: t.destination, action: "swapped", files: result.files, bytes: result.bytes, note: nil))
         }
         if cancellation.isCancelled { throw EngineError.cancelled }
         // Swap them all in; undo on the first failure.
@@ -251,19 +251,19 @@ public struct InPlaceRestorer: Sendable {
             throw error
         }
         // The staging directories now hold the old copies; the deferred cleanup removes them.
-        for t in targets where t.kind != "files" {
-            if t.kind == "mqtt" {
+        for t in targets where t.kind != .files {
+            if t.kind == .mqtt {
                 progress.phase = "republishing \(t.name)"
                 let reader = BlobReader(repository: repository)
                 var files: [[UInt8]] = []
-                for node in try reader.readTree(t.manifest.treeID!, path: t.name).nodes where node.kind == .file {
+                for node in try reader.readTree(t.manifest.treeID, path: t.name).nodes where node.kind == .file {
                     var bytes: [UInt8] = []
                     for id in node.content { bytes += try reader.read(id) }
                     files.append(bytes)
                 }
                 let n = try await MQTTCapture.republish(files: files, broker: try service.broker ?? service.config.mqtt.brokerSettings(), component: t.name)
-                results.append(ComponentRestore(component: t.name, kind: "mqtt", destination: (try? service.config.mqtt.brokerSettings().url) ?? "broker", action: "republished", files: files.count, bytes: 0, note: "\(n) retained messages"))
-            } else if t.kind == "qdrant" {
+                results.append(ComponentRestore(component: t.name, kind: .mqtt, destination: (try? service.config.mqtt.brokerSettings().url) ?? "broker", action: "republished", files: files.count, bytes: 0, note: "\(n) retained messages"))
+            } else if t.kind == .qdrant {
                 progress.phase = "uploading \(t.name) to Qdrant"
                 let dir = repository.path + "/.store/tmp/qdrant-restore-\(getpid())-\(t.name)"
                 try POSIX.removeTree(dir)
@@ -281,7 +281,7 @@ public struct InPlaceRestorer: Sendable {
                         throw EngineError.componentFailed(component: t.name, detail: "upload of \(file) to Qdrant at \(t.destination): \(error)")
                     }
                 }
-                results.append(ComponentRestore(component: t.name, kind: "qdrant", destination: t.destination, action: "uploaded", files: files.count, bytes: restored.bytes, note: "priority=snapshot"))
+                results.append(ComponentRestore(component: t.name, kind: .qdrant, destination: t.destination, action: "uploaded", files: files.count, bytes: restored.bytes, note: "priority=snapshot"))
             } else {
                 results.append(ComponentRestore(component: t.name, kind: t.kind, destination: "", action: "skipped", files: 0, bytes: 0, note: "captured \(t.kind) output; nothing to put back in place"))
             }
@@ -299,15 +299,15 @@ public struct InPlaceRestorer: Sendable {
         var scratch: [String] = []
         defer { for d in scratch { try? POSIX.removeTree(d) } }
         for t in targets {
-            if t.kind == "files", POSIX.exists(t.destination) {
+            if t.kind == .files, POSIX.exists(t.destination) {
                 sources.append(FileSource(name: t.name, path: t.destination, excludes: t.excludes))
-            } else if t.kind == "mqtt", case .mqtt(let filters)? = service.config.component(t.name) {
+            } else if t.kind == .mqtt, case .mqtt(let filters)? = service.config.component(t.name) {
                 generated.append(try await MQTTCapture.capture(name: t.name, filters: filters, broker: try service.broker ?? service.config.mqtt.brokerSettings()))
-            } else if t.kind == "qdrant" {
+            } else if t.kind == .qdrant {
                 let dir = repository.path + "/.store/tmp/qdrant-pre-restore-\(getpid())-\(t.name)"
                 scratch.append(dir)
                 _ = try await Self.qdrantClient(t, config: service.config).capture(component: t.name, collections: [], into: dir)
-                sources.append(FileSource(name: t.name, path: dir, kind: "qdrant", label: t.destination))
+                sources.append(FileSource(name: t.name, path: dir, kind: .qdrant, label: t.destination))
             }
         }
         guard !sources.isEmpty || !generated.isEmpty else { return nil }

@@ -98,7 +98,7 @@ public enum MQTTCapture {
         }
         var details = ComponentDetails(messages: messages.count)
         if Date().timeIntervalSince(start) >= limit { details.note = "retained messages still arriving after \(Int(limit)) s" }
-        return GeneratedSource(name: name, kind: "mqtt", source: filters.joined(separator: " "), files: files, details: details)
+        return GeneratedSource(name: name, kind: .mqtt, source: filters.joined(separator: " "), files: files, details: details)
     }
 
     /// A connected short-lived client with a unique id; a broker that cannot be reached

@@ -115,8 +115,7 @@ public struct Pruner: Sendable {
             let manifest = try catalog.readManifest(record)
             if let m = BlobID(hex: record.metadata.manifest) { live.insert(m) }
             for (name, c) in manifest.components {
-                guard let root = c.treeID else { continue }
-                var stack = [(root, name)]
+                var stack = [(c.treeID, name)]
                 while let (id, path) = stack.popLast() {
                     guard seenTrees.insert(id).inserted else { continue }
                     live.insert(id)

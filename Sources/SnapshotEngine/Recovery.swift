@@ -207,13 +207,13 @@ extension SnapshotService {
 
     /// Rank of a component in dependency order: configs, storage, models, then the mesh's
     /// retained state, then the rest.
-    static func recoveryRank(_ name: String, kind: String) -> Int {
+    static func recoveryRank(_ name: String, kind: ComponentKind) -> Int {
         switch (name, kind) {
         case ("configs", _): return 0
-        case ("storage", _), (_, "qdrant"): return 1
+        case ("storage", _), (_, .qdrant): return 1
         case ("models", _): return 2
-        case (_, "files"): return 3
-        case (_, "mqtt"): return 4
+        case (_, .files): return 3
+        case (_, .mqtt): return 4
         default: return 5
         }
     }
@@ -229,10 +229,11 @@ extension SnapshotService {
         defer { lock.release() }
         let record = try catalog.resolve(options.snapshot)
         let manifest = try catalog.readManifest(record)
-        var names = manifest.components.keys.sorted().sorted {
-            Self.recoveryRank($0, kind: manifest.components[$0]!.kind) < Self.recoveryRank($1, kind: manifest.components[$1]!.kind)
-        }
-        names = names.filter { ["files", "mqtt", "qdrant"].contains(manifest.components[$0]!.kind) }
+        // What recovery puts back (files, retained messages, Qdrant), in dependency order.
+        var names = manifest.components.filter { [.files, .mqtt, .qdrant].contains($0.value.kind) }
+            .map { (rank: Self.recoveryRank($0.key, kind: $0.value.kind), name: $0.key) }
+            .sorted { ($0.rank, $0.name) < ($1.rank, $1.name) }
+            .map(\.name)
         if options.mode == "minimal" { names = names.filter { $0 == "configs" || $0 == "storage" } }
         guard !names.isEmpty else {
             throw EngineError.usage("snapshot \(record.id) has no component that \(options.mode) recovery restores")
@@ -243,7 +244,7 @@ extension SnapshotService {
         if options.mode == "step-by-step" {
             report.preRestore = try await restorer.preRestoreSnapshot(record, targets: try restorer.targets(manifest, components: names, configuredOnly: configuredOnly), repository: repository, cancellation: cancellation)
             for name in names {
-                var step = RecoverStep(component: name, action: manifest.components[name]!.kind == "mqtt" ? "republished" : "swapped", ok: true)
+                var step = RecoverStep(component: name, action: manifest.components[name]?.kind == .mqtt ? "republished" : "swapped", ok: true)
                 do {
                     _ = try await restorer.restore(record, manifest: manifest, components: [name], noBackup: true, configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
                     if !healthCheck.isEmpty {

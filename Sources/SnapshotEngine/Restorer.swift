@@ -74,7 +74,7 @@ public final class Restorer: Sendable {
             var rootNode = Node(name: name, kind: .directory)
             rootNode.mode = c.rootMode ?? 0o755
             rootNode.mtime = c.rootMtime ?? Timestamp(seconds: 0)
-            try makePlan(tree: c.treeID!, at: dest, relative: name, reader: reader, plan: &plan)
+            try makePlan(tree: c.treeID, at: dest, relative: name, reader: reader, plan: &plan)
             if c.rootMtime != nil { plan.directories.append((dest, rootNode)) }
         }
         progress.phase = "restoring"
@@ -114,8 +114,8 @@ public final class Restorer: Sendable {
         let reader = BlobReader(repository: repository)
         var jobs: [FileJob] = []
         for name in components.isEmpty ? manifest.components.keys.sorted() : components {
-            guard let c = manifest.components[name], let tree = c.treeID else { continue }
-            try ComponentDigest.walk(tree, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
+            guard let c = manifest.components[name] else { continue }
+            try ComponentDigest.walk(c.treeID, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
                 if node.kind == .file { jobs.append(FileJob(path: target + "/" + name + "/" + path, node: node)) }
             }
         }

@@ -78,7 +78,7 @@ public struct CapturePlan: Sendable {
                 dirs.append(dir)
                 let key = ProcessInfo.processInfo.environment[keyEnv].flatMap { $0.isEmpty ? nil : $0 }
                 _ = try await QdrantClient(baseURL: url, apiKey: key).capture(component: name, collections: collections, into: dir)
-                sources.append(FileSource(name: name, path: dir, kind: "qdrant", label: url))
+                sources.append(FileSource(name: name, path: dir, kind: .qdrant, label: url))
             }
         } catch {
             for d in dirs { try? POSIX.removeTree(d) }

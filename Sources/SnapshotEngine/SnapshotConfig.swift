@@ -16,13 +16,13 @@ public enum ComponentSource: Sendable, Equatable {
     /// Qdrant collections through its snapshot API (all when `collections` is empty).
     case qdrant(url: String, collections: [String], apiKeyEnv: String)
 
-    public var kind: String {
+    public var kind: ComponentKind {
         switch self {
-        case .files: return "files"
-        case .mqtt: return "mqtt"
-        case .command: return "command"
-        case .env: return "env"
-        case .qdrant: return "qdrant"
+        case .files: return .files
+        case .mqtt: return .mqtt
+        case .command: return .command
+        case .env: return .env
+        case .qdrant: return .qdrant
         }
     }
 }

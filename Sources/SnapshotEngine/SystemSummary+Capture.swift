@@ -9,7 +9,7 @@ extension SystemSummary {
     /// layout of its file components (see `SystemSummary`). Reads directory listings only.
     static func of(sources: [FileSource], generated: [GeneratedSource]) -> SystemSummary {
         var topics: [[Substring]] = []
-        for g in generated where g.kind == "mqtt" {
+        for g in generated where g.kind == .mqtt {
             for f in g.files {
                 guard let list = try? JSONDecoder().decode([StoredMessage].self, from: Data(f.bytes)) else { continue }
                 topics += list.map { $0.topic.split(separator: "/", omittingEmptySubsequences: false) }
@@ -21,7 +21,7 @@ extension SystemSummary {
         var models = names(under: "models")
         var collections = 0
         for source in sources {
-            if source.kind == "qdrant" {
+            if source.kind == .qdrant {
                 collections += (try? POSIX.listDirectory(source.path))?.count ?? 0
                 continue
             }

@@ -103,7 +103,7 @@ extension Snapshot.Restore {
             return
         }
         for c in summary.components {
-            let size = c.kind == "files" ? " (\(c.files) files, \(formatBytes(c.bytes)))" : ""
+            let size = c.kind == .files ? " (\(c.files) files, \(formatBytes(c.bytes)))" : ""
             context.say("\(c.component): \(c.action)\(c.destination.isEmpty ? "" : " to \(c.destination)")\(size)\(c.note.map { " - \($0)" } ?? "")")
         }
         context.say("restored \(summary.snapshotID) in place in \(String(format: "%.2f", summary.seconds)) s\(summary.preRestore.map { "; what was there before is snapshot \($0) (pre-restore)" } ?? "")")

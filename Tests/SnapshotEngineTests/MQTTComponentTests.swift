@@ -32,7 +32,9 @@ import TestSupport
         } catch {
             #expect("\(error)" == "component workers: the broker mqtt://127.0.0.1:\(port) did not acknowledge message 1 of 2 (workers/alpha/status) within 1 s")
         }
-        #expect(Date().timeIntervalSince(start) < 5)
+        // 1 s alone; other suites running in parallel block cooperative threads (sleeps,
+        // child-process waits) and delay the deadline's timer, but never by this much.
+        #expect(Date().timeIntervalSince(start) < 30)
     }
 
     @Test func retainedWorkerMessagesAreCapturedGroupedAndRepublished() async throws {

@@ -55,7 +55,7 @@ final class QdrantStandIn {
         o.type = .data
         let record = try await service.create(o)
         let c = try #require(record.metadata.components["storage"])
-        #expect(c.kind == "qdrant" && c.source == server.url && c.files == 2)
+        #expect(c.kind == .qdrant && c.source == server.url && c.files == 2)
         #expect((server.state["snapshots"] as? [Any])?.isEmpty == true, "server-side snapshots were not deleted")
         #expect(try POSIX.listDirectory(live.dir.sub("repo/.store/tmp")).isEmpty, "scratch downloads left behind")
         var r = RestoreOptions()
