@@ -597,7 +597,7 @@ public final class Agent: Service, Sendable {
 
     /// A response goes to `response/<action>`; a final one also to the v5 Response Topic.
     private func respond(action: String, document: [UInt8], responseTopic: String?, correlationData: [UInt8]?) async {
-        let topicAction = CommandParser.fields[action] == nil ? "unknown" : action
+        let topicAction = CommandParser.actions[action] == nil ? "unknown" : action
         try? await publish(settings.responseTopic(topicAction), document)
         if let responseTopic, !responseTopic.isEmpty, !responseTopic.contains("+"), !responseTopic.contains("#") {
             _ = try? client.enqueue(responseTopic, document, qos: 1, retain: false, correlationData: correlationData)

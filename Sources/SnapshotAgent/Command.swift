@@ -30,6 +30,20 @@ public struct Command: Sendable {
     public var correlationData: [UInt8]?
 }
 
+/// `cancel`'s payload: the job to stop.
+struct CancelOptions: OperationOptions {
+    var jobID: String
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case jobID = "job_id"
+    }
+    static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
+
+    func validate() throws {
+        guard !jobID.isEmpty else { throw EngineError.usage("cancel needs \"job_id\" (a job id from an accepted response)") }
+    }
+}
+
 /// Why a command was refused before any work started: `{"code","message"}` in the response.
 public struct CommandError: Error, Sendable, Equatable, Codable {
     public var code: String
@@ -60,23 +74,53 @@ public struct CommandParser: Sendable {
         self.settings = settings
     }
 
-    /// Fields each action accepts besides `request_id` and `signature`.
-    static let fields: [String: Set<String>] = [
-        "create": ["type", "name", "auto", "path", "exclude", "time", "tag"],
-        "verify": ["snapshot", "all", "component", "read_data"],
-        "restore": ["snapshot", "type", "component", "target", "verify", "no_backup", "dry_run"],
-        "list": ["type"],
-        "show": ["snapshot"],
-        "ping": [],
-        "cancel": ["job_id"],
-        "prune": ["type", "dry_run"],
-        "delete": ["snapshot"],
-        "monitor": ["check_integrity", "check_age", "check_size", "metrics", "type"],
-        "test-recovery": ["snapshot", "isolated", "benchmark", "environment"],
-        "recover": ["mode", "snapshot", "validate"],
+    /// How one action's payload becomes work: the fields it accepts (besides `request_id`
+    /// and `signature`) and the decoding, validation and checks that turn it into a job.
+    struct Action: Sendable {
+        let fields: Set<String>
+        let decode: @Sendable (Data, CommandParser) throws -> Command.Work
+
+        /// An action whose payload is the CLI's option type `O`.
+        static func options<O: OperationOptions>(_: O.Type, _ work: @escaping @Sendable (O, CommandParser) throws -> Command.Work) -> Action {
+            Action(fields: Set(O.fieldNames)) { data, parser in
+                let options = try JSONDecoder().decode(O.self, from: data)
+                try options.validate()
+                return try work(options, parser)
+            }
+        }
+    }
+
+    /// Every action of topics.md.
+    static let actions: [String: Action] = [
+        "create": .options(CreateOptions.self) { o, parser in
+            guard parser.settings.createTypes.contains(o.type) else {
+                throw EngineError.unknownType(o.type.name, known: parser.settings.createTypes.sorted().map(\.name))
+            }
+            return .create(o)
+        },
+        "verify": .options(VerifyOptions.self) { o, _ in .verify(o) },
+        // Without a target: in place, into configured component paths only (checked when
+        // the job runs, against the snapshot's components).
+        "restore": .options(RestoreOptions.self) { o, parser in
+            var o = o
+            if let target = o.target {
+                guard let confined = parser.confine(target) else {
+                    throw CommandError("unsafe_target", "target \(target) is outside the configured root and mqtt.restore_targets")
+                }
+                o.target = confined
+            }
+            return .restore(o)
+        },
+        "list": .options(ListOptions.self) { o, _ in .list(o) },
+        "show": .options(ShowOptions.self) { o, _ in .show(o) },
+        "test-recovery": .options(TestRecoveryOptions.self) { o, _ in .testRecovery(o) },
+        "recover": .options(RecoverOptions.self) { o, _ in .recover(o) },
+        "prune": .options(PruneOptions.self) { o, _ in .prune(o) },
+        "delete": .options(DeleteOptions.self) { o, _ in .delete(o) },
+        "monitor": .options(MonitorOptions.self) { o, _ in .monitor(o) },
+        "cancel": .options(CancelOptions.self) { o, _ in .cancel(jobID: o.jobID) },
+        "ping": Action(fields: []) { _, _ in .ping },
     ]
-    /// Actions this version runs; the others are refused with `not_implemented`.
-    static let implemented: Set<String> = ["create", "verify", "restore", "list", "show", "ping", "cancel", "test-recovery", "recover", "prune", "delete", "monitor"]
 
     public func route(_ message: MQTTMessage) -> Routing {
         let levels = message.topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -101,10 +145,11 @@ public struct CommandParser: Sendable {
         guard message.payload.count <= settings.maxPayload else {
             return reject("payload_too_large", "payload of \(message.payload.count) bytes exceeds mqtt.max_payload (\(settings.maxPayload))")
         }
-        guard let allowed = Self.fields[action] else {
+        guard let spec = Self.actions[action] else {
             let rid = (try? JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any])?["request_id"] as? String
-            return reject("unknown_action", "unknown action \"\(action)\" (actions: \(Self.fields.keys.sorted().joined(separator: ", ")))", requestID: rid)
+            return reject("unknown_action", "unknown action \"\(action)\" (actions: \(Self.actions.keys.sorted().joined(separator: ", ")))", requestID: rid)
         }
+        let allowed = spec.fields
         var object: [String: Any] = [:]
         let trimmed = message.payload.drop { $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
         if !trimmed.isEmpty {
@@ -138,80 +183,16 @@ public struct CommandParser: Sendable {
                 return reject("bad_signature", "signature does not match the payload", requestID: requestID)
             }
         }
-        guard Self.implemented.contains(action) else {
-            return reject("not_implemented", "action \(action) is not available in agent version \(AgentSettings.version)", requestID: requestID)
-        }
         var fields = object
         fields.removeValue(forKey: "request_id")
         fields.removeValue(forKey: "signature")
         let work: Command.Work
         do {
-            let data = try JSONSerialization.data(withJSONObject: fields)
-            let decoder = JSONDecoder()
-            switch action {
-            case "create":
-                let o = try decoder.decode(CreateOptions.self, from: data)
-                try o.validate()
-                guard settings.createTypes.contains(o.type) else {
-                    throw EngineError.unknownType(o.type.name, known: settings.createTypes.sorted().map(\.name))
-                }
-                work = .create(o)
-            case "verify":
-                let o = try decoder.decode(VerifyOptions.self, from: data)
-                try o.validate()
-                work = .verify(o)
-            case "restore":
-                var o = try decoder.decode(RestoreOptions.self, from: data)
-                try o.validate()
-                // Without a target: in place, into configured component paths only (checked
-                // when the job runs, against the snapshot's components).
-                if let target = o.target {
-                    guard let confined = confine(target) else {
-                        return reject("unsafe_target", "target \(target) is outside the configured root and mqtt.restore_targets", requestID: requestID)
-                    }
-                    o.target = confined
-                }
-                work = .restore(o)
-            case "list":
-                let o = try decoder.decode(ListOptions.self, from: data)
-                try o.validate()
-                work = .list(o)
-            case "show":
-                let o = try decoder.decode(ShowOptions.self, from: data)
-                try o.validate()
-                work = .show(o)
-            case "test-recovery":
-                let o = try decoder.decode(TestRecoveryOptions.self, from: data)
-                try o.validate()
-                work = .testRecovery(o)
-            case "recover":
-                let o = try decoder.decode(RecoverOptions.self, from: data)
-                try o.check()
-                work = .recover(o)
-            case "prune":
-                let o = try decoder.decode(PruneOptions.self, from: data)
-                try o.validate()
-                work = .prune(o)
-            case "delete":
-                let o = try decoder.decode(DeleteOptions.self, from: data)
-                try o.validate()
-                work = .delete(o)
-            case "monitor":
-                let o = try decoder.decode(MonitorOptions.self, from: data)
-                try o.validate()
-                work = .monitor(o)
-            case "cancel":
-                guard let id = fields["job_id"] as? String, !id.isEmpty else {
-                    return reject("bad_payload", "cancel needs \"job_id\" (a string)", requestID: requestID)
-                }
-                work = .cancel(jobID: id)
-            default:
-                work = .ping
-            }
+            work = try spec.decode(try JSONSerialization.data(withJSONObject: fields), self)
+        } catch let e as CommandError {
+            return reject(e.code, e.message, requestID: requestID)
         } catch let e as DecodingError {
             return reject("bad_payload", Self.describe(e), requestID: requestID)
-        } catch let e as EngineError {
-            return reject("bad_payload", "\(e)", requestID: requestID)
         } catch {
             return reject("bad_payload", "\(error)", requestID: requestID)
         }

@@ -99,7 +99,7 @@ public struct MonitorReport: Codable, Sendable, Equatable {
 }
 
 /// Options of `monitor`.
-public struct MonitorOptions: Codable, Sendable, Equatable {
+public struct MonitorOptions: OperationOptions, Codable, Equatable {
     public static let metricNames = ["creation-time", "restoration-time", "compression-ratio"]
     public var checkIntegrity = false
     public var checkAge = false
@@ -109,7 +109,9 @@ public struct MonitorOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case checkIntegrity = "check_integrity"
         case checkAge = "check_age"
         case checkSize = "check_size"

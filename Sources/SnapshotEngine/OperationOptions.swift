@@ -1,8 +1,17 @@
 import Foundation
 import SnapshotCore
 
+/// The options of one action, as the CLI's flags and an MQTT command's payload give them:
+/// both decode into the same type and pass the same `validate()`.
+public protocol OperationOptions: Decodable, Sendable {
+    /// The payload's field names (its CodingKeys); any other field is refused.
+    static var fieldNames: [String] { get }
+    /// Rejects bad values before any work starts.
+    func validate() throws
+}
+
 /// Options of `create`, shared by the CLI (flags) and the MQTT agent (payload fields).
-public struct CreateOptions: Codable, Sendable, Equatable {
+public struct CreateOptions: OperationOptions, Codable, Equatable {
     /// Any type the config defines (checked when the snapshot's components are looked up).
     public var type: SnapshotType = .full
     public var name: String = ""
@@ -14,7 +23,8 @@ public struct CreateOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case type, name, auto, path, exclude, time, tag }
+    enum CodingKeys: String, CodingKey, CaseIterable { case type, name, auto, path, exclude, time, tag }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -51,7 +61,7 @@ public struct CreateOptions: Codable, Sendable, Equatable {
 }
 
 /// Options of `verify`.
-public struct VerifyOptions: Codable, Sendable, Equatable {
+public struct VerifyOptions: OperationOptions, Codable, Equatable {
     public var snapshot: String?
     public var all: Bool = false
     public var component: String?
@@ -59,10 +69,11 @@ public struct VerifyOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case snapshot, all, component
         case readData = "read_data"
     }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -78,7 +89,7 @@ public struct VerifyOptions: Codable, Sendable, Equatable {
 }
 
 /// Options of `restore`.
-public struct RestoreOptions: Codable, Sendable, Equatable {
+public struct RestoreOptions: OperationOptions, Codable, Equatable {
     public var snapshot: String = ""
     /// Narrows `snapshot` to snapshots of this type (the seed's `--snapshot ID --type T`).
     public var type: SnapshotType?
@@ -90,11 +101,12 @@ public struct RestoreOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case snapshot, type, component, target, verify
         case noBackup = "no_backup"
         case dryRun = "dry_run"
     }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -113,19 +125,25 @@ public struct RestoreOptions: Codable, Sendable, Equatable {
 }
 
 /// Options of `list`.
-public struct ListOptions: Codable, Sendable, Equatable {
+public struct ListOptions: OperationOptions, Codable, Equatable {
     public var type: SnapshotType?
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case type }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public func validate() throws {}
 }
 
 /// Options of `show`.
-public struct ShowOptions: Codable, Sendable, Equatable {
+public struct ShowOptions: OperationOptions, Codable, Equatable {
     public var snapshot: String = ""
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public func validate() throws {
         guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
@@ -158,16 +176,17 @@ public struct RestoreSummary: Codable, Sendable, Equatable {
 }
 
 /// Options of `prune`.
-public struct PruneOptions: Codable, Sendable, Equatable {
+public struct PruneOptions: OperationOptions, Codable, Equatable {
     public var type: SnapshotType?
     public var dryRun: Bool = false
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case type
         case dryRun = "dry_run"
     }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -179,10 +198,13 @@ public struct PruneOptions: Codable, Sendable, Equatable {
 }
 
 /// Options of `delete`.
-public struct DeleteOptions: Codable, Sendable, Equatable {
+public struct DeleteOptions: OperationOptions, Codable, Equatable {
     public var snapshot: String = ""
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public func validate() throws {
         guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }

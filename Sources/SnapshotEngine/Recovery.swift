@@ -5,7 +5,7 @@ import Foundation
 import SnapshotCore
 
 /// Options of `test-recovery`.
-public struct TestRecoveryOptions: Codable, Sendable, Equatable {
+public struct TestRecoveryOptions: OperationOptions, Codable, Equatable {
     public var snapshot: String = ""
     /// Always true in effect: the scratch copy never touches live data. Accepted for the
     /// seed's command lines.
@@ -18,7 +18,8 @@ public struct TestRecoveryOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case snapshot, isolated, benchmark, environment }
+    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot, isolated, benchmark, environment }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -58,24 +59,29 @@ public struct TestRecoveryReport: Codable, Sendable, Equatable {
 }
 
 /// Options of `recover`.
-public struct RecoverOptions: Codable, Sendable, Equatable {
+public struct RecoverOptions: OperationOptions, Codable, Equatable {
     public static let modes = ["full", "step-by-step", "minimal"]
     public var mode: String = ""
     public var snapshot: String = ""
-    public var validate: Bool = false
+    /// `--validate`: run the health_check hook at the end and report it.
+    public var runHealthCheck: Bool = false
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case mode, snapshot, validate }
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case mode, snapshot
+        case runHealthCheck = "validate"
+    }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         mode = try c.decodeIfPresent(String.self, forKey: .mode) ?? ""
         snapshot = try c.decodeIfPresent(String.self, forKey: .snapshot) ?? ""
-        validate = try c.decodeIfPresent(Bool.self, forKey: .validate) ?? false
+        runHealthCheck = try c.decodeIfPresent(Bool.self, forKey: .runHealthCheck) ?? false
     }
 
-    public func check() throws {
+    public func validate() throws {
         guard Self.modes.contains(mode) else { throw EngineError.usage("mode must be one of \(Self.modes.joined(separator: ", ")), not \"\(mode)\"") }
         guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
     }
@@ -223,7 +229,7 @@ extension SnapshotService {
     /// time (each between the hooks), health-checks after each and stops at the first failure;
     /// `minimal` restores only configs and storage. `validate` runs `health_check` at the end.
     public func recover(_ options: RecoverOptions, configuredOnly: Bool = false, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) async throws -> RecoverReport {
-        try options.check()
+        try options.validate()
         let started = Date()
         let (repository, lock) = try open(.exclusive, purpose: "recover")
         defer { lock.release() }
@@ -265,7 +271,7 @@ extension SnapshotService {
             report.preRestore = summary.preRestore
             report.steps = summary.components.map { RecoverStep(component: $0.component, action: $0.action, ok: true) }
         }
-        if options.validate && report.ok {
+        if options.runHealthCheck && report.ok {
             if healthCheck.isEmpty {
                 report.health = "no health_check hook configured"
             } else {

@@ -28,12 +28,12 @@ extension Snapshot {
             var o = RecoverOptions()
             o.mode = mode
             o.snapshot = snapshot
-            o.validate = runHealthCheck
+            o.runHealthCheck = runHealthCheck
             return o
         }
 
         func validate() throws {
-            do { try options.check() } catch { throw ValidationError("--\(error)") }
+            do { try options.validate() } catch { throw ValidationError("--\(error)") }
         }
 
         func run() async throws {

@@ -60,7 +60,7 @@ import TestSupport
         var o = RecoverOptions()
         o.mode = "full"
         o.snapshot = record.id
-        o.validate = true
+        o.runHealthCheck = true
         let report = try await service.recover(o)
         #expect(report.ok)
         #expect(report.steps.map(\.component) == ["configs", "storage"])
