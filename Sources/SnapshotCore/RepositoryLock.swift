@@ -22,7 +22,7 @@ public final class RepositoryLock: @unchecked Sendable {
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open lock") }
         self.mode = mode
-        if flock(fd, (mode == .exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+        if !Self.take(fd, mode: mode, path: path) {
             let e = errno
             let holder = (try? POSIX.readFile(path)).map { String(decoding: $0, as: UTF8.self) } ?? ""
             close(fd)
@@ -37,6 +37,27 @@ public final class RepositoryLock: @unchecked Sendable {
             _ = ftruncate(fd, 0)
             try? POSIX.writeAll(fd, Array(info.utf8), path: path)
         }
+    }
+
+    /// flock without waiting. A writer that has released the lock (its file says so) may
+    /// still be holding it for a moment through a child process that another thread is
+    /// starting: between fork and exec the child has a copy of every descriptor, close-on-exec
+    /// ones included. That copy goes away at the exec, so in that case only, retry for up to
+    /// 100 ms.
+    private static func take(_ fd: Int32, mode: Mode, path: String) -> Bool {
+        let operation = (mode == .exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB
+        for attempt in 0..<20 {
+            if flock(fd, operation) == 0 { return true }
+            let e = errno
+            guard e == EWOULDBLOCK, attempt < 19,
+                let holder = try? POSIX.readFile(path), holder.starts(with: Array("released".utf8))
+            else {
+                errno = e
+                return false
+            }
+            usleep(5_000)
+        }
+        return false
     }
 
     /// Releases the lock (idempotent).
