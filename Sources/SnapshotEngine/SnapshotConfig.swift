@@ -122,8 +122,7 @@ public struct SnapshotConfig: Sendable {
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
         config.file = file
-        func p(_ s: String) -> String { POSIX.absolute(s, relativeTo: rootDir) }
-        if let v = top["repository"] { config.repository = p(try r.string(v, "repository")) }
+        if let v = top["repository"] { config.repository = config.path(try r.string(v, "repository")) }
         if let v = top["compression"] {
             let m = try r.mapping(v, "compression", allowed: ["level"])
             if let l = m["level"] {
@@ -132,176 +131,16 @@ public struct SnapshotConfig: Sendable {
                 config.compressionLevel = level
             }
         }
-        if let v = top["components"] {
-            config.components = []
-            for (keyNode, value) in try r.orderedMapping(v, "components") {
-                let name = try r.string(keyNode, "component name")
-                guard Self.isValidName(name) else {
-                    throw r.error(keyNode, "component name \"\(name)\" must be letters, digits, '_' or '-'")
-                }
-                guard !config.components.contains(where: { $0.name == name }) else {
-                    throw r.error(keyNode, "duplicate component \"\(name)\"")
-                }
-                let where_ = "components.\(name)"
-                let m = try r.mapping(value, where_, allowed: ["path", "exclude", "mqtt", "command", "parse", "output", "optional", "env", "qdrant", "collections", "api_key_env"])
-                let kinds = ["path", "mqtt", "command", "env", "qdrant"].filter { m[$0] != nil }
-                guard kinds.count == 1 else {
-                    throw r.error(value, "\(where_) needs exactly one of path, mqtt, command, env, qdrant (has \(kinds.isEmpty ? "none" : kinds.joined(separator: ", ")))")
-                }
-                let source: ComponentSource
-                switch kinds[0] {
-                case "path":
-                    source = .files(path: p(try r.string(m["path"]!, where_ + ".path")), exclude: try m["exclude"].map { try r.strings($0, where_ + ".exclude") } ?? [])
-                case "mqtt":
-                    source = .mqtt(filters: try r.strings(m["mqtt"]!, where_ + ".mqtt"))
-                case "command":
-                    let parse = try m["parse"].map { try r.string($0, where_ + ".parse") }
-                    if let parse, parse != "csv" { throw r.error(m["parse"]!, "\(where_).parse must be csv") }
-                    source = .command(
-                        command: try r.string(m["command"]!, where_ + ".command"), parse: parse,
-                        output: try m["output"].map { try r.string($0, where_ + ".output") },
-                        optional: try m["optional"].map { try r.bool($0, where_ + ".optional") } ?? false)
-                case "qdrant":
-                    let url = try r.string(m["qdrant"]!, where_ + ".qdrant")
-                    guard url.hasPrefix("http://") || url.hasPrefix("https://"), URL(string: url) != nil else {
-                        throw r.error(m["qdrant"]!, "\(where_).qdrant must be an http:// or https:// URL")
-                    }
-                    source = .qdrant(url: url, collections: try m["collections"].map { try r.strings($0, where_ + ".collections") } ?? [],
-                                     apiKeyEnv: try m["api_key_env"].map { try r.string($0, where_ + ".api_key_env") } ?? "QDRANT_API_KEY")
-                default:
-                    source = .env(patterns: try r.strings(m["env"]!, where_ + ".env"))
-                }
-                let allowedExtras: Set<String> = switch source {
-                case .files: ["path", "exclude"]
-                case .mqtt: ["mqtt"]
-                case .command: ["command", "parse", "output", "optional"]
-                case .env: ["env"]
-                case .qdrant: ["qdrant", "collections", "api_key_env"]
-                }
-                for (k, v) in m where !allowedExtras.contains(k) {
-                    throw r.error(v, "\(where_).\(k) does not apply to a \(source.kind) component")
-                }
-                config.components.append((name, source))
-            }
-        }
-        if let v = top["types"] {
-            config.types = [:]
-            for (keyNode, value) in try r.orderedMapping(v, "types") {
-                let name = try r.string(keyNode, "type name")
-                guard let type = SnapshotType(name) else {
-                    throw r.error(keyNode, "types: \"\(name)\" is not a valid type name (\(SnapshotType.nameRule))")
-                }
-                guard type != .preRestore, type.componentsFrom == type else {
-                    throw r.error(keyNode, "types: \(type) cannot be configured (\(type == .preRestore ? "in-place restores take it" : "it captures full's components"))")
-                }
-                let names = try r.strings(value, "types.\(type)")
-                for n in names where !config.components.contains(where: { $0.name == n }) {
-                    throw r.error(value, "types.\(type) names unknown component \"\(n)\"")
-                }
-                config.types[type] = names
-            }
-        }
-        if let v = top["environments"] {
-            for (keyNode, value) in try r.orderedMapping(v, "environments") {
-                let name = try r.string(keyNode, "environment name")
-                guard Self.isValidName(name) else { throw r.error(keyNode, "environment name \"\(name)\" must be letters, digits, '_' or '-'") }
-                let m = try r.mapping(value, "environments.\(name)", allowed: ["root", "health_check"])
-                guard let root = m["root"] else { throw r.error(value, "environments.\(name) needs root (the directory the copy is restored into)") }
-                let dir = p(try r.string(root, "environments.\(name).root"))
-                guard dir != "/" else { throw r.error(root, "environments.\(name).root must not be /") }
-                config.environments[name] = RecoveryEnvironment(
-                    root: dir, healthCheck: try m["health_check"].map { try r.string($0, "environments.\(name).health_check") } ?? "")
-            }
-        }
-        if let v = top["hooks"] {
-            let m = try r.mapping(v, "hooks", allowed: ["stop_services", "start_services", "health_check"])
-            for (k, n) in m { config.hooks[k] = try r.string(n, "hooks.\(k)") }
-        }
-        if let v = top["mqtt"] {
-            let m = try r.mapping(v, "mqtt", allowed: ["broker", "id", "groups", "prefix", "username", "password_file", "tls", "allow", "max_payload", "restore_targets", "hmac_key_file"])
-            var q = MQTTSection()
-            if let n = m["broker"] {
-                q.broker = try r.string(n, "mqtt.broker")
-                guard MQTTOptions.parseBroker(q.broker) != nil else { throw r.error(n, "mqtt.broker must look like mqtt://HOST:PORT or mqtts://HOST:PORT, not \"\(q.broker)\"") }
-            }
-            if let n = m["id"] { q.id = try r.string(n, "mqtt.id") }
-            if let n = m["groups"] { q.groups = try r.strings(n, "mqtt.groups") }
-            if let n = m["prefix"] {
-                q.prefix = try r.string(n, "mqtt.prefix")
-                guard !q.prefix.isEmpty, !q.prefix.contains("+"), !q.prefix.contains("#"), !q.prefix.hasSuffix("/") else {
-                    throw r.error(n, "mqtt.prefix must be a topic without wildcards or a trailing '/'")
-                }
-            }
-            for (key, value) in [("id", q.id)] + q.groups.map({ ("groups", $0) }) where value.contains(where: { "+#/".contains($0) }) {
-                throw r.error(m[key]!, "mqtt.\(key) \"\(value)\" must not contain '/', '+' or '#'")
-            }
-            if let n = m["username"] { q.username = try r.string(n, "mqtt.username") }
-            if let n = m["password_file"] { q.passwordFile = try r.string(n, "mqtt.password_file").isEmpty ? "" : p(try r.string(n, "mqtt.password_file")) }
-            if let n = m["tls"] {
-                let t = try r.mapping(n, "mqtt.tls", allowed: ["ca", "cert", "key"])
-                func path(_ k: String) throws -> String {
-                    guard let v = t[k] else { return "" }
-                    let s = try r.string(v, "mqtt.tls.\(k)")
-                    return s.isEmpty ? "" : p(s)
-                }
-                q.tls = MQTTTLS(caFile: try path("ca"), certFile: try path("cert"), keyFile: try path("key"))
-            }
-            if let n = m["allow"] {
-                q.allow = try r.strings(n, "mqtt.allow")
-                for a in q.allow where !MQTTSection.actions.contains(a) {
-                    throw r.error(n, "mqtt.allow: unknown action \"\(a)\" (actions: \(MQTTSection.actions.joined(separator: ", ")))")
-                }
-            }
-            if let n = m["max_payload"] {
-                q.maxPayload = try r.int(n, "mqtt.max_payload")
-                guard q.maxPayload > 0 && q.maxPayload <= 268_435_455 else { throw r.error(n, "mqtt.max_payload must be 1..268435455") }
-            }
-            if let n = m["restore_targets"] { q.restoreTargets = try r.strings(n, "mqtt.restore_targets").map { p($0) } }
-            if let n = m["hmac_key_file"] { q.hmacKeyFile = try r.string(n, "mqtt.hmac_key_file").isEmpty ? "" : p(try r.string(n, "mqtt.hmac_key_file")) }
-            config.mqtt = q
-        }
-        if let v = top["schedule"] {
-            guard case .sequence(let seq) = v else { throw r.error(v, "schedule must be a list") }
-            config.schedule = try seq.map { item in
-                let m = try r.mapping(item, "schedule entry", allowed: ["cron", "type", "action", "snapshot"])
-                guard let c = m["cron"] else { throw r.error(item, "schedule entry needs cron") }
-                let cron: CronExpression
-                do {
-                    cron = try CronExpression(try r.string(c, "schedule.cron"))
-                } catch let e as CronExpression.ParseError {
-                    throw r.error(c, "schedule.cron: \(e)")
-                }
-                let action = try m["action"].map { try r.string($0, "schedule.action") } ?? "create"
-                guard ScheduleEntry.actions.contains(action) else {
-                    throw r.error(m["action"]!, "schedule.action must be one of \(ScheduleEntry.actions.joined(separator: ", ")), not \(action)")
-                }
-                if action == "create" {
-                    guard let t = m["type"] else { throw r.error(item, "schedule entry needs cron and type") }
-                    let name = try r.string(t, "schedule.type")
-                    guard let type = SnapshotType(name), config.types[type.componentsFrom] != nil else {
-                        throw r.error(t, "schedule.type must be a configured type (\(config.configuredTypes.map(\.name).joined(separator: ", "))), not \(name)")
-                    }
-                    return ScheduleEntry(cron: cron, work: .create(type))
-                }
-                return ScheduleEntry(cron: cron, work: .testRecovery(snapshot: try m["snapshot"].map { try r.string($0, "schedule.snapshot") } ?? "latest"))
-            }
-        }
-        if let v = top["prune"] {
-            let m = try r.mapping(v, "prune", allowed: ["repack_threshold"])
-            if let t = m["repack_threshold"] {
-                guard case .scalar(let sc) = t, let value = Double(sc.string), value > 0, value <= 1 else {
-                    throw r.error(t, "prune.repack_threshold must be a number in (0, 1], the unused share of a pack that makes prune repack it")
-                }
-                config.repackThreshold = value
-            }
-        }
-        if let v = top["timezone"] {
-            let name = try r.string(v, "timezone")
-            guard let tz = TimeZone(identifier: name) else { throw r.error(v, "timezone \"\(name)\" is not a known time zone (e.g. UTC, Europe/Berlin)") }
-            config.timeZone = tz
-        }
-        if let v = top["retention"] { config.retention = p(try r.string(v, "retention")) }
-        if let v = top["alerts"] { config.alerts = p(try r.string(v, "alerts")) }
+        if let v = top["components"] { try config.readComponents(v, r) }
+        if let v = top["types"] { try config.readTypes(v, r) }
+        if let v = top["environments"] { try config.readEnvironments(v, r) }
+        if let v = top["hooks"] { try config.readHooks(v, r) }
+        if let v = top["mqtt"] { try config.readMQTT(v, r) }
+        if let v = top["schedule"] { try config.readSchedule(v, r) }
+        if let v = top["prune"] { try config.readPrune(v, r) }
+        if let v = top["timezone"] { try config.readTimezone(v, r) }
+        if let v = top["retention"] { config.retention = config.path(try r.string(v, "retention")) }
+        if let v = top["alerts"] { config.alerts = config.path(try r.string(v, "alerts")) }
         return config
     }
 
@@ -340,58 +179,6 @@ public struct SnapshotConfig: Sendable {
         default:
             return "\(e)".split(separator: "\n").first.map(String.init) ?? "\(e)"
         }
-    }
-}
-
-/// Typed access to YAML nodes with file:line errors.
-struct ConfigReader {
-    let file: String
-
-    func error(_ node: Yams.Node, _ message: String) -> EngineError {
-        EngineError.config(file: file, line: node.mark?.line, message: message)
-    }
-
-    func orderedMapping(_ node: Yams.Node, _ what: String) throws -> [(Yams.Node, Yams.Node)] {
-        guard case .mapping(let m) = node else { throw error(node, "\(what) must be a mapping") }
-        return m.map { ($0.key, $0.value) }
-    }
-
-    /// A mapping with only `allowed` keys; duplicate keys are errors.
-    func mapping(_ node: Yams.Node, _ what: String, allowed: Set<String>) throws -> [String: Yams.Node] {
-        var out: [String: Yams.Node] = [:]
-        for (k, v) in try orderedMapping(node, what) {
-            let key = try string(k, "\(what) key")
-            guard allowed.contains(key) else {
-                throw error(k, "unknown key \"\(key)\" in \(what) (allowed: \(allowed.sorted().joined(separator: ", ")))")
-            }
-            guard out[key] == nil else { throw error(k, "duplicate key \"\(key)\" in \(what)") }
-            out[key] = v
-        }
-        return out
-    }
-
-    func string(_ node: Yams.Node, _ what: String) throws -> String {
-        guard case .scalar(let s) = node else { throw error(node, "\(what) must be a string") }
-        return s.string
-    }
-
-    func int(_ node: Yams.Node, _ what: String) throws -> Int {
-        guard case .scalar(let s) = node, let v = Int(s.string) else { throw error(node, "\(what) must be an integer") }
-        return v
-    }
-
-    func bool(_ node: Yams.Node, _ what: String) throws -> Bool {
-        guard case .scalar(let s) = node else { throw error(node, "\(what) must be true or false") }
-        switch s.string {
-        case "true", "True", "yes": return true
-        case "false", "False", "no": return false
-        default: throw error(node, "\(what) must be true or false")
-        }
-    }
-
-    func strings(_ node: Yams.Node, _ what: String) throws -> [String] {
-        guard case .sequence(let seq) = node else { throw error(node, "\(what) must be a list") }
-        return try seq.map { try string($0, what + " item") }
     }
 }
 
