@@ -27,7 +27,11 @@ extension Agent {
         checks.checkSize = true
         checks.checkIntegrity = true
         let options = checks
-        guard let report = try? await blocking({ try service.monitor(options) }) else { return }
+        // Never while a job runs: the job runner evaluates again when it is done.
+        guard await gate.tryEnter() else { return }
+        let result = try? await blocking({ try service.monitor(options) })
+        await gate.leave()
+        guard let report = result else { return }
         let recoveryFailure = memory.withLock { $0.recoveryFailure }
         for check in report.checks {
             if check.check == "snapshot_integrity", let failure = recoveryFailure {

@@ -18,7 +18,9 @@ extension Agent {
             let pacer = ProgressPacer()
             let reports = job.reportsProgress
             let reporter = Task { if reports { await self.reportProgress(job, pacer: pacer) } }
+            await gate.enter()
             let outcome = await execute(job)
+            await gate.leave()
             reporter.cancel()
             _ = await reporter.value
             if reports && outcome.status == "succeeded" {

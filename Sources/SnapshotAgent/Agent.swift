@@ -21,6 +21,7 @@ public final class Agent: Service, Sendable {
     let parser: CommandParser
     let ledger: RequestLedger
     let queue = JobQueue()
+    let gate = RepositoryGate()
     let logger: Logger
     let counter = Atomic<Int>(0)
     let startID = String(Int(Date().timeIntervalSince1970), radix: 36)
@@ -84,11 +85,12 @@ public final class Agent: Service, Sendable {
         // (refusing new jobs) until it has.
         let parts = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [
-                .init(service: StatusPublisher(agent: self)),
-                .init(service: CommandIntake(agent: self)),
-                .init(service: AlertMonitor(agent: self)),
+                .init(service: Loop(description: "connection watch") { await self.watchConnection() }),
+                .init(service: Loop(description: "metrics timer") { await self.metricsTimer() }),
+                .init(service: Loop(description: "command intake") { await self.receiveCommands() }),
+                .init(service: Loop(description: "alert checks") { await self.alertTimer() }),
                 // With no schedule: entries there is nothing to run, and it ends at once.
-                .init(service: ScheduleRunner(agent: self), successTerminationBehavior: .ignore),
+                .init(service: Loop(description: "schedule") { await self.runSchedule() }, successTerminationBehavior: .ignore),
                 .init(service: JobRunner(agent: self), successTerminationBehavior: .gracefullyShutdownGroup),
             ],
             logger: logger))

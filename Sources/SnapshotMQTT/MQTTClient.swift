@@ -311,22 +311,26 @@ public final class MQTTClient: @unchecked Sendable {
             end(MQTTError.timeout("connecting to \(options.host):\(options.port)"))
         }
         defer { timer.cancel() }
+        try await suspend(onCancel: { end(CancellationError()) }) { c in
+            state.withLock { s -> Result<Void, any Error>? in
+                if s.connected { return .success(()) }
+                if Task.isCancelled { return .failure(CancellationError()) }
+                s.connectWaiters[id] = c
+                return nil
+            }
+        }
+    }
+
+    /// Suspends until the continuation is resumed: `park` either settles at once (returns
+    /// the outcome) or stores the continuation for a callback to resume (returns nil).
+    /// `onCancel` runs when the task is cancelled meanwhile and must end the wait.
+    private func suspend(onCancel: @escaping @Sendable () -> Void, _ park: (CheckedContinuation<Void, any Error>) -> Result<Void, any Error>?) async throws {
         try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                let outcome = state.withLock { s -> Result<Bool, any Error> in
-                    if s.connected { return .success(true) }
-                    if Task.isCancelled { return .failure(CancellationError()) }
-                    s.connectWaiters[id] = c
-                    return .success(false)
-                }
-                switch outcome {
-                case .success(true): c.resume()
-                case .failure(let e): c.resume(throwing: e)
-                case .success(false): break
-                }
+            try await withCheckedThrowingContinuation { c in
+                if let settled = park(c) { c.resume(with: settled) }
             }
         } onCancel: {
-            end(CancellationError())
+            onCancel()
         }
     }
 
@@ -366,26 +370,17 @@ public final class MQTTClient: @unchecked Sendable {
             }
         }
         defer { timer?.cancel() }
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                let outcome = state.withLock { s -> Result<Bool, any Error> in
-                    if case .arrived? = s.acks[mid] {
-                        s.acks[mid] = nil
-                        return .success(true)
-                    }
-                    if !s.running { s.acks[mid] = .unawaited; return .failure(MQTTError.stopped) }
-                    if Task.isCancelled { s.acks[mid] = .unawaited; return .failure(CancellationError()) }
-                    s.acks[mid] = .waiting(token: token, c)
-                    return .success(false)
+        try await suspend(onCancel: { self.abandon(mid, token: token, CancellationError()) }) { c in
+            state.withLock { s -> Result<Void, any Error>? in
+                if case .arrived? = s.acks[mid] {
+                    s.acks[mid] = nil
+                    return .success(())
                 }
-                switch outcome {
-                case .success(true): c.resume()
-                case .failure(let e): c.resume(throwing: e)
-                case .success(false): break
-                }
+                if !s.running { s.acks[mid] = .unawaited; return .failure(MQTTError.stopped) }
+                if Task.isCancelled { s.acks[mid] = .unawaited; return .failure(CancellationError()) }
+                s.acks[mid] = .waiting(token: token, c)
+                return nil
             }
-        } onCancel: {
-            abandon(mid, token: token, CancellationError())
         }
     }
 
