@@ -57,7 +57,7 @@ extension Agent {
             case .verify(let options):
                 let report = try await blocking { try service.verify(options, progress: job.progress) }
                 return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
-                    error: report.ok ? nil : CommandError("damaged", "verify found damage in \(report.snapshots.filter { !$0.ok }.map(\.snapshotID).joined(separator: ", "))"))
+                    error: report.ok ? nil : CommandError("damaged", "verify found damage in \((report.snapshots.filter { !$0.ok }.map(\.snapshotID) + report.repositoryErrors).joined(separator: ", "))"))
             case .restore(let options) where options.target == nil:
                 let restored = try await service.restoreInPlace(options, configuredOnly: true, progress: job.progress, cancellation: job.cancellation)
                 if let summary = restored.summary {

@@ -48,9 +48,9 @@ public enum PackFormat {
     /// encryption and must be 0 in format version 1.
     public static let compressionRaw: UInt8 = 0
     public static let compressionZstd: UInt8 = 1
-    static let entrySize = 45
+    public static let entrySize = 45
     /// Trailer footer: entry count, version, magic.
-    static let footerSize = 12
+    public static let footerSize = 12
 
     static func encodeTrailer(_ entries: [PackEntry]) -> [UInt8] {
         var w = ByteWriter(capacity: entries.count * entrySize + footerSize + 32)

@@ -87,10 +87,24 @@ public struct SnapshotService: Sendable {
         try options.validate()
         let (repository, lock) = try open(.shared, purpose: "verify")
         defer { lock.release() }
-        let records = try options.snapshot.map { [try catalog.resolve($0)] } ?? catalog.all()
+        var records = try options.snapshot.map { [try catalog.resolve($0)] } ?? catalog.all()
+        if let component = options.component {
+            // A component a snapshot does not have is a usage error, not damage. (A manifest
+            // that cannot be read stays in: verify reports it.)
+            let manifests = records.map { try? catalog.readManifest($0) }
+            let having = zip(records, manifests).filter { $0.1 == nil || $0.1?.components[component] != nil }.map(\.0)
+            guard !having.isEmpty else {
+                let known = Set(manifests.compactMap { $0 }.flatMap(\.components.keys)).sorted().joined(separator: ", ")
+                let which = options.snapshot.map { "snapshot \(records.first?.id ?? $0) has" } ?? "no snapshot has"
+                throw EngineError.usage("\(which) no component \(component) (\(options.snapshot == nil ? "components" : "it has"): \(known))")
+            }
+            records = having
+        }
         let report = Verifier(repository: repository, progress: progress).verify(records, component: options.component, readData: options.readData)
         let now = Timestamp.now().iso8601
         for (record, result) in zip(records, report.snapshots) {
+            // One component checked says nothing about the others: only a failure is recorded.
+            if options.component != nil && result.ok { continue }
             var m = record.metadata
             m.verified = VerificationRecord(timestamp: now, ok: result.ok, readData: options.readData)
             try? catalog.rewriteMetadata(record, m)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Dispatch
 import Synchronization
 import SnapshotCore
@@ -14,10 +17,18 @@ public struct SnapshotVerification: Sendable, Codable, Equatable {
     }
 }
 
-/// `verify --json`: `{"ok", "snapshots":[…]}`.
+/// `verify --json`: `{"ok", "snapshots":[…], "repository_errors":[…]}`. Repository errors
+/// are damage that no snapshot's data suffers from (yet): a pack whose trailer — the list
+/// the index can be rebuilt from — is damaged while its blobs still read back.
 public struct VerifyReport: Sendable, Codable, Equatable {
     public var ok: Bool
     public var snapshots: [SnapshotVerification]
+    public var repositoryErrors: [String] = []
+
+    enum CodingKeys: String, CodingKey {
+        case ok, snapshots
+        case repositoryErrors = "repository_errors"
+    }
 }
 
 /// Checks snapshots. The quick check reads every tree (each checked against its hash),
@@ -36,20 +47,15 @@ public final class Verifier: Sendable {
         self.workers = workers
     }
 
-    private struct Use {
-        var snapshot: Int
-        var where_: String
-    }
-
     public func verify(_ records: [SnapshotRecord], component: String? = nil, readData: Bool) -> VerifyReport {
         let catalog = SnapshotCatalog(repositoryPath: repository.path)
         let reader = BlobReader(repository: repository)
         var results: [SnapshotVerification] = []
-        var firstUse: [BlobID: [Use]] = [:]
+        var toRead = Set<BlobID>()
         progress.phase = "checking trees"
         progress.filesTotal.store(records.count, ordering: .relaxed)
         var packsPresent: [BlobID: Bool] = [:]
-        for (i, record) in records.enumerated() {
+        for record in records {
             var errors: [String] = []
             defer {
                 results.append(SnapshotVerification(snapshotID: record.id, ok: errors.isEmpty, errors: errors))
@@ -63,8 +69,7 @@ public final class Verifier: Sendable {
                 continue
             }
             if let component, manifest.components[component] == nil {
-                errors.append("component \(component): not in this snapshot")
-                continue
+                continue  // nothing of it to check here (the service refuses a snapshot without it)
             }
             for (name, c) in manifest.components.sorted(by: { $0.key < $1.key }) {
                 if let component, name != component { continue }
@@ -84,10 +89,7 @@ public final class Verifier: Sendable {
                                     if packsPresent[loc.pack] == false {
                                         throw VerifyFailure("file \(file): pack \(loc.pack.short) missing")
                                     }
-                                    if readData {
-                                        var uses = firstUse[blob, default: []]
-                                        if uses.count < 8 { uses.append(Use(snapshot: i, where_: file)); firstUse[blob] = uses }
-                                    }
+                                    if readData { toRead.insert(blob) }
                                 }
                             }
                         }
@@ -106,35 +108,51 @@ public final class Verifier: Sendable {
                 }
             }
         }
+        var packErrors: [String] = []
         if readData {
-            for (blob, message) in readAllData(Array(firstUse.keys)) {
-                for use in firstUse[blob] ?? [] {
-                    results[use.snapshot].errors.append("file \(use.where_): \(message)")
-                    results[use.snapshot].ok = false
+            let (damagedBlobs, badPacks) = readAllData(Array(toRead))
+            packErrors = badPacks
+            let damaged = Dictionary(damagedBlobs, uniquingKeysWith: { a, _ in a })
+            if !damaged.isEmpty {
+                // Every file of every snapshot that uses a damaged blob, however many share it.
+                progress.phase = "naming damaged files"
+                for (i, record) in records.enumerated() {
+                    guard let manifest = try? catalog.readManifest(record) else { continue }
+                    for (name, c) in manifest.components.sorted(by: { $0.key < $1.key }) where component == nil || name == component {
+                        try? ComponentDigest.walk(c.treeID, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { path, node in
+                            guard node.kind == .file, let message = node.content.lazy.compactMap({ damaged[$0] }).first else { return }
+                            results[i].errors.append("file \(path): \(message)")
+                            results[i].ok = false
+                        }
+                    }
                 }
             }
         }
         progress.phase = "done"
-        return VerifyReport(ok: results.allSatisfy(\.ok), snapshots: results)
+        return VerifyReport(ok: results.allSatisfy(\.ok) && packErrors.isEmpty, snapshots: results, repositoryErrors: packErrors)
     }
 
-    /// Reads every blob once, pack by pack; returns the damaged ones with what is wrong.
-    private func readAllData(_ blobs: [BlobID]) -> [(BlobID, String)] {
+    /// Reads every blob once, pack by pack, and checks each pack's trailer against the index;
+    /// returns the damaged blobs with what is wrong, and the packs whose trailer is damaged.
+    private func readAllData(_ blobs: [BlobID]) -> (blobs: [(BlobID, String)], packs: [String]) {
         progress.phase = "reading data"
-        var byPack: [BlobID: [(BlobID, BlobLocation)]] = [:]
-        var total = 0
-        for blob in blobs {
-            guard let loc = repository.index.location(of: blob) else { continue }
-            byPack[loc.pack, default: []].append((blob, loc))
-            total += Int(loc.length)
-        }
-        progress.bytesTotal.store(total, ordering: .relaxed)
+        let wanted = Set(blobs)
+        // Every pack the index names: its trailer is checked against all its index entries
+        // (tree-only packs included); its content blobs that snapshots use are read.
+        let byPack = Dictionary(grouping: repository.index.allLocations().map { ($0.key, $0.value) }, by: { $0.1.pack })
+        let work = byPack.map { (pack: $0.key, indexed: $0.value, toRead: $0.value.filter { wanted.contains($0.0) }) }
+        progress.bytesTotal.store(work.reduce(0) { $0 + $1.toRead.reduce(0) { $0 + Int($1.1.length) } }, ordering: .relaxed)
         let damaged = Mutex<[(BlobID, String)]>([])
+        let badPacks = Mutex<[String]>([])
         let repository = self.repository
         let progress = self.progress
         // A damaged blob is a finding, not a failure: every blob is read whatever happens.
-        try? WorkerThreads.forEach(Array(byPack.values), threads: workers, state: { BlobReader(repository: repository) }) { pack, reader in
-            for (blob, loc) in pack.sorted(by: { $0.1.offset < $1.1.offset }) {
+        try? WorkerThreads.forEach(work, threads: workers, state: { BlobReader(repository: repository) }) { item, reader in
+            let path = repository.packPath(item.pack)
+            if POSIX.exists(path), let problem = Self.checkTrailer(path, indexed: item.indexed) {
+                badPacks.withLock { $0.append(problem) }
+            }
+            for (blob, loc) in item.toRead.sorted(by: { $0.1.offset < $1.1.offset }) {
                 do {
                     _ = try reader.read(blob, check: true)
                 } catch {
@@ -143,7 +161,37 @@ public final class Verifier: Sendable {
                 progress.bytesDone.add(Int(loc.length), ordering: .relaxed)
             }
         }
-        return damaged.withLock { $0 }
+        return (damaged.withLock { $0 }, badPacks.withLock { $0 }.sorted())
+    }
+
+    /// What is wrong with a pack's trailer, or nil: it must decode (magic, version,
+    /// checksum), list entries that follow each other from offset 0 up to the trailer itself
+    /// (nothing appended, nothing missing), and agree with every index entry of the pack.
+    static func checkTrailer(_ path: String, indexed: [(BlobID, BlobLocation)]) -> String? {
+        let entries: [PackEntry]
+        do {
+            entries = try PackFormat.readTrailer(path: path)
+        } catch {
+            return "\(error); its blobs still read back, but the index could not be rebuilt from it"
+        }
+        var expectedOffset: UInt32 = 0
+        for e in entries.sorted(by: { $0.offset < $1.offset }) {
+            guard e.offset == expectedOffset else {
+                return "damaged repository file \(path): pack trailer entries do not follow each other (an entry at \(e.offset), expected \(expectedOffset))"
+            }
+            expectedOffset = e.offset &+ e.length
+        }
+        var st = stat()
+        if stat(path, &st) == 0, Int(st.st_size) != Int(expectedOffset) + entries.count * PackFormat.entrySize + 32 + PackFormat.footerSize {
+            return "damaged repository file \(path): \(st.st_size) bytes where the trailer accounts for \(Int(expectedOffset) + entries.count * PackFormat.entrySize + 32 + PackFormat.footerSize)"
+        }
+        let byID = Dictionary(entries.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for (blob, loc) in indexed {
+            guard let e = byID[blob], e.offset == loc.offset, e.length == loc.length, e.type == loc.type, e.rawLength == loc.rawLength else {
+                return "damaged repository file \(path): the pack trailer does not list blob \(blob.short) where the index has it"
+            }
+        }
+        return nil
     }
 }
 

@@ -50,13 +50,15 @@ extension Snapshot {
                         for e in result.errors { print("\(result.snapshotID): \(e)") }
                     }
                 }
+                for e in report.repositoryErrors { print("repository: \(e)") }
                 let n = report.snapshots.count
                 let bad = report.snapshots.filter { !$0.ok }.count
                 context.say(bad == 0 ? "no errors in \(n) snapshot\(n == 1 ? "" : "s")" : "\(bad) of \(n) snapshots damaged")
             }
             if !report.ok {
                 let bad = report.snapshots.filter { !$0.ok }.map { $0.snapshotID }
-                FileHandle.standardError.write(Data("snapshot: verify found damage in \(bad.joined(separator: ", "))\n".utf8))
+                let what = bad.isEmpty ? "\(report.repositoryErrors.count) pack file\(report.repositoryErrors.count == 1 ? "" : "s"): \(report.repositoryErrors.first ?? "")" : bad.joined(separator: ", ")
+                FileHandle.standardError.write(Data("snapshot: verify found damage in \(what)\n".utf8))
                 throw ExitCode(1)
             }
         }

@@ -83,6 +83,20 @@ import TestSupport
         try p.expectVerifies()
     }
 
+    @Test func verifyingAComponentASnapshotLacksIsAUsageErrorNotDamage() throws {
+        let p = try Project()
+        let id = try p.cli(["create", "--type", "nightly"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let missing = try p.script("verify_snapshot.sh", ["--snapshot", id, "--component", "gpu_usage"])
+        #expect(missing.status == 64, "\(missing.stderr)")
+        #expect(missing.stderr.contains("snapshot \(id) has no component gpu_usage (it has: data)"))
+        #expect(try p.script("verify_snapshot.sh", ["--all", "--component", "gpu_usage"]).status == 64)
+        // The snapshot is not marked damaged; a component it has verifies.
+        #expect(!(try p.cli(["list"]).stdout.contains("FAILED")))
+        #expect(try p.script("verify_snapshot.sh", ["--snapshot", id, "--component", "data"]).status == 0)
+        try p.expectVerifies()
+        #expect(try p.cli(["list"]).stdout.contains("ok "))
+    }
+
     @Test func restoreNarrowsTheReferenceByType() throws {
         let p = try Project()
         let nightly = try p.cli(["create", "--type", "nightly", "--time", "2024-03-01T02:00:00Z"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -41,6 +41,63 @@ import TestSupport
         #expect(throws: RepositoryError.self) { try h.restore(record.id, to: h.dir.sub("out")) }
     }
 
+    /// Flips one byte in the middle of `blob`'s entry in its pack.
+    func damage(_ blob: BlobID, in repo: Repository) throws {
+        let location = try #require(repo.index.location(of: blob))
+        let fd = open(repo.packPath(location.pack), O_RDWR)
+        defer { close(fd) }
+        var byte: UInt8 = 0
+        _ = pread(fd, &byte, 1, off_t(location.offset + location.length / 2))
+        byte ^= 0x01
+        _ = pwrite(fd, &byte, 1, off_t(location.offset + location.length / 2))
+    }
+
+    @Test func everySnapshotSharingADamagedBlobIsNamedHoweverManyThereAre() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/shared.bin", Fixture.bytes(300_000, seed: 9))
+        var records: [SnapshotRecord] = []
+        for i in 0..<12 {
+            Fixture.write(h.source + "/own.txt", Array("snapshot \(i)\n".utf8))
+            records.append(try h.create(type: .full))
+        }
+        let repo = try h.open()
+        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
+        let node = try Browser(repository: repo).node(try catalog.readManifest(records[0]), path: "src/shared.bin")
+        try damage(node.content[0], in: repo)
+        let report = try h.verify(readData: true)
+        let named = report.snapshots.filter { s in s.errors.contains { $0.contains("src/shared.bin") } }.map(\.snapshotID)
+        #expect(Set(named) == Set(records.map(\.id)), "named \(named.count) of 12")
+        #expect(report.snapshots.allSatisfy { !$0.ok })
+    }
+
+    @Test func readDataChecksPackTrailersAgainstTheIndex() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/f.bin", Fixture.bytes(300_000, seed: 3))
+        _ = try h.create()
+        #expect(try h.verify(readData: true).ok)
+        for pack in try packFiles(h.repoPath) {
+            let original = try POSIX.readFile(pack)
+            // A flipped byte in the trailer's entry list, in its checksum, in the footer;
+            // bytes appended after the footer; a truncated trailer.
+            var variants: [(String, [UInt8])] = []
+            for back in [PackFormat.footerSize + 40, PackFormat.footerSize + 3, 2] {
+                var damaged = original
+                damaged[damaged.count - back] ^= 0x10
+                variants.append(("byte \(back) from the end", damaged))
+            }
+            variants.append(("garbage appended", original + [0, 1, 2, 3]))
+            variants.append(("truncated", Array(original.dropLast(7))))
+            for (what, bytes) in variants {
+                Fixture.write(pack, bytes)
+                let report = try h.verify(readData: true)
+                #expect(!report.ok, "\(what) in \(pack) passed verify --read-data")
+                #expect(report.repositoryErrors.contains { $0.contains(pack) }, "\(what): \(report.repositoryErrors)")
+            }
+            Fixture.write(pack, original)
+        }
+        try h.expectVerifies()
+    }
+
     @Test func aMissingPackIsCaughtByTheQuickCheck() throws {
         let h = try EngineHarness()
         Fixture.write(h.source + "/f.bin", Fixture.bytes(300_000, seed: 2))
