@@ -74,8 +74,9 @@ extension Agent {
                 }
                 return Outcome(status: "succeeded", result: try jsonObject(restored.plannedEntries))
             case .list(let options):
-                let records = try await blocking { try service.list(options) }
-                return Outcome(status: "succeeded", result: try jsonObject(records.map(\.metadata)))
+                let (records, damaged) = try await blocking { (try service.list(options), try service.damaged(options)) }
+                let listing = try records.map { try jsonObject($0.metadata) } + damaged.map { try jsonObject(DamagedListing(snapshotID: $0.id, type: $0.type, damaged: $0.problem)) }
+                return Outcome(status: "succeeded", result: listing)
             case .show(let options):
                 let record = try await blocking { try service.show(options) }
                 return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
@@ -96,8 +97,8 @@ extension Agent {
                 let report = try await blocking { try service.prune(options, progress: job.progress) }
                 return Outcome(status: "succeeded", result: try jsonObject(report))
             case .delete(let options):
-                let record = try await blocking { try service.delete(options) }
-                return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
+                let deleted = try await blocking { try service.delete(options) }
+                return Outcome(status: "succeeded", result: try jsonObject(deleted))
             case .monitor(let options):
                 let report = try await blocking { try service.monitor(options) }
                 return Outcome(status: "succeeded", result: try jsonObject(report))

@@ -15,6 +15,17 @@ public struct SnapshotRecord: Sendable {
     }
 }
 
+/// A snapshot directory whose metadata.json cannot be read. It is isolated: listed as
+/// damaged, counted by verify and monitor, deletable, and never used as a parent or a
+/// reference's target; everything else keeps working.
+public struct DamagedSnapshot: Sendable, Equatable {
+    public var type: SnapshotType
+    public var id: String
+    public var directory: String
+    /// What is wrong, naming the file.
+    public var problem: String
+}
+
 /// The visible part of the repository: `<repo>/<type>/<id>/{metadata.json,manifest.json}` and
 /// `<repo>/<type>/latest`. Committing a snapshot is one directory rename, so a snapshot is
 /// either wholly visible or not at all.
@@ -33,20 +44,46 @@ public struct SnapshotCatalog: Sendable {
         }.sorted()
     }
 
-    /// Every snapshot, newest first (by timestamp, then id). A snapshot directory whose
-    /// metadata.json cannot be read is an error naming it.
+    /// Every readable snapshot, newest first (by timestamp, then id). Snapshots whose
+    /// metadata.json cannot be read are left out: see `damaged`.
     public func all(type: SnapshotType? = nil) throws -> [SnapshotRecord] {
+        try scan(type: type).records
+    }
+
+    /// The snapshot directories whose metadata.json cannot be read, by id.
+    public func damaged(type: SnapshotType? = nil) throws -> [DamagedSnapshot] {
+        try scan(type: type).damaged
+    }
+
+    /// Reads every snapshot directory once; a damaged one never stops the others.
+    public func scan(type: SnapshotType? = nil) throws -> (records: [SnapshotRecord], damaged: [DamagedSnapshot]) {
         var out: [SnapshotRecord] = []
+        var damaged: [DamagedSnapshot] = []
         for t in try type.map({ [$0] }) ?? types() {
             let dir = repositoryPath + "/" + t.name
             guard POSIX.isDirectory(dir) else { continue }
             for name in try POSIX.listDirectory(dir) where !name.hasPrefix(".") && name != "latest" {
                 let snapDir = dir + "/" + name
                 guard POSIX.isDirectory(snapDir) else { continue }
-                out.append(SnapshotRecord(type: t, id: name, directory: snapDir, metadata: try readMetadata(snapDir + "/metadata.json")))
+                do {
+                    out.append(SnapshotRecord(type: t, id: name, directory: snapDir, metadata: try readMetadata(snapDir + "/metadata.json")))
+                } catch let e as RepositoryError {
+                    // Malformed or missing is damage; a resource error (EACCES, EMFILE, EIO)
+                    // is not, and stops the command.
+                    switch e {
+                    case .corrupt: break
+                    case .io(_, _, let code) where code == ENOENT: break
+                    default: throw e
+                    }
+                    damaged.append(DamagedSnapshot(type: t, id: name, directory: snapDir, problem: "\(e)"))
+                }
             }
         }
-        return out.sorted { a, b in
+        return (Self.newestFirst(out), damaged.sorted { Self.idOrder($0.id, $1.id) })
+    }
+
+    static func newestFirst(_ out: [SnapshotRecord]) -> [SnapshotRecord] {
+        out.sorted { a, b in
             a.metadata.timestamp != b.metadata.timestamp ? a.metadata.timestamp > b.metadata.timestamp : Self.idOrder(a.id, b.id)
         }
     }
@@ -72,7 +109,12 @@ public struct SnapshotCatalog: Sendable {
     }
 
     public func readManifest(_ record: SnapshotRecord) throws -> SnapshotManifest {
-        let path = record.directory + "/manifest.json"
+        try readManifest(directory: record.directory)
+    }
+
+    /// The manifest.json of a snapshot directory (also of a damaged one).
+    public func readManifest(directory: String) throws -> SnapshotManifest {
+        let path = directory + "/manifest.json"
         guard POSIX.exists(path) else { throw RepositoryError.corrupt(file: path, detail: "manifest missing") }
         let bytes = try POSIX.readFile(path)
         do {
@@ -118,6 +160,9 @@ public struct SnapshotCatalog: Sendable {
             return r
         }
         if let r = all.first(where: { $0.id == reference }) { return r }
+        if let d = try damaged(type: narrowed).first(where: { $0.id == reference }) {
+            throw RepositoryError.corrupt(file: d.directory + "/metadata.json", detail: "snapshot \(d.type)/\(d.id) is damaged (\(d.problem)); `snapshot delete --snapshot \(d.type)/\(d.id)` removes it")
+        }
         let named = all.filter { !$0.metadata.name.isEmpty && $0.metadata.name == reference }
         if named.count == 1 { return named[0] }
         if named.count > 1 {

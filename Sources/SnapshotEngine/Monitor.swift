@@ -224,10 +224,11 @@ extension SnapshotService {
         if o.checkIntegrity {
             var state = MonitorState.load(repository.path)
             if state.lastCheck == nil || now.timeIntervalSince1970 - state.lastCheck! >= thresholds.integrityInterval {
-                let report = Verifier(repository: repository).verify(try catalog.all(), readData: false)
+                let (records, damaged) = try catalog.scan()
+                let report = Verifier(repository: repository).verify(records, readData: false)
                 state.lastCheck = now.timeIntervalSince1970
-                state.consecutiveFailures = report.ok ? 0 : state.consecutiveFailures + 1
-                state.lastErrors = report.snapshots.flatMap { s in s.errors.map { "\(s.snapshotID): \($0)" } }.prefix(5).map { $0 }
+                state.consecutiveFailures = report.ok && damaged.isEmpty ? 0 : state.consecutiveFailures + 1
+                state.lastErrors = (damaged.map { "\($0.id): \($0.problem)" } + report.snapshots.flatMap { s in s.errors.map { "\(s.snapshotID): \($0)" } }).prefix(5).map { $0 }
                 try? state.save(repository.path)
             }
             let failures = state.consecutiveFailures

@@ -197,6 +197,39 @@ public struct PruneOptions: OperationOptions, Codable, Equatable {
     public func validate() throws {}
 }
 
+/// What `delete` removed (`--json`: the snapshot's metadata.json object, or for a damaged
+/// snapshot `{"snapshot_id","type","damaged"}`).
+public struct DeletedSnapshot: Sendable, Encodable {
+    public var snapshotID: String
+    public var type: SnapshotType
+    public var metadata: SnapshotMetadata?
+    /// Why its metadata.json could not be read, when it could not.
+    public var damaged: String?
+
+    public func encode(to encoder: any Encoder) throws {
+        if let metadata { return try metadata.encode(to: encoder) }
+        try DamagedListing(snapshotID: snapshotID, type: type, damaged: damaged ?? "").encode(to: encoder)
+    }
+}
+
+/// A damaged snapshot in `list --json` and `delete --json`.
+public struct DamagedListing: Sendable, Codable, Equatable {
+    public var snapshotID: String
+    public var type: SnapshotType
+    public var damaged: String
+
+    public init(snapshotID: String, type: SnapshotType, damaged: String) {
+        self.snapshotID = snapshotID
+        self.type = type
+        self.damaged = damaged
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case snapshotID = "snapshot_id"
+        case type, damaged
+    }
+}
+
 /// Options of `delete`.
 public struct DeleteOptions: OperationOptions, Codable, Equatable {
     public var snapshot: String = ""

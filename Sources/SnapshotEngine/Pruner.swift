@@ -29,9 +29,11 @@ public struct PruneReport: Codable, Sendable, Equatable {
     public var packsDeleted: Int
     public var packsRepacked: Int
     public var dryRun: Bool
+    /// What prune could not do, and why (a damaged snapshot whose data it cannot tell).
+    public var warnings: [String] = []
 
     enum CodingKeys: String, CodingKey {
-        case keep, remove
+        case keep, remove, warnings
         case reclaimedBytes = "reclaimed_bytes"
         case packsDeleted = "packs_deleted"
         case packsRepacked = "packs_repacked"
@@ -63,12 +65,18 @@ public struct Pruner: Sendable {
     /// Removes one snapshot directory: renamed to a hidden name first, so that it vanishes
     /// from listings in one step, then deleted; `latest` is updated.
     public func delete(_ record: SnapshotRecord) throws {
-        let hidden = POSIX.parent(of: record.directory) + "/.deleting-" + record.id
+        try delete(directory: record.directory, type: record.type, id: record.id)
+    }
+
+    /// Removes a snapshot directory (out of sight in one rename, then deleted) and points
+    /// its type's `latest` at the newest one left.
+    public func delete(directory: String, type: SnapshotType, id: String) throws {
+        let hidden = POSIX.parent(of: directory) + "/.deleting-" + id
         try POSIX.removeTree(hidden)
-        guard rename(record.directory, hidden) == 0 else { throw RepositoryError.fromErrno(path: record.directory, operation: "remove snapshot") }
-        try POSIX.syncDirectory(POSIX.parent(of: record.directory))
+        guard rename(directory, hidden) == 0 else { throw RepositoryError.fromErrno(path: directory, operation: "remove snapshot") }
+        try POSIX.syncDirectory(POSIX.parent(of: directory))
         try POSIX.removeTree(hidden)
-        try catalog.updateLatest(type: record.type)
+        try catalog.updateLatest(type: type)
     }
 
     /// Applies `policy` (to `type` only, when given), deletes what falls out and reclaims.
@@ -81,21 +89,31 @@ public struct Pruner: Sendable {
             remove: decisions.filter { !$0.keep }.map { .init(snapshotID: $0.snapshotID, type: $0.type) },
             reclaimedBytes: 0, packsDeleted: 0, packsRepacked: 0, dryRun: dryRun)
         let removing = report.remove.compactMap { byID["\($0.type)/\($0.snapshotID)"] }
-        if dryRun {
-            let plan = try reclaimPlan(keeping: records.filter { r in !removing.contains { $0.directory == r.directory } })
-            let orphans = try orphanPacks()
-            report.reclaimedBytes = plan.reclaimable + orphans.reduce(0) { $0 + $1.size }
-            report.packsDeleted = plan.unused.count + orphans.count
-            report.packsRepacked = plan.repack.count
-            return report
+        do {
+            if dryRun {
+                let plan = try reclaimPlan(keeping: records.filter { r in !removing.contains { $0.directory == r.directory } })
+                let orphans = try orphanPacks()
+                report.reclaimedBytes = plan.reclaimable + orphans.reduce(0) { $0 + $1.size }
+                report.packsDeleted = plan.unused.count + orphans.count
+                report.packsRepacked = plan.repack.count
+                return report
+            }
+            progress.phase = "removing snapshots"
+            for r in removing { try delete(r) }
+            let result = try reclaim(progress: progress)
+            report.reclaimedBytes = result.reclaimed
+            report.packsDeleted = result.deleted
+            report.packsRepacked = result.repacked
+        } catch let blocked as UnknownLiveData {
+            report.warnings.append("space not reclaimed: \(blocked.reason)")
         }
-        progress.phase = "removing snapshots"
-        for r in removing { try delete(r) }
-        let result = try reclaim(progress: progress)
-        report.reclaimedBytes = result.reclaimed
-        report.packsDeleted = result.deleted
-        report.packsRepacked = result.repacked
         return report
+    }
+
+    /// A damaged snapshot whose manifest cannot be read either: what it uses is unknown, so
+    /// nothing may be reclaimed until it is deleted or repaired.
+    struct UnknownLiveData: Error {
+        let reason: String
     }
 
     struct Plan {
@@ -111,9 +129,18 @@ public struct Pruner: Sendable {
         let reader = BlobReader(repository: repository)
         var live = Set<BlobID>()
         var seenTrees = Set<BlobID>()
-        for record in records {
-            let manifest = try catalog.readManifest(record)
-            if let m = BlobID(hex: record.metadata.manifest) { live.insert(m) }
+        var manifests = try records.map { try catalog.readManifest($0) }
+        live.formUnion(records.compactMap { BlobID(hex: $0.metadata.manifest) })
+        // A damaged snapshot keeps what its manifest.json names (and the manifest blob, which
+        // holds manifest.json without its final newline).
+        for d in try catalog.damaged() {
+            guard let bytes = try? POSIX.readFile(d.directory + "/manifest.json"), let m = try? catalog.readManifest(directory: d.directory) else {
+                throw UnknownLiveData(reason: "snapshot \(d.type)/\(d.id) is damaged and its manifest.json cannot be read (\(d.problem)); `snapshot delete --snapshot \(d.type)/\(d.id)` lets prune reclaim again")
+            }
+            manifests.append(m)
+            live.insert(BlobID.hash(bytes.last == 0x0a ? Array(bytes.dropLast()) : bytes))
+        }
+        for manifest in manifests {
             for (name, c) in manifest.components {
                 var stack = [(c.treeID, name)]
                 while let (id, path) = stack.popLast() {

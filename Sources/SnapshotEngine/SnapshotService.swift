@@ -100,7 +100,14 @@ public struct SnapshotService: Sendable {
             }
             records = having
         }
-        let report = Verifier(repository: repository, progress: progress).verify(records, component: options.component, readData: options.readData)
+        var report = Verifier(repository: repository, progress: progress).verify(records, component: options.component, readData: options.readData)
+        if options.snapshot == nil {
+            // Snapshots whose metadata.json cannot be read are damaged too.
+            for d in try catalog.damaged() {
+                report.snapshots.append(SnapshotVerification(snapshotID: d.id, ok: false, errors: [d.problem]))
+                report.ok = false
+            }
+        }
         let now = Timestamp.now().iso8601
         for (record, result) in zip(records, report.snapshots) {
             // One component checked says nothing about the others: only a failure is recorded.
@@ -174,14 +181,31 @@ public struct SnapshotService: Sendable {
         return try pruner.prune(policy: rules, type: options.type, dryRun: options.dryRun, progress: progress)
     }
 
-    /// Removes one snapshot; its data is reclaimed by the next prune.
-    public func delete(_ options: DeleteOptions) throws -> SnapshotRecord {
+    /// Removes one snapshot, also a damaged one; its data is reclaimed by the next prune.
+    public func delete(_ options: DeleteOptions) throws -> DeletedSnapshot {
         try options.validate()
         let (repository, lock) = try open(.exclusive, purpose: "delete")
         defer { lock.release() }
-        let record = try catalog.resolve(options.snapshot)
-        try Pruner(repository: repository).delete(record)
-        return record
+        let pruner = Pruner(repository: repository)
+        do {
+            let record = try catalog.resolve(options.snapshot)
+            try pruner.delete(directory: record.directory, type: record.type, id: record.id)
+            return DeletedSnapshot(snapshotID: record.id, type: record.type, metadata: record.metadata, damaged: nil)
+        } catch RepositoryError.corrupt(let file, let detail) {
+            let name = options.snapshot.split(separator: "/").last.map(String.init) ?? options.snapshot
+            guard let d = try catalog.damaged().first(where: { $0.id == name && (!options.snapshot.contains("/") || options.snapshot == "\($0.type)/\($0.id)") }) else {
+                throw RepositoryError.corrupt(file: file, detail: detail)
+            }
+            try pruner.delete(directory: d.directory, type: d.type, id: d.id)
+            return DeletedSnapshot(snapshotID: d.id, type: d.type, metadata: nil, damaged: d.problem)
+        }
+    }
+
+    /// Snapshots whose metadata.json cannot be read (`list` shows them as damaged).
+    public func damaged(_ options: ListOptions) throws -> [DamagedSnapshot] {
+        let (_, lock) = try open(.shared, purpose: "list")
+        defer { lock.release() }
+        return try catalog.damaged(type: options.type)
     }
 
     /// Snapshots, newest first.

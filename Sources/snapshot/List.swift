@@ -25,8 +25,13 @@ extension Snapshot {
         func run() async throws {
             let context = try Context(global)
             let records = try await context.run { try context.service.list(options) }
+            let damaged = try await context.run { try context.service.damaged(options) }
             if global.json {
-                try context.printJSON(records.map(\.metadata))
+                // Damaged snapshots last, as {"snapshot_id","type","damaged"}.
+                var out = try records.map { try JSONSerialization.jsonObject(with: JSONEncoder.snapshot.encode($0.metadata)) }
+                out += try damaged.map { try JSONSerialization.jsonObject(with: JSONEncoder.snapshot.encode(DamagedListing(snapshotID: $0.id, type: $0.type, damaged: $0.problem))) }
+                FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]))
+                FileHandle.standardOutput.write(Data([0x0a]))
                 return
             }
             var rows = [["ID", "TYPE", "NAME", "SIZE", "ADDED", "DURATION", "VERIFIED"]]
@@ -35,8 +40,12 @@ extension Snapshot {
                 let verified = m.verified.map { $0.ok ? "ok \($0.timestamp.prefix(10))" : "FAILED" } ?? "-"
                 rows.append([r.id, r.type.name, m.name.isEmpty ? "-" : m.name, formatBytes(m.sizeBytes), formatBytes(m.storedBytes), String(format: "%.2f s", m.durationS), verified])
             }
+            for d in damaged { rows.append([d.id, d.type.name, "-", "-", "-", "-", "DAMAGED"]) }
             printTable(rows)
-            if !global.quiet { print("\(records.count) snapshot\(records.count == 1 ? "" : "s")") }
+            for d in damaged { print("\(d.type)/\(d.id): \(d.problem)") }
+            if !global.quiet {
+                print("\(records.count) snapshot\(records.count == 1 ? "" : "s")\(damaged.isEmpty ? "" : ", \(damaged.count) damaged (`snapshot delete --snapshot TYPE/ID` removes one)")")
+            }
         }
     }
 }

@@ -40,6 +40,7 @@ extension Snapshot {
             for k in report.keep { rows.append([k.snapshotID, k.type.name, "keep: " + k.reasons.joined(separator: ", ")]) }
             for r in report.remove { rows.append([r.snapshotID, r.type.name, "remove"]) }
             if !global.quiet { printTable(rows) }
+            for w in report.warnings { FileHandle.standardError.write(Data("snapshot: warning: \(w)\n".utf8)) }
             let verb = dryRun ? "would remove" : "removed"
             context.say("\(verb) \(report.remove.count) of \(report.keep.count + report.remove.count) snapshots; \(dryRun ? "would reclaim" : "reclaimed") \(formatBytes(report.reclaimedBytes)) (\(report.packsDeleted) packs deleted, \(report.packsRepacked) repacked)")
         }
@@ -57,11 +58,11 @@ extension Snapshot {
             let context = try Context(global)
             var options = DeleteOptions()
             options.snapshot = snapshot
-            let record = try await context.run { try context.service.delete(options) }
+            let deleted = try await context.run { try context.service.delete(options) }
             if global.json {
-                try context.printJSON(record.metadata)
+                try context.printJSON(deleted)
             } else {
-                context.say("deleted \(record.type)/\(record.id)")
+                context.say("deleted \(deleted.type)/\(deleted.snapshotID)\(deleted.damaged == nil ? "" : " (damaged)")")
             }
         }
     }

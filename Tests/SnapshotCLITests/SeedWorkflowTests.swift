@@ -97,6 +97,50 @@ import TestSupport
         #expect(try p.cli(["list"]).stdout.contains("ok "))
     }
 
+    @Test func aGarbledMetadataFileIsolatesItsSnapshotAndBlocksNothingElse() throws {
+        let p = try Project()
+        var ids: [String] = []
+        for (i, time) in ["2024-03-01T02:00:00Z", "2024-03-02T02:00:00Z", "2024-03-03T02:00:00Z"].enumerated() {
+            Fixture.write(p.dir.sub("data/day.txt"), Array("day \(i)\n".utf8))
+            ids.append(try p.cli(["create", "--type", "nightly", "--time", time]).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let metadata = p.repo + "/nightly/\(ids[1])/metadata.json"
+        let original = try POSIX.readFile(metadata)
+        Fixture.write(metadata, Array("{\"snapshot_id\": garbled".utf8))
+
+        let list = try p.cli(["list"])
+        #expect(list.status == 0, "\(list.stderr)")
+        #expect(list.stdout.contains(ids[1]) && list.stdout.contains("DAMAGED"))
+        let listed = try #require(try p.json(try p.cli(["list", "--json"])) as? [[String: Any]])
+        #expect(listed.contains { $0["snapshot_id"] as? String == ids[1] && $0["damaged"] is String })
+        #expect(try p.cli(["show", "--snapshot", ids[0]]).status == 0)
+        let shown = try p.cli(["show", "--snapshot", ids[1]])
+        #expect(shown.status == 65 && shown.stderr.contains("metadata.json") && shown.stderr.contains("snapshot delete"), "\(shown.stderr)")
+        #expect(try p.cli(["restore", "--snapshot", "latest", "--target", p.dir.sub("out")]).status == 0)
+        #expect(try p.cli(["create", "--type", "nightly"]).status == 0)
+        let monitor = try p.script("monitor_snapshots.sh", ["--check-age", "--check-integrity"])
+        #expect((0...2).contains(monitor.status), "\(monitor.stdout) \(monitor.stderr)")
+        #expect(monitor.stdout.contains(ids[1]))
+        let verify = try p.cli(["verify", "--all"])
+        #expect(verify.status == 1 && verify.stderr.contains(ids[1]))
+
+        // Prune applies retention to the rest and keeps what the damaged snapshot's manifest
+        // names: with its metadata put back, everything verifies, data included.
+        #expect(try p.script("cleanup_snapshots.sh", []).status == 0)
+        Fixture.write(metadata, original)
+        try p.expectVerifies()
+        // Deleting a damaged snapshot works, and so does prune once even its manifest is gone.
+        Fixture.write(metadata, Array("garbled".utf8))
+        Fixture.write(p.repo + "/nightly/\(ids[1])/manifest.json", Array("garbled".utf8))
+        let blocked = try p.cli(["prune"])
+        #expect(blocked.status == 0 && blocked.stderr.contains("space not reclaimed"), "\(blocked.stderr)")
+        let deleted = try p.cli(["delete", "--snapshot", "nightly/\(ids[1])"])
+        #expect(deleted.status == 0, "\(deleted.stderr)")
+        #expect(!(try p.cli(["list"]).stdout.contains("DAMAGED")))
+        #expect(try p.cli(["prune"]).stderr.isEmpty)
+        try p.expectVerifies()
+    }
+
     @Test func restoreNarrowsTheReferenceByType() throws {
         let p = try Project()
         let nightly = try p.cli(["create", "--type", "nightly", "--time", "2024-03-01T02:00:00Z"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
