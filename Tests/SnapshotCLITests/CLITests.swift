@@ -92,7 +92,7 @@ import TestSupport
         #expect(busy.stderr.contains("locked by PID \(getpid())"))
         lock.release()
 
-        // Damaged metadata: exit 65 naming the file.
+        // Damaged metadata: the snapshot is listed as damaged; showing it is exit 65 naming the file.
         let id = try run(["list", "--json"]).stdout
         let snapID = try #require((try json(id) as? [[String: Any]])?.first?["snapshot_id"] as? String)
         let metaPath = repo + "/incremental/\(snapID)/metadata.json"
@@ -100,7 +100,8 @@ import TestSupport
         let path = POSIX.exists(metaPath) ? metaPath : full
         let saved = try POSIX.readFile(path)
         Fixture.write(path, Array("{".utf8))
-        let damaged = try run(["list"])
+        #expect(try run(["list"]).stdout.contains("DAMAGED"))
+        let damaged = try run(["show", "--snapshot", snapID])
         #expect(damaged.status == 65)
         #expect(damaged.stderr.contains("metadata.json"))
         Fixture.write(path, saved)
