@@ -151,6 +151,13 @@ public struct CommandParser: Sendable {
         }
         let allowed = spec.fields
         var object: [String: Any] = [:]
+        // UTF-8 only, as MQTT's own strings are: JSONSerialization would also take UTF-16 and
+        // UTF-32 (NUL bytes, which UTF-8 JSON never has) and a byte order mark.
+        guard !message.payload.contains(0), !message.payload.starts(with: [0xEF, 0xBB, 0xBF]),
+            String(validating: message.payload, as: UTF8.self) != nil
+        else {
+            return reject("bad_payload", "payload must be UTF-8 JSON (no byte order mark, no NUL bytes)")
+        }
         let trimmed = message.payload.drop { $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
         if !trimmed.isEmpty {
             guard let parsed = try? JSONSerialization.jsonObject(with: Data(message.payload), options: [.fragmentsAllowed]) else {

@@ -57,20 +57,23 @@ public struct AlertThresholds: Sendable, Equatable {
     /// `90s`, `30m`, `24h`, `7d`, `2w` → seconds.
     public static func parseDuration(_ s: String) -> Double? {
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604_800]
-        guard let u = s.last, let f = units[u], let n = Double(s.dropLast()), n >= 0 else { return nil }
+        guard let u = s.last, let f = units[u], let n = Double(s.dropLast()), n >= 0, (n * f).isFinite else { return nil }
         return n * f
     }
 
     /// `500MB`, `10GB` (powers of 1000), `2GiB` (powers of 1024), `1024` bytes.
     public static func parseSize(_ s: String) -> UInt64? {
-        let units: [(String, Double)] = [("TiB", 1_099_511_627_776), ("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024),
-                                         ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("kB", 1e3), ("B", 1)]
+        let units: [(String, UInt64)] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10),
+                                         ("TB", 1_000_000_000_000), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1000), ("kB", 1000), ("B", 1)]
         let t = s.trimmingCharacters(in: .whitespaces)
-        for (suffix, factor) in units where t.hasSuffix(suffix) {
-            guard let n = Double(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), n >= 0 else { return nil }
-            return UInt64(n * factor)
+        let (number, factor) = units.first { t.hasSuffix($0.0) }.map { (String(t.dropLast($0.0.count)).trimmingCharacters(in: .whitespaces), $0.1) } ?? (t, 1)
+        // Checked both ways: 1e30GB or 99999999999999999999B is more than a UInt64 holds.
+        if let whole = UInt64(number) {
+            let (bytes, overflow) = whole.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : bytes
         }
-        return UInt64(t)
+        guard let n = Double(number), n >= 0 else { return nil }
+        return UInt64(exactly: (n * Double(factor)).rounded(.down))
     }
 }
 

@@ -26,6 +26,24 @@ import TestSupport
         return nil
     }
 
+    @Test func onlyUTF8PayloadsAreAccepted() {
+        let p = parser()
+        let json = #"{"type":"system"}"#
+        var utf16 = [UInt8]()
+        for u in json.utf16 { utf16 += [UInt8(u & 0xff), UInt8(u >> 8)] }
+        var utf32 = [UInt8]()
+        for u in json.unicodeScalars { utf32 += [UInt8(u.value & 0xff), 0, 0, 0] }
+        for (what, bytes) in [("UTF-16LE", utf16), ("UTF-16 with BOM", [0xFF, 0xFE] + utf16), ("UTF-32LE", utf32),
+                              ("UTF-8 with BOM", [0xEF, 0xBB, 0xBF] + Array(json.utf8)), ("invalid UTF-8", [0x7B, 0xC3, 0x28, 0x7D])] {
+            let r = p.route(MQTTMessage(topic: "snapshots/cmd/create", payload: bytes, qos: 1))
+            #expect(rejection(r)?.code == "bad_payload", "\(what) was accepted")
+        }
+        guard case .accept = p.route(MQTTMessage(topic: "snapshots/cmd/create", payload: Array(json.utf8), qos: 1)) else {
+            Issue.record("plain UTF-8 JSON was refused")
+            return
+        }
+    }
+
     @Test func routingByBroadcastIdGroupAndAll() {
         let p = parser()
         for topic in ["snapshots/cmd/ping", "snapshots/cmd/host1/ping", "snapshots/cmd/gpu/ping", "snapshots/cmd/all/ping"] {

@@ -1,6 +1,7 @@
 import SnapshotCore
 import SnapshotEngine
 import Testing
+import TestSupport
 
 @Suite struct ConfigTests {
     func error(_ yaml: String) -> String {
@@ -41,6 +42,17 @@ import Testing
         #expect(error("environments:\n  test: {health_check: x}\n").hasPrefix("snapshots.yaml:2: environments.test needs root"))
         #expect(error("environments:\n  test: {root: /}\n").contains("environments.test.root must not be /"))
         #expect(error("key: [unclosed\n").hasPrefix("snapshots.yaml:"))
+    }
+
+    @Test func hugeOrOddNumbersInTheAlertsFileAreErrorsNotCrashes() throws {
+        let dir = TemporaryDirectory()
+        for (size, age) in [("1e30GB", "24h"), ("99999999999999999999B", "24h"), ("99999999999999999999", "24h"), ("infGB", "24h"),
+                            ("10GB", "1e400h"), ("10GB", "nanh"), ("-1GB", "24h")] {
+            Fixture.write(dir.sub("a.yaml"), Array("alerts:\n  snapshot_size: {warning_threshold: \"\(size)\", critical_threshold: \"20GB\"}\n  snapshot_age: {warning_threshold: \"\(age)\", critical_threshold: \"48h\"}\n".utf8))
+            #expect(throws: EngineError.self, "\(size) / \(age)") { try AlertThresholds.load(path: dir.sub("a.yaml")) }
+        }
+        #expect(AlertThresholds.parseSize("18446744073709551615B") == UInt64.max)
+        #expect(AlertThresholds.parseSize("2GiB") == 2_147_483_648)
     }
 
     @Test func theBundledConfigLoads() throws {
