@@ -44,62 +44,12 @@ public enum CommandCapture {
         return GeneratedSource(name: name, kind: .command, source: command, files: files, details: details)
     }
 
-    struct Output {
-        var status: Int32
-        var stdout: [UInt8]
-        var stderr: [UInt8]
-        var timedOut: Bool
-    }
+    typealias Output = ShellCommand.Output
 
     /// Runs `command` under /bin/sh, in `directory` (default: ours), with `environment`
-    /// added to ours.
+    /// added to ours; a timeout kills everything it started (see `ShellCommand`).
     static func run(_ command: String, timeout: Double, directory: String? = nil, environment: [String: String] = [:]) throws -> Output {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", command]
-        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        let collected = OutputCollector(out: out, err: err)
-        while p.isRunning && Date() < deadline { usleep(10_000) }
-        let timedOut = p.isRunning
-        if timedOut {
-            kill(p.processIdentifier, SIGKILL)
-        }
-        p.waitUntilExit()
-        let (o, e) = collected.finish()
-        return Output(status: p.terminationStatus, stdout: o, stderr: e, timedOut: timedOut)
-    }
-}
-
-/// Drains a child's stdout and stderr on background threads so that a chatty command
-/// cannot block on a full pipe.
-final class OutputCollector: @unchecked Sendable {
-    private var out: [UInt8] = []
-    private var err: [UInt8] = []
-    private let group = DispatchGroup()
-
-    init(out: Pipe, err: Pipe) {
-        group.enter()
-        DispatchQueue.global().async {
-            self.out = Array(out.fileHandleForReading.readDataToEndOfFile())
-            self.group.leave()
-        }
-        group.enter()
-        DispatchQueue.global().async {
-            self.err = Array(err.fileHandleForReading.readDataToEndOfFile())
-            self.group.leave()
-        }
-    }
-
-    func finish() -> ([UInt8], [UInt8]) {
-        group.wait()
-        return (out, err)
+        try ShellCommand.run(command, timeout: timeout, directory: directory, environment: environment)
     }
 }
 

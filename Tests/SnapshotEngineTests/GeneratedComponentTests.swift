@@ -44,6 +44,40 @@ import TestSupport
         try h.expectVerifies()
     }
 
+    /// Processes whose command line contains `marker` (its first character in brackets, so
+    /// that the pattern does not match the shell that runs pgrep).
+    func running(_ marker: String) throws -> Bool {
+        try CLI.shell("pgrep -f '[\(marker.prefix(1))]\(marker.dropFirst())'", in: "/").status == 0
+    }
+
+    @Test func aTimeoutKillsEverythingTheCommandStarted() throws {
+        var start = Date()
+        do {
+            try Hooks.run("stop_services", "sleep 31.7 & sleep 31.8; echo never", timeout: 1)
+            Issue.record("a hook past its timeout succeeded")
+        } catch {
+            #expect("\(error)" == "hook stop_services failed: timed out after 1 s")
+        }
+        #expect(Date().timeIntervalSince(start) < 4)
+        #expect(try !running("sleep 31.7") && !running("sleep 31.8"), "the hook's children outlived its timeout")
+
+        start = Date()
+        #expect(throws: EngineError.self) {
+            try CommandCapture.capture(name: "probe", command: "sleep 32.7 & echo partial; sleep 32.8", parse: nil, output: nil, optional: false, timeout: 1)
+        }
+        #expect(Date().timeIntervalSince(start) < 4)
+        #expect(try !running("sleep 32.7"))
+    }
+
+    @Test func aHookThatStartsABackgroundServiceReturnsWhenItsShellDoes() throws {
+        let start = Date()
+        // The service keeps the hook's output pipe open for as long as it runs.
+        try Hooks.run("start_services", "(sleep 33.3 &); echo started", timeout: 60)
+        #expect(Date().timeIntervalSince(start) < 4)
+        #expect(try running("sleep 33.3"), "the started service was killed")
+        _ = try CLI.shell("pkill -f 'sleep 33.3'", in: "/")
+    }
+
     @Test func aMissingOptionalToolIsRecordedAndARequiredOneFails() throws {
         let missing = try CommandCapture.capture(name: "gpu_usage", command: "nvidia-smi-not-installed --query-gpu=index --format=csv", parse: "csv", output: nil, optional: true)
         #expect(missing.files.isEmpty)

@@ -16,4 +16,16 @@ int snapshot_o_direct(void);
 /// 0 or -1 with errno.
 int snapshot_set_thread_niceness(int niceness);
 
+/// pipe2(fds, O_CLOEXEC): both ends close-on-exec from the start (no window in which a
+/// child spawned by another thread inherits them).
+int snapshot_pipe_cloexec(int fds[2]);
+
+/// pidfd_open(2): a descriptor that polls readable when the process exits; -1 with errno
+/// (ENOSYS before Linux 5.3).
+int snapshot_pidfd_open(int pid);
+
+/// posix_spawn_file_actions_addchdir_np (glibc 2.29): the child starts in `path`.
+/// `actions` is a posix_spawn_file_actions_t *.
+int snapshot_spawn_addchdir(void *actions, const char *path);
+
 #endif
