@@ -30,6 +30,12 @@ public final class Repository: Sendable {
     public let config: RepositoryConfig
     public let index = MasterIndex()
     private let packFiles = Mutex<[BlobID: Int32]>([:])
+    private let damagedIndex = Mutex<[String]>([])
+
+    /// Index files that could not be read when the repository was opened, each with what is
+    /// wrong. The rest of the index is loaded: the blobs only they named read as missing
+    /// until `rebuild-metadata` rebuilds the index from the packs.
+    public var damagedIndexFiles: [String] { damagedIndex.withLock { $0 } }
 
     public var storePath: String { path + "/.store" }
     var dataPath: String { storePath + "/data" }
@@ -101,11 +107,17 @@ public final class Repository: Sendable {
         return repo
     }
 
-    /// Reads every index file into `index`.
+    /// Reads every index file into `index`; a damaged one is set aside (see
+    /// `damagedIndexFiles`), a resource error stops the open.
     func loadIndex() throws {
         for name in try POSIX.listDirectory(indexPath) where !name.contains(".tmp") {
             let file = indexPath + "/" + name
-            index.add(try IndexFile.decode(try POSIX.readFile(file), file: file))
+            do {
+                index.add(try IndexFile.decode(try POSIX.readFile(file), file: file))
+            } catch let e as RepositoryError {
+                guard case .corrupt = e else { throw e }
+                damagedIndex.withLock { $0.append("\(e)") }
+            }
         }
     }
 

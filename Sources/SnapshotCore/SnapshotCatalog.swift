@@ -88,6 +88,28 @@ public struct SnapshotCatalog: Sendable {
         }
     }
 
+    /// A snapshot id: `YYYY-MM-DD_HH-MM-SS`, optionally `-N`. Ids become directory names, so
+    /// one read from a repository file is checked with this before it is used as a path.
+    public static func isValidID(_ id: String) -> Bool {
+        let b = Array(id.utf8)
+        guard b.count >= 19, b.count <= 30, time(ofID: id) != nil else { return false }
+        guard b.count > 19 else { return true }
+        return b[19] == UInt8(ascii: "-") && b.count > 20 && b[20...].allSatisfy { (0x30...0x39).contains($0) }
+    }
+
+    /// The UTC time an id names (its first 19 characters).
+    public static func time(ofID id: String) -> Timestamp? {
+        let b = Array(id.utf8.prefix(19))
+        guard b.count == 19 else { return nil }
+        for (i, c) in b.enumerated() {
+            let expected: UInt8? = [4: 0x2D, 7: 0x2D, 10: 0x5F, 13: 0x2D, 16: 0x2D][i]
+            if let expected { guard c == expected else { return nil } } else { guard (0x30...0x39).contains(c) else { return nil } }
+        }
+        let s = String(decoding: b, as: UTF8.self)
+        let iso = s.prefix(10) + "T" + s.dropFirst(11).replacingOccurrences(of: "-", with: ":") + "Z"
+        return Timestamp(iso8601: String(iso))
+    }
+
     /// Orders ids newest first, treating `-10` after `-9`.
     public static func idOrder(_ a: String, _ b: String) -> Bool {
         func split(_ s: String) -> (String, Int) {

@@ -126,6 +126,9 @@ public struct Pruner: Sendable {
 
     /// Which packs are wholly unused, which are worth repacking, and how many bytes that frees.
     func reclaimPlan(keeping records: [SnapshotRecord]) throws -> Plan {
+        if let damaged = repository.damagedIndexFiles.first {
+            throw UnknownLiveData(reason: "\(damaged); `snapshot rebuild-metadata` rebuilds the index from the packs")
+        }
         let reader = BlobReader(repository: repository)
         var live = Set<BlobID>()
         var seenTrees = Set<BlobID>()
@@ -146,7 +149,14 @@ public struct Pruner: Sendable {
                 while let (id, path) = stack.popLast() {
                     guard seenTrees.insert(id).inserted else { continue }
                     live.insert(id)
-                    for node in try reader.readTree(id, path: path).nodes {
+                    let tree: Tree
+                    do {
+                        tree = try reader.readTree(id, path: path)
+                    } catch let e as RepositoryError {
+                        guard case .missingBlob = e else { throw e }
+                        throw UnknownLiveData(reason: "snapshot \(manifest.snapshotID): \(e); `snapshot verify --all` names what is affected, `snapshot rebuild-metadata` rebuilds a lost index from the packs")
+                    }
+                    for node in tree.nodes {
                         if let sub = node.subtree { stack.append((sub, path + "/" + node.name)) }
                         for blob in node.content { live.insert(blob) }
                     }
@@ -196,13 +206,15 @@ public struct Pruner: Sendable {
     /// Repacks, rewrites the index, deletes unused packs (see the type's documentation).
     func reclaim(progress: WorkProgress) throws -> (reclaimed: UInt64, deleted: Int, repacked: Int) {
         progress.phase = "finding used data"
+        // First what is live: it fails when a snapshot's trees cannot be found in the index,
+        // before anything is deleted — with the index lost, every pack would look orphaned.
+        let plan = try reclaimPlan(keeping: try catalog.all())
         var orphaned: UInt64 = 0
         let orphans = try orphanPacks()
         for (path, size) in orphans {
             try POSIX.removeTree(path)
             orphaned += size
         }
-        let plan = try reclaimPlan(keeping: try catalog.all())
         guard !plan.unused.isEmpty || !plan.repack.isEmpty else { return (orphaned, orphans.count, 0) }
         let obsolete = Set(plan.unused + plan.repack)
         let locations = repository.index.allLocations()

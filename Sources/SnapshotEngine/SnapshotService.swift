@@ -101,6 +101,10 @@ public struct SnapshotService: Sendable {
             records = having
         }
         var report = Verifier(repository: repository, progress: progress).verify(records, component: options.component, readData: options.readData)
+        if !repository.damagedIndexFiles.isEmpty {
+            report.repositoryErrors += repository.damagedIndexFiles.map { "\($0); `snapshot rebuild-metadata` rebuilds the index from the packs" }
+            report.ok = false
+        }
         if options.snapshot == nil {
             // Snapshots whose metadata.json cannot be read are damaged too.
             for d in try catalog.damaged() {

@@ -141,6 +141,66 @@ import TestSupport
         try p.expectVerifies()
     }
 
+    func files(_ dir: String) throws -> [String] {
+        var out: [String] = []
+        for d in try POSIX.listDirectory(dir) {
+            if POSIX.isDirectory(dir + "/" + d) { out += try files(dir + "/" + d).map { d + "/" + $0 } } else { out.append(d) }
+        }
+        return out.sorted()
+    }
+
+    @Test func lostIndexFilesAndSnapshotDirectoriesComeBackFromThePacks() throws {
+        let p = try Project()
+        var ids: [String] = []
+        for i in 0..<3 {
+            Fixture.write(p.dir.sub("data/file\(i).bin"), Fixture.bytes(200_000 + i, seed: UInt64(i)))
+            ids.append(try p.cli(["create", "--type", "nightly"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let packs = try files(p.repo + "/.store/data")
+        for f in try POSIX.listDirectory(p.repo + "/.store/index") { unlink(p.repo + "/.store/index/" + f) }
+        #expect(try p.cli(["restore", "--snapshot", "latest", "--target", p.dir.sub("lost")]).status == 65)
+        // Prune must not take the unindexed packs for leftovers of a killed create.
+        let prune = try p.cli(["prune"])
+        #expect(prune.status == 0 && prune.stderr.contains("space not reclaimed"), "\(prune.stderr)")
+        #expect(try files(p.repo + "/.store/data") == packs, "prune deleted packs while the index was lost")
+
+        // A whole snapshot directory gone, and another's metadata.json garbled.
+        try POSIX.removeTree(p.repo + "/nightly/\(ids[0])")
+        Fixture.write(p.repo + "/nightly/\(ids[1])/metadata.json", Array("garbled".utf8))
+        let rebuilt = try p.script("rebuild_metadata.sh", [])
+        #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        #expect(rebuilt.stdout.contains("index rebuilt from \(packs.count) packs"), "\(rebuilt.stdout)")
+        #expect(rebuilt.stdout.contains("recreated nightly/\(ids[0])") && rebuilt.stdout.contains("rebuilt nightly/\(ids[1])/metadata.json"), "\(rebuilt.stdout)")
+        let listed = try #require(try p.json(try p.cli(["list", "--json"])) as? [[String: Any]])
+        #expect(Set(listed.compactMap { $0["snapshot_id"] as? String }) == Set(ids))
+        #expect(listed.allSatisfy { $0["damaged"] == nil })
+        try p.expectVerifies()
+        for id in ids {
+            let out = p.dir.sub("out-\(id)")
+            #expect(try p.cli(["restore", "--snapshot", id, "--target", out, "--verify"]).status == 0)
+        }
+        #expect(try POSIX.readFile(p.dir.sub("out-\(ids[2])/data/file2.bin")) == Fixture.bytes(200_002, seed: 2))
+    }
+
+    @Test func oneDamagedIndexFileBlocksOnlyWhatItNamed() throws {
+        let p = try Project()
+        Fixture.write(p.dir.sub("a/one.bin"), Fixture.bytes(150_000, seed: 11))
+        Fixture.write(p.dir.sub("b/two.bin"), Fixture.bytes(150_000, seed: 12))
+        let first = try p.cli(["create", "--type", "full", "--path", p.dir.sub("a")]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let indexFiles = try POSIX.listDirectory(p.repo + "/.store/index")
+        _ = try p.cli(["create", "--type", "full", "--path", p.dir.sub("b")])
+        let damaged = p.repo + "/.store/index/" + indexFiles[0]
+        Fixture.write(damaged, Array("not an index".utf8))
+        #expect(try p.cli(["list"]).status == 0)
+        #expect(try p.cli(["restore", "--snapshot", "latest", "--target", p.dir.sub("out")]).status == 0)
+        let verify = try p.cli(["verify", "--all"])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains(damaged) && verify.stdout.contains(first), "\(verify.stdout)")
+        #expect(try p.script("rebuild_metadata.sh", []).status == 0)
+        try p.expectVerifies()
+        #expect(try p.cli(["restore", "--snapshot", first, "--target", p.dir.sub("out1")]).status == 0)
+    }
+
     @Test func restoreNarrowsTheReferenceByType() throws {
         let p = try Project()
         let nightly = try p.cli(["create", "--type", "nightly", "--time", "2024-03-01T02:00:00Z"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+
+/// Options of `rebuild-metadata`.
+public struct RebuildOptions: OperationOptions, Codable, Equatable {
+    /// Only this snapshot's metadata.json (an id, TYPE/ID, …; also a damaged one).
+    public var snapshot: String?
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
+
+    public func validate() throws {}
+}
+
+/// `rebuild-metadata --json`.
+public struct RebuildReport: Codable, Sendable, Equatable {
+    /// Packs whose trailers were read into the new index, and the blobs they list.
+    public var packs: Int = 0
+    public var blobs: Int = 0
+    /// Packs whose trailer could not be read: their blobs stay unindexed.
+    public var damagedPacks: [String] = []
+    /// Index files replaced by the rebuilt one.
+    public var replacedIndexFiles: Int = 0
+    /// Snapshot directories recreated from manifest blobs (`type/id`).
+    public var recreated: [String] = []
+    /// metadata.json files written anew (`type/id`).
+    public var rebuilt: [String] = []
+
+    enum CodingKeys: String, CodingKey {
+        case packs, blobs, recreated, rebuilt
+        case damagedPacks = "damaged_packs"
+        case replacedIndexFiles = "replaced_index_files"
+    }
+}
+
+extension SnapshotService {
+    /// Rebuilds what can be derived from the packs, which describe themselves: the index from
+    /// every pack's trailer (one new index file, written atomically before the old ones are
+    /// removed), every snapshot directory whose manifest.json is gone from the manifest blobs
+    /// in the packs, every missing or unreadable metadata.json from its manifest (counts,
+    /// sizes and checksums recomputed from the trees; the name, tags, timings and parent are
+    /// not recoverable and are left empty, with a `rebuilt` tag), and every `latest` link.
+    /// With `snapshot`, only that snapshot's metadata.json. Each step is atomic: a kill
+    /// leaves a repository that verifies and a rebuild that can be run again.
+    public func rebuildMetadata(_ options: RebuildOptions, progress: WorkProgress = WorkProgress()) throws -> RebuildReport {
+        let (opened, lock) = try open(.exclusive, purpose: "rebuild-metadata")
+        defer { lock.release() }
+        var report = RebuildReport()
+        if let reference = options.snapshot {
+            let (type, id, directory) = try locate(reference)
+            let manifest = try catalog.readManifest(directory: directory)
+            let bytes = try POSIX.readFile(directory + "/manifest.json")
+            let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: BlobID.hash(bytes.last == 0x0a ? Array(bytes.dropLast()) : bytes), repository: opened)
+            try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+            try catalog.updateLatest(type: type)
+            report.rebuilt.append("\(type)/\(id)")
+            return report
+        }
+
+        progress.phase = "reading pack trailers"
+        var packs: [(pack: BlobID, entries: [PackEntry])] = []
+        let data = repositoryPath + "/.store/data"
+        for dir in try POSIX.listDirectory(data).sorted() where POSIX.isDirectory(data + "/" + dir) {
+            for name in try POSIX.listDirectory(data + "/" + dir).sorted() where !name.contains(".tmp") {
+                guard let pack = BlobID(hex: name) else { continue }
+                do {
+                    packs.append((pack, try PackFormat.readTrailer(path: data + "/\(dir)/\(name)")))
+                } catch let e as RepositoryError {
+                    guard case .corrupt = e else { throw e }
+                    report.damagedPacks.append("\(e)")
+                }
+            }
+        }
+        report.packs = packs.count
+        report.blobs = packs.reduce(0) { $0 + $1.entries.count }
+        progress.phase = "writing index"
+        let old = try opened.indexFileNames()
+        try opened.writeIndex(packs)
+        for name in old { try opened.removeIndexFile(name) }
+        report.replacedIndexFiles = old.count
+
+        progress.phase = "rebuilding snapshots"
+        let repository = try Repository.open(at: repositoryPath)
+        let reader = BlobReader(repository: repository)
+        var types = Set(try catalog.types())
+        for (id, location) in repository.index.allLocations() where location.type == .manifest {
+            guard let bytes = try? reader.read(id), let manifest = try? JSONDecoder().decode(SnapshotManifest.self, from: Data(bytes)),
+                let type = SnapshotType(manifest.type), SnapshotCatalog.isValidID(manifest.snapshotID)
+            else { continue }
+            let typeDir = repositoryPath + "/" + type.name
+            let directory = typeDir + "/" + manifest.snapshotID
+            let metadataReadable = (try? catalog.readMetadata(directory + "/metadata.json")) != nil
+            if POSIX.exists(directory + "/manifest.json") && metadataReadable { continue }
+            let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: id, repository: repository)
+            if POSIX.exists(directory + "/manifest.json") {
+                try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+                report.rebuilt.append("\(type)/\(manifest.snapshotID)")
+            } else {
+                // As create commits: both files in a hidden directory, then one rename.
+                let staging = typeDir + "/.tmp-" + manifest.snapshotID
+                try POSIX.removeTree(staging)
+                try POSIX.makeDirectories(staging)
+                try POSIX.writeFileAtomically(staging + "/manifest.json", bytes + [0x0a])
+                try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+                try? POSIX.removeTree(directory)  // an empty or half-deleted leftover
+                guard rename(staging, directory) == 0 else { throw RepositoryError.fromErrno(path: directory, operation: "rename") }
+                try POSIX.syncDirectory(typeDir)
+                report.recreated.append("\(type)/\(manifest.snapshotID)")
+            }
+            types.insert(type)
+        }
+        for type in types { try catalog.updateLatest(type: type) }
+        report.recreated.sort()
+        report.rebuilt.sort()
+        return report
+    }
+
+    /// A snapshot's type, id and directory by reference, also when its metadata.json is damaged.
+    func locate(_ reference: String) throws -> (SnapshotType, String, String) {
+        do {
+            let r = try catalog.resolve(reference)
+            return (r.type, r.id, r.directory)
+        } catch RepositoryError.corrupt(let file, let detail) {
+            let id = reference.split(separator: "/").last.map(String.init) ?? reference
+            guard let d = try catalog.damaged().first(where: { $0.id == id }) else { throw RepositoryError.corrupt(file: file, detail: detail) }
+            return (d.type, d.id, d.directory)
+        }
+    }
+
+    /// metadata.json for a snapshot known only by its manifest.
+    static func rebuiltMetadata(_ manifest: SnapshotManifest, manifestBlob: BlobID, repository: Repository) throws -> SnapshotMetadata {
+        let reader = BlobReader(repository: repository)
+        var components: [String: ComponentSummary] = [:]
+        var checksums: [String: String] = [:]
+        var total: UInt64 = 0
+        for (name, c) in manifest.components {
+            var files = 0
+            var bytes: UInt64 = 0
+            try ComponentDigest.walk(c.treeID, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { _, node in
+                if node.kind == .file {
+                    files += 1
+                    bytes += node.size
+                }
+            }
+            checksums[name] = try ComponentDigest.compute(root: c.treeID) { id, path in try reader.readTree(id, path: path.isEmpty ? name : name + "/" + path) }
+            components[name] = ComponentSummary(kind: c.kind, source: c.source, files: files, bytes: bytes)
+            total += bytes
+        }
+        let time = SnapshotCatalog.time(ofID: manifest.snapshotID) ?? Timestamp.now()
+        return SnapshotMetadata(
+            snapshotID: manifest.snapshotID, timestamp: time.iso8601, type: manifest.type, name: "", components: components,
+            checksums: checksums, sizeBytes: total, storedBytes: 0, compressionRatio: 1, durationS: 0, parent: nil,
+            hostname: "", tags: ["rebuilt": Timestamp.now().iso8601], auto: false, manifest: manifestBlob.hex)
+    }
+}
