@@ -160,6 +160,9 @@ extension SnapshotConfig {
             } catch let e as CronExpression.ParseError {
                 throw r.error(c, "schedule.cron: \(e)")
             }
+            guard cron.next(after: Date(), in: TimeZone(identifier: "UTC")!) != nil else {
+                throw r.error(c, "schedule.cron \"\(cron.text)\" never fires: no date matches its day-of-month, month and weekday fields")
+            }
             let action = try m["action"].map { try r.string($0, "schedule.action") } ?? "create"
             guard ScheduleEntry.actions.contains(action) else {
                 throw r.error(m["action"]!, "schedule.action must be one of \(ScheduleEntry.actions.joined(separator: ", ")), not \(action)")

@@ -39,6 +39,8 @@ import TestSupport
         #expect(error("prune: {repack_threshold: 2}\n").hasPrefix("snapshots.yaml:1: prune.repack_threshold must be a number in (0, 1]"))
         #expect(error("schedule:\n  - {cron: \"0 25 * * *\", type: system}\n").hasPrefix("snapshots.yaml:2: schedule.cron: bad hour field"))
         #expect(error("timezone: Mars/Olympus\n").contains("not a known time zone"))
+        #expect(error("schedule:\n  - {cron: \"0 0 31 2 *\", type: system}\n") == "snapshots.yaml:2: schedule.cron \"0 0 31 2 *\" never fires: no date matches its day-of-month, month and weekday fields")
+        #expect(error("schedule:\n  - {cron: \"0 0 29 2 *\", type: system}\n") == "accepted")  // every leap year
         #expect(error("environments:\n  test: {health_check: x}\n").hasPrefix("snapshots.yaml:2: environments.test needs root"))
         #expect(error("environments:\n  test: {root: /}\n").contains("environments.test.root must not be /"))
         #expect(error("key: [unclosed\n").hasPrefix("snapshots.yaml:"))
