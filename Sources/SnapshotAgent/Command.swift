@@ -166,6 +166,9 @@ public struct CommandParser: Sendable {
             guard let dict = parsed as? [String: Any] else {
                 return reject("bad_payload", "payload must be a JSON object")
             }
+            if let key = JSONKeys.firstDuplicate(in: message.payload) {
+                return reject("bad_payload", "field \"\(key)\" appears more than once")
+            }
             object = dict
         }
         var requestID: String?

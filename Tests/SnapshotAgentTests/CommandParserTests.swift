@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import SnapshotAgent
+@testable import SnapshotAgent
 import SnapshotEngine
 import SnapshotMQTT
 import Testing
@@ -24,6 +24,19 @@ import TestSupport
     func rejection(_ r: Routing) -> CommandError? {
         if case .reject(_, _, let e, _, _) = r { return e }
         return nil
+    }
+
+    @Test func duplicateFieldsAreRefused() {
+        let p = parser()
+        for payload in [#"{"type": 5, "type": "system"}"#, #"{"type": "system", "\u0074ype": "full"}"#, #"{"tag": ["a"], "name": "x", "tag": "b"}"#] {
+            #expect(rejection(route(p, "snapshots/cmd/create", payload))?.message.contains("appears more than once") == true, "\(payload)")
+        }
+        // The same key in different objects is fine; so are keys inside strings.
+        #expect(JSONKeys.firstDuplicate(in: Array(#"{"a": {"b": 1}, "c": {"b": 2}, "d": "\"a\": 1, \"a\""}"#.utf8)) == nil)
+        guard case .accept = route(p, "snapshots/cmd/create", #"{"type": "system", "name": "type"}"#) else {
+            Issue.record("a valid payload was refused")
+            return
+        }
     }
 
     @Test func onlyUTF8PayloadsAreAccepted() {
