@@ -36,7 +36,16 @@ extension Agent {
     func accept(_ command: Command) async {
         if let rid = command.requestID, let seen = ledger.lookup(rid) {
             // A redelivery: answer again, never run again.
-            if let final = seen.final {
+            // Checked again under the lock that `finish` takes after recording the final, so
+            // that a redelivery arriving as the job ends gets the final one way or the other.
+            let final = memory.withLock { m -> String? in
+                if let final = ledger.lookup(rid)?.final { return final }
+                if let topic = command.responseTopic, !topic.isEmpty {
+                    m.waitingReplies[rid, default: []].append((topic, command.correlationData))
+                }
+                return nil
+            }
+            if let final {
                 await respond(action: seen.action, document: Array(final.utf8), responseTopic: command.responseTopic, correlationData: command.correlationData)
             } else {
                 let doc = response(requestID: rid, jobID: seen.jobID, action: seen.action, status: "accepted", result: ["duplicate": true], error: nil)

@@ -166,6 +166,11 @@ extension Agent {
         }
         logger.info("\(job.command.action) \(job.id) \(status)\(error.map { ": " + $0.message } ?? "")")
         await respond(action: job.command.action, document: doc, responseTopic: job.command.responseTopic, correlationData: job.command.correlationData)
+        // Redeliveries that arrived while it waited or ran, each on its own Response Topic.
+        let waiting = job.command.requestID.map { rid in memory.withLock { $0.waitingReplies.removeValue(forKey: rid) ?? [] } } ?? []
+        for reply in waiting {
+            _ = try? client.enqueue(reply.topic, doc, qos: 1, retain: false, correlationData: reply.correlation)
+        }
     }
 
     // MARK: progress

@@ -53,6 +53,9 @@ public final class Agent: Service, Sendable {
         var lastCreate: SnapshotMetadata?
         var lastRestoreSeconds: Double?
         var stopping = false
+        /// Response Topics of redeliveries of a request still queued or running: each gets
+        /// the final response too (topics.md: exactly one per command that asks).
+        var waitingReplies: [String: [(topic: String, correlation: [UInt8]?)]] = [:]
     }
 
     public init(settings: AgentSettings, service: SnapshotService, logger: Logger = Logger(label: "snapshot.agent")) throws {

@@ -72,6 +72,26 @@ import TestSupport
         #expect(try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"]).status == 0)
     }
 
+    @Test func aRedeliveryOfAQueuedCommandGetsItsOwnFinalReply() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        for i in 0..<20 { Fixture.write(h.data + "/big\(i).bin", Fixture.bytes(2_000_000, seed: UInt64(100 + i))) }
+        try await h.startAgent()
+        // A job ahead of it keeps the command queued while it is delivered again.
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "data", "request_id": "ahead"}"#)
+        let command = #"{"type": "data", "request_id": "twice"}"#
+        try await h.send("snapshots/cmd/\(h.id)/create", command, responseTopic: "reply/first", correlation: [1])
+        try await h.send("snapshots/cmd/\(h.id)/create", command, responseTopic: "reply/second", correlation: [2])
+        #expect(await h.final("create", requestID: "twice", timeout: 60)?["status"] as? String == "succeeded", "\(h.agentLog)")
+        #expect(await h.waitFor { _ in !h.messages(on: "reply/first").isEmpty && !h.messages(on: "reply/second").isEmpty }, "\(h.agentLog)")
+        #expect(h.messages(on: "reply/first").map(\.correlationData) == [[1]])
+        #expect(h.messages(on: "reply/second").map(\.correlationData) == [[2]])
+        let twice = h.responses("create").filter { $0["request_id"] as? String == "twice" }
+        #expect(twice.filter { $0["status"] as? String == "succeeded" }.count == 1, "it ran more than once")
+        #expect(twice.contains { ($0["result"] as? [String: Any])?["duplicate"] as? Bool == true })
+        #expect(try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"]).status == 0)
+    }
+
     @Test func aTypeOfOnesOwnOverMQTT() async throws {
         let h = try await AgentHarness()
         defer { h.stop() }
