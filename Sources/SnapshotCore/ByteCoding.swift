@@ -89,3 +89,23 @@ public struct ByteReader {
         return s.withUnsafeBytes { BlobID(bytes: $0) }
     }
 }
+
+extension String {
+    /// The text on one line: control characters (newline, tab, escape…) written as `\n`,
+    /// `\t`, `\u{1b}`. For logs and one-line error messages that quote outside input, so that
+    /// a value cannot forge a line of its own or drive a terminal.
+    public var escapingControlCharacters: String {
+        guard unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) else { return self }
+        var out = ""
+        for u in unicodeScalars {
+            switch u.value {
+            case 0x0a: out += "\\n"
+            case 0x0d: out += "\\r"
+            case 0x09: out += "\\t"
+            case 0..<0x20, 0x7f, 0x80..<0xa0: out += "\\u{" + String(u.value, radix: 16) + "}"
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out
+    }
+}

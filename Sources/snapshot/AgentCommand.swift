@@ -29,7 +29,7 @@ extension Snapshot {
                 try AgentSettings.from(config: context.config, repositoryPath: context.repositoryPath, broker: broker, id: id, groups: group)
             }
             LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
+                var handler = OneLineLogHandler(wrapped: StreamLogHandler.standardError(label: label))
                 handler.logLevel = global.debug ? .debug : (global.quiet ? .warning : .info)
                 return handler
             }

@@ -134,7 +134,7 @@ struct Context {
         default:
             code = 1
         }
-        FileHandle.standardError.write(Data("snapshot: error: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("snapshot: error: \("\(error)".escapingControlCharacters)\n".utf8))
         return ExitCode(code)
     }
 }

@@ -72,6 +72,18 @@ import TestSupport
         #expect(try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"]).status == 0)
     }
 
+    @Test func outsideTextCannotForgeLogLines() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        try await h.startAgent()
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "x\n2026-01-01T00:00:00+0000 critical FORGED", "request_id": "forge"}"#)
+        #expect(await h.final("create", requestID: "forge")?["status"] as? String == "rejected")
+        #expect(await h.waitFor { _ in h.agentLog.contains("FORGED") })
+        let lines = h.agentLog.split(separator: "\n")
+        #expect(!lines.contains { $0.hasPrefix("2026-01-01T00:00:00+0000 critical FORGED") }, "\(h.agentLog)")
+        #expect(lines.contains { $0.contains(#"x\n2026-01-01T00:00:00+0000 critical FORGED"#) })
+    }
+
     @Test func aRedeliveryOfAQueuedCommandGetsItsOwnFinalReply() async throws {
         let h = try await AgentHarness()
         defer { h.stop() }

@@ -83,6 +83,15 @@ import TestSupport
         try p.expectVerifies()
     }
 
+    @Test func errorsQuotingOutsideTextStayOnOneLine() throws {
+        let dir = TemporaryDirectory("snapshot-oneline")
+        Fixture.write(dir.sub("s.yaml"), Array("\"repo\\nsitory\": x\n".utf8))
+        let r = try CLI.run(["--config", dir.sub("s.yaml"), "list"])
+        #expect(r.status == 65)
+        #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        #expect(r.stderr.contains(#"unknown key "repo\nsitory""#), "\(r.stderr)")
+    }
+
     @Test func verifyingAComponentASnapshotLacksIsAUsageErrorNotDamage() throws {
         let p = try Project()
         let id = try p.cli(["create", "--type", "nightly"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
