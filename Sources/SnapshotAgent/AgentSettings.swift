@@ -13,6 +13,9 @@ public struct AgentSettings: Sendable {
     public var maxPayload: Int
     /// Directories a restore over MQTT may write into: the config's root and `restore_targets`.
     public var restoreRoots: [String]
+    /// What `create` with `path` over MQTT may read: the configured files components' paths
+    /// and `mqtt.create_paths` (and what lies below them).
+    public var createRoots: [String] = []
     /// Key for HMAC signatures of destructive actions; nil when not required.
     public var hmacKey: [UInt8]?
     public var broker: BrokerSettings
@@ -85,6 +88,10 @@ public struct AgentSettings: Sendable {
             broker: try q.brokerSettings(overrideURL: broker),
             ledgerPath: repositoryPath + "/.store/agent/\(agentID)-requests.json")
         settings.createTypes = config.creatableTypes
+        settings.createRoots = config.components.compactMap { c -> String? in
+            if case .files(let path, _) = c.source { return path }
+            return nil
+        } + q.createPaths
         settings.schedule = config.schedule
         settings.timeZone = config.timeZone
         settings.schedulePath = repositoryPath + "/.store/agent/\(agentID)-schedule.json"

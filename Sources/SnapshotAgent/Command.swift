@@ -96,6 +96,15 @@ public struct CommandParser: Sendable {
             guard parser.settings.createTypes.contains(o.type) else {
                 throw EngineError.unknownType(o.type.name, known: parser.settings.createTypes.sorted().map(\.name))
             }
+            // Over MQTT a snapshot reads only what the config names: create-then-restore must
+            // not copy any readable file of the host into reach.
+            var o = o
+            o.path = try o.path.map { path in
+                guard let confined = parser.confine(path, within: parser.settings.createRoots) else {
+                    throw CommandError("unsafe_target", "path \(path) is not a configured files component or in mqtt.create_paths")
+                }
+                return confined
+            }
             return .create(o)
         },
         "verify": .options(VerifyOptions.self) { o, _ in .verify(o) },
@@ -104,7 +113,7 @@ public struct CommandParser: Sendable {
         "restore": .options(RestoreOptions.self) { o, parser in
             var o = o
             if let target = o.target {
-                guard let confined = parser.confine(target) else {
+                guard let confined = parser.confine(target, within: parser.settings.restoreRoots) else {
                     throw CommandError("unsafe_target", "target \(target) is outside the configured root and mqtt.restore_targets")
                 }
                 o.target = confined
@@ -209,12 +218,12 @@ public struct CommandParser: Sendable {
         return .accept(Command(action: action, requestID: requestID, work: work, responseTopic: message.responseTopic, correlationData: message.correlationData))
     }
 
-    /// The absolute target when it lies inside a configured root (after resolving `..` and
+    /// The absolute target when it lies inside one of `roots` (after resolving `..` and
     /// the symlinks of its existing part); nil otherwise.
-    func confine(_ target: String) -> String? {
+    func confine(_ target: String, within roots: [String]) -> String? {
         guard target.hasPrefix("/") else { return nil }
         let resolved = Self.resolveExisting(POSIX.absolute(target))
-        for root in settings.restoreRoots {
+        for root in roots {
             let r = Self.resolveExisting(POSIX.absolute(root))
             if resolved == r || resolved.hasPrefix(r == "/" ? "/" : r + "/") { return resolved }
         }

@@ -105,7 +105,7 @@ extension SnapshotConfig {
 
     /// `mqtt:` — the agent's broker and what it accepts.
     mutating func readMQTT(_ v: Yams.Node, _ r: ConfigReader) throws {
-        let m = try r.mapping(v, "mqtt", allowed: ["broker", "id", "groups", "prefix", "username", "password_file", "tls", "allow", "max_payload", "restore_targets", "hmac_key_file"])
+        let m = try r.mapping(v, "mqtt", allowed: ["broker", "id", "groups", "prefix", "username", "password_file", "tls", "allow", "max_payload", "restore_targets", "create_paths", "hmac_key_file"])
         var q = MQTTSection()
         if let n = m["broker"] {
             q.broker = try r.string(n, "mqtt.broker")
@@ -144,6 +144,7 @@ extension SnapshotConfig {
             guard q.maxPayload > 0 && q.maxPayload <= 268_435_455 else { throw r.error(n, "mqtt.max_payload must be 1..268435455") }
         }
         if let n = m["restore_targets"] { q.restoreTargets = try r.strings(n, "mqtt.restore_targets").map { path($0) } }
+        if let n = m["create_paths"] { q.createPaths = try r.strings(n, "mqtt.create_paths").map { path($0) } }
         if let n = m["hmac_key_file"] { q.hmacKeyFile = try r.string(n, "mqtt.hmac_key_file").isEmpty ? "" : path(try r.string(n, "mqtt.hmac_key_file")) }
         self.mqtt = q
     }

@@ -199,6 +199,8 @@ public struct MQTTSection: Sendable, Equatable {
     public var allow = MQTTSection.actions
     public var maxPayload = 65536
     public var restoreTargets: [String] = []
+    /// Paths besides the configured files components that `create --path` over MQTT may read.
+    public var createPaths: [String] = []
     public var hmacKeyFile = ""
 
     public init() {}

@@ -26,6 +26,29 @@ import TestSupport
         return nil
     }
 
+    @Test func createOverMQTTReadsOnlyConfiguredPaths() throws {
+        var settings = parser().settings
+        Fixture.write(dir.sub("configs/a.yaml"), [1])
+        Fixture.write(dir.sub("extra/b"), [2])
+        settings.createRoots = [dir.sub("configs"), dir.sub("extra")]
+        let p = CommandParser(settings: settings)
+        for outside in ["/etc", "/root/.ssh", dir.sub("configs/../../etc"), dir.path, "relative/configs"] {
+            #expect(rejection(route(p, "snapshots/cmd/create", #"{"path": "\#(outside)"}"#))?.code == "unsafe_target", "\(outside)")
+        }
+        for inside in [dir.sub("configs"), dir.sub("configs/a.yaml"), dir.sub("extra")] {
+            guard case .accept(let c) = route(p, "snapshots/cmd/create", #"{"path": "\#(inside)"}"#), case .create(let o) = c.work else {
+                Issue.record("\(inside) was refused")
+                continue
+            }
+            #expect(o.path.count == 1)
+        }
+        // Without paths, create captures the configured components: nothing to confine.
+        guard case .accept = route(p, "snapshots/cmd/create", #"{"type": "system"}"#) else {
+            Issue.record("a create without paths was refused")
+            return
+        }
+    }
+
     @Test func duplicateFieldsAreRefused() {
         let p = parser()
         for payload in [#"{"type": 5, "type": "system"}"#, #"{"type": "system", "\u0074ype": "full"}"#, #"{"tag": ["a"], "name": "x", "tag": "b"}"#] {
@@ -75,7 +98,9 @@ import TestSupport
     }
 
     @Test func payloadsDecodeIntoTheCLIOptionTypes() {
-        guard case .accept(let c) = route(parser(), "snapshots/cmd/create", #"{"type":"system","name":"pre-deployment","tag":"env=prod","path":["/a","/b"],"request_id":"r"}"#),
+        var settings = parser().settings
+        settings.createRoots = ["/a", "/b"]
+        guard case .accept(let c) = route(CommandParser(settings: settings), "snapshots/cmd/create", #"{"type":"system","name":"pre-deployment","tag":"env=prod","path":["/a","/b"],"request_id":"r"}"#),
             case .create(let o) = c.work
         else {
             Issue.record("not accepted")
