@@ -10,6 +10,9 @@ public struct AlertThresholds: Sendable, Equatable {
     public var sizeCritical: UInt64 = 20_000_000_000
     public var integrityInterval: Double = 3600
     public var integrityFailures: Int = 3
+    /// `read_data: "1/N"`: each integrity check also re-reads the next 1/N of the packs, so
+    /// every stored byte is read again every N checks; 0 (`"0"`) checks presence only.
+    public var readDataSlices: Int = 0
 
     public init() {}
 
@@ -44,7 +47,18 @@ public struct AlertThresholds: Sendable, Equatable {
             if let v = x["critical_threshold"] { t.sizeCritical = try size(v, "alerts.snapshot_size.critical_threshold") }
         }
         if let a = m["snapshot_integrity"] {
-            let x = try r.mapping(a, "alerts.snapshot_integrity", allowed: ["check_interval", "failure_threshold"])
+            let x = try r.mapping(a, "alerts.snapshot_integrity", allowed: ["check_interval", "failure_threshold", "read_data"])
+            if let v = x["read_data"] {
+                let text = try r.string(v, "alerts.snapshot_integrity.read_data")
+                let parts = text.split(separator: "/")
+                if text == "0" {
+                    t.readDataSlices = 0
+                } else if parts.count == 2, parts[0] == "1", let n = Int(parts[1]), (1...100_000).contains(n) {
+                    t.readDataSlices = n
+                } else {
+                    throw r.error(v, "alerts.snapshot_integrity.read_data must be \"1/N\" (re-read a 1/N share of the data at each check) or \"0\", not \"\(text)\"")
+                }
+            }
             if let v = x["check_interval"] { t.integrityInterval = try duration(v, "alerts.snapshot_integrity.check_interval") }
             if let v = x["failure_threshold"] {
                 t.integrityFailures = try r.int(v, "alerts.snapshot_integrity.failure_threshold")
@@ -152,6 +166,11 @@ public struct MonitorOptions: OperationOptions, Codable, Equatable {
 struct MonitorState: Codable {
     var lastCheck: Double?
     var consecutiveFailures = 0
+    /// Which 1/N share of the packs the next integrity check re-reads (nil: the first).
+    var readDataSlice: Int?
+    /// Shares that showed damage: re-read at every check until they read clean, so that the
+    /// alert stays raised while the damage is there.
+    var damagedSlices: [Int]?
     var lastErrors: [String] = []
     var recoveries: [RecoveryRun] = []
 
@@ -228,17 +247,29 @@ extension SnapshotService {
             var state = MonitorState.load(repository.path)
             if state.lastCheck == nil || now.timeIntervalSince1970 - state.lastCheck! >= thresholds.integrityInterval {
                 let (records, damaged) = try catalog.scan()
-                let report = Verifier(repository: repository).verify(records, readData: false)
+                // The next 1/N of the packs (in id order), rolling: all of them every N checks.
+                let n = thresholds.readDataSlices
+                let slice = (state.readDataSlice ?? 0) % max(1, n)
+                let shares = Set([slice]).union((state.damagedSlices ?? []).filter { $0 < n })
+                let packs = n == 0 ? nil : Set(Set(repository.index.allLocations().values.map(\.pack)).sorted { $0.hex < $1.hex }
+                    .enumerated().filter { shares.contains($0.offset % n) }.map(\.element))
+                let report = Verifier(repository: repository).verify(records, readData: n > 0, packs: packs)
+                if n > 0 {
+                    state.readDataSlice = (slice + 1) % n
+                    state.damagedSlices = report.ok ? [] : shares.sorted()
+                }
                 state.lastCheck = now.timeIntervalSince1970
                 state.consecutiveFailures = report.ok && damaged.isEmpty ? 0 : state.consecutiveFailures + 1
-                state.lastErrors = (damaged.map { "\($0.id): \($0.problem)" } + report.snapshots.flatMap { s in s.errors.map { "\(s.snapshotID): \($0)" } }).prefix(5).map { $0 }
+                state.lastErrors = (damaged.map { "\($0.id): \($0.problem)" } + report.snapshots.flatMap { s in s.errors.map { "\(s.snapshotID): \($0)" } }
+                    + report.repositoryErrors).prefix(5).map { $0 }
                 try? state.save(repository.path)
             }
             let failures = state.consecutiveFailures
             let level: AlertLevel = failures == 0 ? .ok : failures >= thresholds.integrityFailures ? .critical : .warning
             checks.append(CheckResult(check: "snapshot_integrity", level: level, value: Double(failures),
                                       threshold: "critical after \(thresholds.integrityFailures) failed checks, every \(Self.human(thresholds.integrityInterval))",
-                                      message: failures == 0 ? "last check passed" : "\(failures) failed check(s) in a row: \(state.lastErrors.first ?? "")"))
+                                      message: (failures == 0 ? "last check passed" : "\(failures) failed check(s) in a row: \(state.lastErrors.first ?? "")")
+                                        + (thresholds.readDataSlices > 0 ? " (each check re-reads 1/\(thresholds.readDataSlices) of the data)" : "")))
         }
         for metric in o.metrics {
             switch metric {

@@ -47,7 +47,9 @@ public final class Verifier: Sendable {
         self.workers = workers
     }
 
-    public func verify(_ records: [SnapshotRecord], component: String? = nil, readData: Bool) -> VerifyReport {
+    /// With `packs`, `readData` reads only the blobs in those packs (and checks their
+    /// trailers): the monitor's rolling share of the data.
+    public func verify(_ records: [SnapshotRecord], component: String? = nil, readData: Bool, packs: Set<BlobID>? = nil) -> VerifyReport {
         let catalog = SnapshotCatalog(repositoryPath: repository.path)
         let reader = BlobReader(repository: repository)
         var results: [SnapshotVerification] = []
@@ -110,7 +112,7 @@ public final class Verifier: Sendable {
         }
         var packErrors: [String] = []
         if readData {
-            let (damagedBlobs, badPacks) = readAllData(Array(toRead))
+            let (damagedBlobs, badPacks) = readAllData(Array(toRead), packs: packs)
             packErrors = badPacks
             let damaged = Dictionary(damagedBlobs, uniquingKeysWith: { a, _ in a })
             if !damaged.isEmpty {
@@ -134,12 +136,12 @@ public final class Verifier: Sendable {
 
     /// Reads every blob once, pack by pack, and checks each pack's trailer against the index;
     /// returns the damaged blobs with what is wrong, and the packs whose trailer is damaged.
-    private func readAllData(_ blobs: [BlobID]) -> (blobs: [(BlobID, String)], packs: [String]) {
+    private func readAllData(_ blobs: [BlobID], packs only: Set<BlobID>?) -> (blobs: [(BlobID, String)], packs: [String]) {
         progress.phase = "reading data"
         let wanted = Set(blobs)
         // Every pack the index names: its trailer is checked against all its index entries
         // (tree-only packs included); its content blobs that snapshots use are read.
-        let byPack = Dictionary(grouping: repository.index.allLocations().map { ($0.key, $0.value) }, by: { $0.1.pack })
+        let byPack = Dictionary(grouping: repository.index.allLocations().map { ($0.key, $0.value) }.filter { only?.contains($0.1.pack) ?? true }, by: { $0.1.pack })
         let work = byPack.map { (pack: $0.key, indexed: $0.value, toRead: $0.value.filter { wanted.contains($0.0) }) }
         progress.bytesTotal.store(work.reduce(0) { $0 + $1.toRead.reduce(0) { $0 + Int($1.1.length) } }, ordering: .relaxed)
         let damaged = Mutex<[(BlobID, String)]>([])

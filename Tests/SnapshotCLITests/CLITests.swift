@@ -409,6 +409,40 @@ enum CommandCopy {
     }
 }
 
+@Suite struct RollingIntegrityTests {
+    @Test func readDataOneInNFindsBitRotWithinNChecksAndKeepsTheAlertRaised() throws {
+        let dir = TemporaryDirectory("snapshot-rolling")
+        func alerts(_ readData: String) {
+            Fixture.write(dir.sub("alerts.yaml"), Array("alerts:\n  snapshot_integrity: {check_interval: \"0s\", failure_threshold: 2, read_data: \"\(readData)\"}\n".utf8))
+        }
+        alerts("0")
+        let config = dir.sub("snapshots.yaml")
+        Fixture.write(config, Array("root: \(dir.path)\nrepository: \(dir.sub("repo"))\nalerts: alerts.yaml\ncomponents:\n  data: {path: data}\ntypes:\n  full: [data]\n".utf8))
+        Fixture.write(dir.sub("data/a.bin"), Fixture.bytes(400_000, seed: 21))
+        #expect(try CLI.run(["--config", config, "create", "--quiet"]).status == 0)
+        // Bit-rot in the middle of the largest pack (the file's data).
+        let data = dir.sub("repo/.store/data")
+        var packs: [String] = []
+        for d in try POSIX.listDirectory(data) { packs += try POSIX.listDirectory(data + "/" + d).map { data + "/\(d)/\($0)" } }
+        let largest = try #require(try packs.max { try POSIX.readFile($0).count < POSIX.readFile($1).count })
+        var bytes = try POSIX.readFile(largest)
+        bytes[bytes.count / 3] ^= 0x04
+        Fixture.write(largest, bytes)
+        func check() throws -> Int32 { try CLI.run(["--config", config, "monitor", "--check-integrity"]).status }
+
+        #expect(try check() == 0, "presence only: bit-rot is not seen")
+        alerts("1/\(packs.count)")
+        var statuses: [Int32] = []
+        for _ in 0..<packs.count { statuses.append(try check()) }
+        #expect(statuses.contains(1), "not found within \(packs.count) checks: \(statuses)")
+        #expect(try check() == 2, "the damaged share is read again: the failure streak goes on")
+        let json = try CLI.run(["--config", config, "--json", "monitor", "--check-integrity"])
+        #expect(json.stdout.contains("re-reads 1/\(packs.count) of the data"))
+        alerts("1/x")
+        #expect(try check() == 65)
+    }
+}
+
 @Suite struct CronScriptTests {
     @Test func theSeedsScriptNamesWorkFromAnyDirectory() throws {
         let dir = TemporaryDirectory("snapshot-scripts")
