@@ -29,7 +29,7 @@ extension Agent {
         let options = checks
         // Never while a job runs: the job runner evaluates again when it is done.
         guard await gate.tryEnter() else { return }
-        let result = try? await blocking({ try service.monitor(options) })
+        let result = try? await Blocking.run({ try service.monitor(options) })
         await gate.leave()
         guard let report = result else { return }
         let recoveryFailure = memory.withLock { $0.recoveryFailure }

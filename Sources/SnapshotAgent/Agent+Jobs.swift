@@ -48,14 +48,14 @@ extension Agent {
             switch job.command.work {
             case .create(let options):
                 let request = try await service.prepareCreate(options, progress: job.progress, cancellation: job.cancellation)
-                let record = try await blocking { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
+                let record = try await Blocking.run { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
                 memory.withLock { m in
                     m.lastCreate = record.metadata
                     m.last[record.type.name] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
                 }
                 return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
             case .verify(let options):
-                let report = try await blocking { try service.verify(options, progress: job.progress) }
+                let report = try await Blocking.run { try service.verify(options, progress: job.progress) }
                 return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
                     error: report.ok ? nil : CommandError("damaged", "verify found damage in \((report.snapshots.filter { !$0.ok }.map(\.snapshotID) + report.repositoryErrors).joined(separator: ", "))"))
             case .restore(let options) where options.target == nil:
@@ -66,7 +66,7 @@ extension Agent {
                 }
                 return Outcome(status: "succeeded", result: try jsonObject(restored.planned))
             case .restore(let options):
-                let restored = try await blocking { try service.restore(options, progress: job.progress, cancellation: job.cancellation) }
+                let restored = try await Blocking.run { try service.restore(options, progress: job.progress, cancellation: job.cancellation) }
                 if let summary = restored.summary {
                     memory.withLock { $0.lastRestoreSeconds = summary.seconds }
                     return Outcome(status: summary.ok ? "succeeded" : "failed", result: try jsonObject(summary),
@@ -74,14 +74,14 @@ extension Agent {
                 }
                 return Outcome(status: "succeeded", result: try jsonObject(restored.plannedEntries))
             case .list(let options):
-                let (records, damaged) = try await blocking { (try service.list(options), try service.damaged(options)) }
+                let (records, damaged) = try await Blocking.run { (try service.list(options), try service.damaged(options)) }
                 let listing = try records.map { try jsonObject($0.metadata) } + damaged.map { try jsonObject(DamagedListing(snapshotID: $0.id, type: $0.type, damaged: $0.problem)) }
                 return Outcome(status: "succeeded", result: listing)
             case .show(let options):
-                let record = try await blocking { try service.show(options) }
+                let record = try await Blocking.run { try service.show(options) }
                 return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
             case .testRecovery(let options):
-                let report = try await blocking { try service.testRecovery(options, progress: job.progress, cancellation: job.cancellation) }
+                let report = try await Blocking.run { try service.testRecovery(options, progress: job.progress, cancellation: job.cancellation) }
                 memory.withLock {
                     $0.lastRestoreSeconds = report.seconds
                     $0.recoveryFailure = report.ok ? nil : "test-recovery of \(report.snapshotID) failed: \(report.errors.first ?? "")"
@@ -94,20 +94,20 @@ extension Agent {
                 return Outcome(status: report.ok ? "succeeded" : "failed", result: try jsonObject(report),
                     error: report.ok ? nil : CommandError("recover_failed", failed.map { "component \($0.component): \($0.error ?? "")" } ?? "health_check: \(report.health ?? "")"))
             case .prune(let options):
-                let report = try await blocking { try service.prune(options, progress: job.progress) }
+                let report = try await Blocking.run { try service.prune(options, progress: job.progress) }
                 return Outcome(status: "succeeded", result: try jsonObject(report))
             case .delete(let options):
-                let deleted = try await blocking { try service.delete(options) }
+                let deleted = try await Blocking.run { try service.delete(options) }
                 return Outcome(status: "succeeded", result: try jsonObject(deleted))
             case .monitor(let options):
-                let report = try await blocking { try service.monitor(options) }
+                let report = try await Blocking.run { try service.monitor(options) }
                 return Outcome(status: "succeeded", result: try jsonObject(report))
             case .scheduled(let type):
                 var options = CreateOptions()
                 options.type = type
                 options.auto = true
                 let request = try await service.prepareCreate(options, progress: job.progress, cancellation: job.cancellation)
-                let record = try await blocking { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
+                let record = try await Blocking.run { try service.commitCreate(request, progress: job.progress, cancellation: job.cancellation) }
                 memory.withLock { m in
                     m.lastCreate = record.metadata
                     m.last[record.type.name] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
@@ -115,7 +115,7 @@ extension Agent {
                 var retention = PruneOptions()
                 retention.type = type
                 let prune = retention
-                let pruned = try await blocking { try service.prune(prune) }
+                let pruned = try await Blocking.run { try service.prune(prune) }
                 return Outcome(status: "succeeded", result: ["snapshot": try jsonObject(record.metadata), "prune": try jsonObject(pruned)])
             case .ping, .cancel:
                 return Outcome(status: "succeeded")
@@ -129,11 +129,6 @@ extension Agent {
             }
             return Outcome(status: "failed", error: Self.commandError(error))
         }
-    }
-
-    /// Runs blocking engine work on a thread outside the cooperative pool.
-    func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await Blocking.run(body)
     }
 
     static func commandError(_ error: any Error) -> CommandError {

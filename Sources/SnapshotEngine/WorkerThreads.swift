@@ -23,7 +23,7 @@ public enum WorkerThreads {
 
     /// Runs `body(index)` on `count` new threads and returns when all have finished.
     /// Blocks the calling thread: call it from a thread of its own (see `Blocking`).
-    static func run(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    private static func run(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         let done = DispatchGroup()
         let nice = niceness.load(ordering: .relaxed)
         for i in 0..<count {

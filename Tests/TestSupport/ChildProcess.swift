@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SnapshotCore
 
 /// A child process started with posix_spawn and a clean signal mask.
 ///
@@ -13,34 +14,15 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Starts `path` with `arguments`; stdout and stderr go to `logFile` (or /dev/null).
     public init(_ path: String, _ arguments: [String], environment: [String: String]? = nil, logFile: String? = nil) throws {
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGUSR1, SIGUSR2] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         let out = logFile ?? "/dev/null"
-        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { for p in env { free(p) } }
-        var child = pid_t()
-        let rc = posix_spawn(&child, path, &actions, &attr, argv, env)
-        guard rc == 0 else {
-            throw NSError(domain: "ChildProcess", code: Int(rc), userInfo: [NSLocalizedDescriptionKey: "cannot start \(path): \(String(cString: strerror(rc)))"])
+        do {
+            pid = try Spawn.start(path, arguments, environment: environment ?? ProcessInfo.processInfo.environment) { actions in
+                posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            }
+        } catch {
+            throw NSError(domain: "ChildProcess", code: 1, userInfo: [NSLocalizedDescriptionKey: "cannot start \(path): \(error)"])
         }
-        pid = child
     }
 
     /// True until the child has exited (and been reaped).
