@@ -41,8 +41,10 @@ public final class MQTTClient: @unchecked Sendable {
         case arrived
         /// A publisher waits for it (`token` tells one wait from a later one on a reused id).
         case waiting(token: UInt64, CheckedContinuation<Void, any Error>)
-        /// Nobody waits for it: the acknowledgement is only to be forgotten.
-        case unawaited
+        /// Nobody waits for it: the acknowledgement is only to be forgotten. A QoS 0 message
+        /// still unsent when the connection drops is discarded by libmosquitto and never
+        /// acknowledged: such slots go at the disconnect, before their id can be reused.
+        case unawaited(qos0: Bool = false)
     }
 
     private struct State {
@@ -167,7 +169,7 @@ public final class MQTTClient: @unchecked Sendable {
             if rc != MOSQ_ERR_SUCCESS.rawValue {
                 socketOpen = false
                 let wasConnected = state.withLock { s -> Bool in
-                    defer { s.connected = false }
+                    defer { Self.disconnected(&s) }
                     return s.connected
                 }
                 if wasConnected || rc != MOSQ_ERR_NO_CONN.rawValue {
@@ -209,7 +211,13 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     private func didDisconnect(_ rc: Int32) {
-        state.withLock { $0.connected = false }
+        state.withLock { Self.disconnected(&$0) }
+    }
+
+    /// The connection is gone, and with it every unsent QoS 0 message.
+    private static func disconnected(_ s: inout State) {
+        s.connected = false
+        s.acks = s.acks.filter { if case .unawaited(qos0: true) = $0.value { return false } else { return true } }
     }
 
     private func didReceive(_ m: mosquitto_message, _ props: OpaquePointer?) {
@@ -263,9 +271,9 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     /// Marks `mid` as not waited for, or forgets it when its acknowledgement already came.
-    private func forget(_ mid: Int32) {
+    private func forget(_ mid: Int32, qos: Int) {
         state.withLock { s in
-            if case .arrived? = s.acks[mid] { s.acks[mid] = nil } else { s.acks[mid] = .unawaited }
+            if case .arrived? = s.acks[mid] { s.acks[mid] = nil } else { s.acks[mid] = .unawaited(qos0: qos == 0) }
         }
     }
 
@@ -274,7 +282,7 @@ public final class MQTTClient: @unchecked Sendable {
     private func abandon(_ mid: Int32, token: UInt64, _ error: any Error) {
         let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
             guard case .waiting(let t, let c)? = s.acks[mid], t == token else { return nil }
-            s.acks[mid] = .unawaited
+            s.acks[mid] = .unawaited()
             return c
         }
         waiter?.resume(throwing: error)
@@ -356,7 +364,7 @@ public final class MQTTClient: @unchecked Sendable {
     public func publish(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [MQTTUserProperty] = [], timeout: Double? = nil) async throws {
         let mid = try send(topic, payload, qos: qos, retain: retain, responseTopic: responseTopic, correlationData: correlationData, userProperties: userProperties)
         guard qos > 0 else {
-            forget(mid)
+            forget(mid, qos: 0)
             return
         }
         let token = state.withLock { s -> UInt64 in
@@ -376,8 +384,8 @@ public final class MQTTClient: @unchecked Sendable {
                     s.acks[mid] = nil
                     return .success(())
                 }
-                if !s.running { s.acks[mid] = .unawaited; return .failure(MQTTError.stopped) }
-                if Task.isCancelled { s.acks[mid] = .unawaited; return .failure(CancellationError()) }
+                if !s.running { s.acks[mid] = .unawaited(); return .failure(MQTTError.stopped) }
+                if Task.isCancelled { s.acks[mid] = .unawaited(); return .failure(CancellationError()) }
                 s.acks[mid] = .waiting(token: token, c)
                 return nil
             }
@@ -388,7 +396,7 @@ public final class MQTTClient: @unchecked Sendable {
     @discardableResult
     public func enqueue(_ topic: String, _ payload: [UInt8], qos: Int = 1, retain: Bool = false, responseTopic: String? = nil, correlationData: [UInt8]? = nil, userProperties: [MQTTUserProperty] = []) throws -> Int32 {
         let mid = try send(topic, payload, qos: qos, retain: retain, responseTopic: responseTopic, correlationData: correlationData, userProperties: userProperties)
-        forget(mid)
+        forget(mid, qos: qos)
         return mid
     }
 
