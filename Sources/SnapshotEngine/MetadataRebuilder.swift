@@ -52,7 +52,7 @@ extension SnapshotService {
         defer { lock.release() }
         var report = RebuildReport()
         if let reference = options.snapshot {
-            let (type, id, directory) = try locate(reference)
+            let (type, id, directory, _, _) = try locate(reference)
             let manifest = try catalog.readManifest(directory: directory)
             let bytes = try POSIX.readFile(directory + "/manifest.json")
             let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: BlobID.hash(bytes.last == 0x0a ? Array(bytes.dropLast()) : bytes), repository: opened)
@@ -118,18 +118,6 @@ extension SnapshotService {
         report.recreated.sort()
         report.rebuilt.sort()
         return report
-    }
-
-    /// A snapshot's type, id and directory by reference, also when its metadata.json is damaged.
-    func locate(_ reference: String) throws -> (SnapshotType, String, String) {
-        do {
-            let r = try catalog.resolve(reference)
-            return (r.type, r.id, r.directory)
-        } catch RepositoryError.corrupt(let file, let detail) {
-            let id = reference.split(separator: "/").last.map(String.init) ?? reference
-            guard let d = try catalog.damaged().first(where: { $0.id == id }) else { throw RepositoryError.corrupt(file: file, detail: detail) }
-            return (d.type, d.id, d.directory)
-        }
     }
 
     /// metadata.json for a snapshot known only by its manifest.

@@ -190,18 +190,23 @@ public struct SnapshotService: Sendable {
         try options.validate()
         let (repository, lock) = try open(.exclusive, purpose: "delete")
         defer { lock.release() }
-        let pruner = Pruner(repository: repository)
+        let found = try locate(options.snapshot)
+        try Pruner(repository: repository).delete(directory: found.directory, type: found.type, id: found.id)
+        return DeletedSnapshot(snapshotID: found.id, type: found.type, metadata: found.record?.metadata, damaged: found.damaged)
+    }
+
+    /// A snapshot by reference, also one whose metadata.json is damaged (by id or TYPE/ID):
+    /// what `delete` and `rebuild-metadata --snapshot` work on.
+    func locate(_ reference: String) throws -> (type: SnapshotType, id: String, directory: String, record: SnapshotRecord?, damaged: String?) {
         do {
-            let record = try catalog.resolve(options.snapshot)
-            try pruner.delete(directory: record.directory, type: record.type, id: record.id)
-            return DeletedSnapshot(snapshotID: record.id, type: record.type, metadata: record.metadata, damaged: nil)
+            let r = try catalog.resolve(reference)
+            return (r.type, r.id, r.directory, r, nil)
         } catch RepositoryError.corrupt(let file, let detail) {
-            let name = options.snapshot.split(separator: "/").last.map(String.init) ?? options.snapshot
-            guard let d = try catalog.damaged().first(where: { $0.id == name && (!options.snapshot.contains("/") || options.snapshot == "\($0.type)/\($0.id)") }) else {
+            let id = reference.split(separator: "/").last.map(String.init) ?? reference
+            guard let d = try catalog.damaged().first(where: { $0.id == id && (!reference.contains("/") || reference == "\($0.type)/\($0.id)") }) else {
                 throw RepositoryError.corrupt(file: file, detail: detail)
             }
-            try pruner.delete(directory: d.directory, type: d.type, id: d.id)
-            return DeletedSnapshot(snapshotID: d.id, type: d.type, metadata: nil, damaged: d.problem)
+            return (d.type, d.id, d.directory, nil, d.problem)
         }
     }
 
