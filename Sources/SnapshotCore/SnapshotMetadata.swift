@@ -311,4 +311,17 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         case snapshotID = "snapshot_id"
         case type, components
     }
+
+    /// Component names become directory names on restore: one that could leave the target
+    /// (empty, `.`, `..`, a `/` or NUL) makes the manifest invalid.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        format = try c.decode(Int.self, forKey: .format)
+        snapshotID = try c.decode(String.self, forKey: .snapshotID)
+        type = try c.decode(String.self, forKey: .type)
+        components = try c.decode([String: ManifestComponent].self, forKey: .components)
+        for name in components.keys where name.isEmpty || name == "." || name == ".." || name.contains("/") || name.utf8.contains(0) {
+            throw DecodingError.dataCorruptedError(forKey: .components, in: c, debugDescription: "unsafe component name \"\(name.escapingControlCharacters)\"")
+        }
+    }
 }

@@ -116,7 +116,10 @@ public struct Tree: Sendable, Equatable {
         return w.bytes
     }
 
-    /// Decodes a tree blob; rejects names that could escape the restore target.
+    /// Decodes a tree blob; rejects names that could escape the restore target, and names
+    /// that are not strictly increasing (byte order, as every writer stores them): a name
+    /// given twice could make one path both a directory and a symlink, and a restore would
+    /// then write through the link.
     public static func decode(_ bytes: [UInt8]) throws -> Tree {
         var r = ByteReader(bytes)
         let v = try r.u8()
@@ -127,7 +130,10 @@ public struct Tree: Sendable, Equatable {
         for _ in 0..<count {
             let name = try r.string()
             guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.utf8.contains(0) else {
-                throw CoreError.corrupt("unsafe entry name \"\(name)\"")
+                throw CoreError.corrupt("unsafe entry name \"\(name.escapingControlCharacters)\"")
+            }
+            if let previous = nodes.last?.name, !previous.utf8.lexicographicallyPrecedes(name.utf8) {
+                throw CoreError.corrupt(previous == name ? "entry \"\(name.escapingControlCharacters)\" listed twice" : "entries out of order (\"\(name.escapingControlCharacters)\" after \"\(previous.escapingControlCharacters)\")")
             }
             guard let kind = NodeKind(rawValue: try r.u8()) else { throw CoreError.corrupt("unknown node kind") }
             var n = Node(name: name, kind: kind)

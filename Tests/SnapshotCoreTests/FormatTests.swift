@@ -1,3 +1,4 @@
+import Foundation
 import SnapshotCore
 import Testing
 import TestSupport
@@ -36,6 +37,20 @@ import TestSupport
         let tree = Tree(nodes: [link, file, dir])
         #expect(tree.nodes.map(\.name) == ["a b ü.txt", "d", "l"])
         #expect(try Tree.decode(tree.encode()) == tree)
+        // Names twice or out of order: one path could be a directory and a symlink at once.
+        var directoryX = Node(name: "x", kind: .directory)
+        directoryX.subtree = BlobID.hash([1])
+        var escape = Node(name: "x", kind: .symlink)
+        escape.linkTarget = "/etc"
+        var twice = Tree(nodes: [])
+        twice.nodes = [directoryX, escape]
+        #expect(throws: (any Error).self) { try Tree.decode(twice.encode()) }
+        var unsorted = Tree(nodes: [])
+        unsorted.nodes = [Node(name: "b", kind: .fifo), Node(name: "a", kind: .fifo)]
+        #expect(throws: (any Error).self) { try Tree.decode(unsorted.encode()) }
+        #expect(throws: (any Error).self) {
+            try JSONDecoder().decode(SnapshotManifest.self, from: Data(#"{"format":1,"snapshot_id":"2024-01-01_00-00-00","type":"full","components":{"../x":{"kind":"files","source":"/","tree":"\#(BlobID.hash([2]).hex)"}}}"#.utf8))
+        }
         for bad in ["..", ".", "a/b", ""] {
             let t = Tree(nodes: [Node(name: bad, kind: .fifo)])
             #expect(throws: (any Error).self) { try Tree.decode(t.encode()) }
