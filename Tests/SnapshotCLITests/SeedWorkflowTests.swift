@@ -210,6 +210,33 @@ import TestSupport
         #expect(try p.cli(["restore", "--snapshot", first, "--target", p.dir.sub("out1")]).status == 0)
     }
 
+    @Test func analyzeShowsSizesSharingLargestFilesAndGrowth() throws {
+        let p = try Project()
+        Fixture.write(p.dir.sub("data/weights.bin"), Fixture.bytes(600_000, seed: 31))
+        Fixture.write(p.dir.sub("data/app.log"), Array(String(repeating: "line\n", count: 1000).utf8))
+        #expect(try p.cli(["create", "--type", "nightly", "--time", "2024-03-01T02:00:00Z"]).status == 0)
+        Fixture.write(p.dir.sub("data/app.log"), Array(String(repeating: "line\n", count: 3000).utf8))
+        Fixture.write(p.dir.sub("data/new.bin"), Fixture.bytes(7_000, seed: 32))
+        let second = try p.cli(["create", "--type", "nightly"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try p.script("analyze_snapshot.sh", ["--snapshot", second, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = try #require(try p.json(r) as? [String: Any])
+        #expect(report["parent"] is String)
+        let data = try #require((report["components"] as? [[String: Any]])?.first { $0["name"] as? String == "data" })
+        #expect(data["files"] as? Int == 5)
+        #expect(data["logical_bytes"] as? Int == 600_000 + 15_000 + 7_000 + 6 + 9)
+        #expect((data["shared_with_parent_bytes"] as? Int ?? 0) >= 600_000, "\(data)")
+        #expect((data["stored_bytes"] as? Int ?? 0) > 0 && data["compression_ratio"] is Double)
+        let largest = try #require(report["largest_files"] as? [[String: Any]])
+        #expect(largest.first?["path"] as? String == "data/weights.bin")
+        let growth = try #require(report["largest_growth"] as? [[String: Any]])
+        #expect(growth.map { $0["path"] as? String } == ["data/app.log", "data/new.bin"])
+        #expect(growth.first?["growth"] as? Int == 10_000 && growth.first?["parent_size"] as? Int == 5_000)
+        let text = try p.cli(["analyze", "--snapshot", second])
+        #expect(text.status == 0 && text.stdout.contains("largest growth since the parent"))
+        try p.expectVerifies()
+    }
+
     @Test func restoreNarrowsTheReferenceByType() throws {
         let p = try Project()
         let nightly = try p.cli(["create", "--type", "nightly", "--time", "2024-03-01T02:00:00Z"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
