@@ -100,7 +100,12 @@ import TestSupport
         }
         // The fire-and-forget subscriber saw both the accepted and the final response.
         // Payloads as documented decode: the only refusals are the ones the examples invite
-        // (a target outside this test's root, a job id that does not exist).
+        // (a target outside this test's root, a job id that does not exist). The watcher's
+        // reader may lag behind the blocks (they wait on child processes): wait for it.
+        let settled = Date().addingTimeInterval(30)
+        while Date() < settled, !responses.lock.withLock({ responses.documents.contains { $0["request_id"] as? String == "fire-and-forget-1" && $0["status"] as? String == "succeeded" } }) {
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
         let codes = responses.lock.withLock { responses.documents.compactMap { ($0["error"] as? [String: Any])?["code"] as? String } }
         #expect(Set(codes).isSubset(of: ["unsafe_target", "not_found"]), "refusals: \(codes)")
         let fired = responses.lock.withLock { responses.documents.filter { $0["request_id"] as? String == "fire-and-forget-1" }.map { $0["status"] as? String ?? "" } }
