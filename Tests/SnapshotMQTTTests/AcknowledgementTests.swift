@@ -9,6 +9,10 @@ import TestSupport
 /// Every wait on the broker ends: acknowledgements are matched to the message that was
 /// sent, and a wait stops on its timeout, on cancellation and on `stop()`.
 @Suite(.serialized) struct AcknowledgementTests {
+    /// Each wait here ends within a second alone; the bound only tells "ended" from "hung",
+    /// with room for a cooperative pool that other suites running in parallel keep busy.
+    static let bound: Double = 20
+
     func client(_ port: Int, _ id: String) throws -> MQTTClient {
         try MQTTClient(options: MQTTOptions(port: port, clientID: id, reconnectDelay: (0.05, 0.5)))
     }
@@ -37,7 +41,7 @@ import TestSupport
             try await c.publish("after/wrap", [1], qos: 1, timeout: 0.5)
         }
         #expect(Date().timeIntervalSince(start) >= 0.45)
-        #expect(Date().timeIntervalSince(start) < 5)
+        #expect(Date().timeIntervalSince(start) < Self.bound)
     }
 
     @Test func aWaitForAnAcknowledgementEndsOnTimeoutOnCancellationAndOnStop() async throws {
@@ -55,21 +59,21 @@ import TestSupport
         } catch let e as MQTTError {
             #expect("\(e)".contains("t/timeout"))
         }
-        #expect(Date().timeIntervalSince(start) < 3)
+        #expect(Date().timeIntervalSince(start) < Self.bound)
 
         let cancelled = Task { try await c.publish("t/cancel", [3], qos: 1) }
         try await Task.sleep(nanoseconds: 100_000_000)
         start = Date()
         cancelled.cancel()
         await #expect(throws: CancellationError.self) { try await cancelled.value }
-        #expect(Date().timeIntervalSince(start) < 2)
+        #expect(Date().timeIntervalSince(start) < Self.bound)
 
         let stopped = Task { try await c.publish("t/stop", [4], qos: 1) }
         try await Task.sleep(nanoseconds: 100_000_000)
         start = Date()
         c.stop()
         await #expect(throws: MQTTError.self) { try await stopped.value }
-        #expect(Date().timeIntervalSince(start) < 5)
+        #expect(Date().timeIntervalSince(start) < Self.bound)
     }
 
     @Test func waitingForAConnectionCanBeCancelled() async throws {
@@ -82,7 +86,7 @@ import TestSupport
         let start = Date()
         wait.cancel()
         await #expect(throws: CancellationError.self) { try await wait.value }
-        #expect(Date().timeIntervalSince(start) < 2)
+        #expect(Date().timeIntervalSince(start) < Self.bound)
     }
 
     @Test func stopReturnsWhileTheNetworkThreadIsStuckInAConnect() async throws {
@@ -93,6 +97,6 @@ import TestSupport
         #expect(!c.isConnected)
         let start = Date()
         c.stop(timeout: 1)
-        #expect(Date().timeIntervalSince(start) < 3)
+        #expect(Date().timeIntervalSince(start) < Self.bound)
     }
 }
