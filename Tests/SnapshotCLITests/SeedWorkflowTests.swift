@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import SnapshotCore
 import Testing
@@ -234,6 +237,44 @@ import TestSupport
         #expect(growth.first?["growth"] as? Int == 10_000 && growth.first?["parent_size"] as? Int == 5_000)
         let text = try p.cli(["analyze", "--snapshot", second])
         #expect(text.status == 0 && text.stdout.contains("largest growth since the parent"))
+        try p.expectVerifies()
+    }
+
+    @Test func checkDependenciesNamesWhatIsMissing() throws {
+        let p = try Project()
+        let id = try p.cli(["create", "--type", "nightly"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let healthy = try p.script("check_dependencies.sh", ["--snapshot", id])
+        #expect(healthy.status == 0, "\(healthy.stdout) \(healthy.stderr)")
+        for line in ["ok   component data:", "ok   repository", "ok   free space:", "ok   snapshot \(id) data: every blob it needs is present", "ok   restore target data:"] {
+            #expect(healthy.stdout.contains(line), "\(line) in \(healthy.stdout)")
+        }
+        // A missing source path, a missing tool (an optional one is fine), a lost pack.
+        var config = String(decoding: try POSIX.readFile(p.config), as: UTF8.self)
+        config = config.replacingOccurrences(of: "  data: {path: data, exclude: [\"*.tmp\"]}", with: """
+              data: {path: data, exclude: ["*.tmp"]}
+              gone: {path: no-such-dir}
+              probe: {command: "no-such-tool-xyz --version"}
+              maybe: {command: "no-such-tool-xyz --version", optional: true}
+            """)
+        Fixture.write(p.config, Array(config.utf8))
+        var packs: [String] = []
+        for d in try POSIX.listDirectory(p.repo + "/.store/data") { packs += try POSIX.listDirectory(p.repo + "/.store/data/" + d).map { p.repo + "/.store/data/\(d)/\($0)" } }
+        for (i, pack) in packs.enumerated() { rename(pack, p.dir.sub("aside-\(i)")) }
+        let broken = try p.script("check_dependencies.sh", ["--snapshot", id])
+        #expect(broken.status == 1)
+        #expect(broken.stdout.contains("FAIL component gone: \(p.dir.sub("no-such-dir"))"), "\(broken.stdout)")
+        #expect(broken.stdout.contains("FAIL component probe: no-such-tool-xyz not found"))
+        #expect(broken.stdout.contains("ok   component maybe: no-such-tool-xyz not found (optional"))
+        #expect(broken.stdout.contains("FAIL snapshot \(id) data:"))
+        #expect(broken.stderr.contains("check-dependencies failed: component gone, component probe, snapshot \(id) data"), "\(broken.stderr)")
+        // A repository another process has locked.
+        let lock = try RepositoryLock(storePath: p.repo + "/.store", mode: .exclusive, purpose: "a test")
+        defer { lock.release() }
+        let locked = try p.script("check_dependencies.sh", [])
+        #expect(locked.status == 1)
+        #expect(locked.stdout.contains("FAIL repository \(p.repo): repository \(p.repo) is locked by PID"), "\(locked.stdout)")
+        lock.release()
+        for (i, pack) in packs.enumerated() { rename(p.dir.sub("aside-\(i)"), pack) }
         try p.expectVerifies()
     }
 
