@@ -1,20 +1,6 @@
 import Foundation
 import SnapshotCore
 
-/// Options of `analyze`.
-public struct AnalyzeOptions: OperationOptions, Codable, Equatable {
-    public var snapshot: String = ""
-
-    public init() {}
-
-    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
-    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
-
-    public func validate() throws {
-        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
-    }
-}
-
 /// `analyze --json`: where a snapshot's bytes are and what they cost.
 public struct AnalyzeReport: Codable, Sendable, Equatable {
     public struct Component: Codable, Sendable, Equatable {

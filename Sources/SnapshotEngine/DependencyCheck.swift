@@ -5,19 +5,6 @@ import Foundation
 import SnapshotCore
 import SnapshotMQTT
 
-/// Options of `check-dependencies`.
-public struct DependencyCheckOptions: OperationOptions, Codable, Equatable {
-    /// Also check what restoring this snapshot needs.
-    public var snapshot: String?
-
-    public init() {}
-
-    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
-    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
-
-    public func validate() throws {}
-}
-
 /// `check-dependencies --json`: `{"ok","checks":[{"check","ok","detail"}]}`.
 public struct DependencyReport: Codable, Sendable, Equatable {
     public struct Check: Codable, Sendable, Equatable {

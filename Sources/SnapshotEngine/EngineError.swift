@@ -23,6 +23,9 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     /// A hook (stop_services, start_services, health_check) failed.
     case hookFailed(name: String, detail: String)
 
+    /// A command that needs `--snapshot REF` (or the payload field `snapshot`) got none.
+    public static var snapshotRequired: EngineError { .usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+
     public var description: String {
         switch self {
         case .sourceMissing(let c, let p): return "component \(c): source \(p) does not exist"

@@ -4,19 +4,6 @@ import Glibc
 import Foundation
 import SnapshotCore
 
-/// Options of `rebuild-metadata`.
-public struct RebuildOptions: OperationOptions, Codable, Equatable {
-    /// Only this snapshot's metadata.json (an id, TYPE/ID, …; also a damaged one).
-    public var snapshot: String?
-
-    public init() {}
-
-    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
-    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
-
-    public func validate() throws {}
-}
-
 /// `rebuild-metadata --json`.
 public struct RebuildReport: Codable, Sendable, Equatable {
     /// Packs whose trailers were read into the new index, and the blobs they list.

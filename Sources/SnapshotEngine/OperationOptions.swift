@@ -120,7 +120,7 @@ public struct RestoreOptions: OperationOptions, Codable, Equatable {
     }
 
     public func validate() throws {
-        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+        guard !snapshot.isEmpty else { throw EngineError.snapshotRequired }
     }
 }
 
@@ -136,8 +136,8 @@ public struct ListOptions: OperationOptions, Codable, Equatable {
     public func validate() throws {}
 }
 
-/// Options of `show`.
-public struct ShowOptions: OperationOptions, Codable, Equatable {
+/// The options of an action on one snapshot (`show`, `delete`, `analyze`): its reference.
+public struct SnapshotReferenceOptions: OperationOptions, Codable, Equatable {
     public var snapshot: String = ""
 
     public init() {}
@@ -146,9 +146,34 @@ public struct ShowOptions: OperationOptions, Codable, Equatable {
     public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
 
     public func validate() throws {
-        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+        guard !snapshot.isEmpty else { throw EngineError.snapshotRequired }
     }
 }
+
+/// Options of `show`.
+public typealias ShowOptions = SnapshotReferenceOptions
+/// Options of `delete`.
+public typealias DeleteOptions = SnapshotReferenceOptions
+/// Options of `analyze`.
+public typealias AnalyzeOptions = SnapshotReferenceOptions
+
+/// The options of an action on the repository that one snapshot can narrow
+/// (`rebuild-metadata`, `check-dependencies`).
+public struct SnapshotScopeOptions: OperationOptions, Codable, Equatable {
+    public var snapshot: String?
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
+
+    public func validate() throws {}
+}
+
+/// Options of `rebuild-metadata`: with `snapshot`, that snapshot's metadata.json only.
+public typealias RebuildOptions = SnapshotScopeOptions
+/// Options of `check-dependencies`: with `snapshot`, also what restoring it needs.
+public typealias DependencyCheckOptions = SnapshotScopeOptions
 
 extension KeyedDecodingContainer {
     /// A repeatable option: a list of strings, or one string.
@@ -227,19 +252,5 @@ public struct DamagedListing: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case snapshotID = "snapshot_id"
         case type, damaged
-    }
-}
-
-/// Options of `delete`.
-public struct DeleteOptions: OperationOptions, Codable, Equatable {
-    public var snapshot: String = ""
-
-    public init() {}
-
-    enum CodingKeys: String, CodingKey, CaseIterable { case snapshot }
-    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
-
-    public func validate() throws {
-        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
     }
 }

@@ -30,7 +30,7 @@ public struct TestRecoveryOptions: OperationOptions, Codable, Equatable {
     }
 
     public func validate() throws {
-        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+        guard !snapshot.isEmpty else { throw EngineError.snapshotRequired }
     }
 }
 
@@ -83,7 +83,7 @@ public struct RecoverOptions: OperationOptions, Codable, Equatable {
 
     public func validate() throws {
         guard Self.modes.contains(mode) else { throw EngineError.usage("mode must be one of \(Self.modes.joined(separator: ", ")), not \"\(mode)\"") }
-        guard !snapshot.isEmpty else { throw EngineError.usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
+        guard !snapshot.isEmpty else { throw EngineError.snapshotRequired }
     }
 }
 
