@@ -130,6 +130,18 @@ extension Chunker {
     /// The buffer must hold at least two maximum-size chunks. A read error throws
     /// `RepositoryError` naming `path`; `body` may throw to stop early.
     public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try chunks(reading: { space in
+            while true {
+                let n = read(fd, space.baseAddress!, space.count)
+                if n >= 0 { return n }
+                if errno != EINTR { throw RepositoryError.fromErrno(path: path, operation: "read") }
+            }
+        }, buffer: buffer, body)
+    }
+
+    /// Chunks the bytes that `fill` supplies (it fills the space it is given from the start
+    /// and returns how many bytes it wrote, 0 at the end), as `chunks(of:)` chunks a file.
+    public func chunks(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         precondition(buffer.count >= 2 * scheme.maxSize)
         let maxChunk = scheme.maxSize
         var start = 0, end = 0, eof = false
@@ -141,11 +153,7 @@ extension Chunker {
                     start = 0
                 }
                 while end < buffer.count {
-                    let n = read(fd, buffer.baseAddress! + end, buffer.count - end)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw RepositoryError.fromErrno(path: path, operation: "read")
-                    }
+                    let n = try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[end...]))
                     if n == 0 {
                         eof = true
                         break

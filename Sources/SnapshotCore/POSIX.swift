@@ -3,6 +3,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
+
+/// Numbers the temporary files of this process, so that two threads writing the same file
+/// never share one.
+private let temporaryCounter = Atomic<Int>(0)
 
 /// Thin, throwing wrappers over the POSIX calls the repository needs. Paths are Strings;
 /// every error names the path and the operation.
@@ -29,9 +34,10 @@ public enum POSIX {
     }
 
     /// Writes `bytes` to `path` through a temporary file, fsyncs it, renames it into place
-    /// and fsyncs the directory: readers see the old file or the new one, never a mix.
+    /// and fsyncs the directory: readers see the old file or the new one, never a mix, and
+    /// of two writers at once (threads or processes) the last rename wins whole.
     public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
-        let tmp = path + ".tmp-\(getpid())"
+        let tmp = path + ".tmp-\(getpid())-\(temporaryCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: tmp, operation: "create") }
         do {

@@ -21,6 +21,14 @@ public struct BlobLocation: Sendable, Equatable {
     public var length: UInt32
     /// Length of the plaintext after decoding.
     public var rawLength: UInt32
+
+    public init(pack: BlobID, type: BlobType, offset: UInt32, length: UInt32, rawLength: UInt32) {
+        self.pack = pack
+        self.type = type
+        self.offset = offset
+        self.length = length
+        self.rawLength = rawLength
+    }
 }
 
 /// One blob entry as recorded in a pack trailer and in index files.

@@ -52,9 +52,76 @@ public final class Repository: Sendable {
         }
     }
 
-    /// True when `path` holds a repository.
+    /// True when `path` holds a repository (also one whose config file is damaged or gone:
+    /// that is damage to report, not a place to start a new repository).
     public static func exists(at path: String) -> Bool {
-        POSIX.exists(path + "/.store/config")
+        POSIX.exists(path + "/.store/config") || POSIX.exists(path + "/.store/config.copy") || POSIX.isDirectory(path + "/.store/index")
+    }
+
+    /// Problems with the config file or its copy (`verify` reports them; `rebuild-metadata`
+    /// rewrites whichever is damaged from the other).
+    public var configProblems: [String] { configTrouble.withLock { $0 } }
+    private let configTrouble = Mutex<[String]>([])
+
+    static func readConfig(_ file: String) throws -> RepositoryConfig {
+        let bytes: [UInt8]
+        do {
+            bytes = try POSIX.readFile(file)
+        } catch RepositoryError.io(_, _, let code) where code == ENOENT {
+            throw RepositoryError.corrupt(file: file, detail: "missing")
+        }
+        do {
+            return try JSONDecoder().decode(RepositoryConfig.self, from: Data(bytes))
+        } catch {
+            throw RepositoryError.corrupt(file: file, detail: "not a valid repository config (\(error))")
+        }
+    }
+
+    static func configBytes(_ config: RepositoryConfig) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return Array(try encoder.encode(config)) + [0x0a]
+    }
+
+    /// Writes the config file and its copy (`config.copy`, the same bytes) where either is
+    /// missing or unreadable; returns what it wrote. Needs the exclusive lock.
+    @discardableResult
+    public func rewriteConfigFiles() throws -> [String] {
+        let bytes = try Self.configBytes(config)
+        var written: [String] = []
+        for file in [storePath + "/config", storePath + "/config.copy"] where (try? Self.readConfig(file)) == nil {
+            try POSIX.writeFileAtomically(file, bytes)
+            written.append(file)
+        }
+        return written
+    }
+
+    /// Writes the config's copy into a repository made before there was one.
+    public func ensureConfigCopy() throws {
+        let copy = storePath + "/config.copy"
+        guard !POSIX.exists(copy), configProblems.isEmpty else { return }
+        try POSIX.writeFileAtomically(copy, try POSIX.readFile(storePath + "/config"))
+    }
+
+    /// A new config for a repository whose config and copy are both lost: its data is all
+    /// still readable (blobs are found by their hashes), but the chunker seed is new, so new
+    /// content-defined chunks no longer deduplicate against the old ones.
+    public static func replaceLostConfig(at path: String) throws -> RepositoryConfig {
+        let store = path + "/.store"
+        let config = RepositoryConfig(version: formatVersion, id: BlobID.random().hex, chunkerSeed: randomSeed(), encryption: "none", created: Timestamp.now().iso8601)
+        let bytes = try configBytes(config)
+        try POSIX.writeFileAtomically(store + "/config.copy", bytes)
+        try POSIX.writeFileAtomically(store + "/config", bytes)
+        return config
+    }
+
+    static func randomSeed() -> UInt64 {
+        var seed: UInt64 = 0
+        withUnsafeMutableBytes(of: &seed) { raw in
+            let id = BlobID.random()
+            raw.copyBytes(from: id.bytes[0..<8])
+        }
+        return seed
     }
 
     /// Creates a new, empty repository. Throws when one already exists there.
@@ -70,17 +137,12 @@ public final class Repository: Sendable {
         for dir in [store + "/data", store + "/index", store + "/tmp"] {
             try POSIX.makeDirectories(dir)
         }
-        var seed: UInt64 = 0
-        withUnsafeMutableBytes(of: &seed) { raw in
-            let id = BlobID.random()
-            raw.copyBytes(from: id.bytes[0..<8])
-        }
         let config = RepositoryConfig(
-            version: formatVersion, id: BlobID.random().hex, chunkerSeed: seed,
+            version: formatVersion, id: BlobID.random().hex, chunkerSeed: randomSeed(),
             encryption: encryption, created: Timestamp.now().iso8601)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let bytes = Array(try encoder.encode(config)) + [0x0a]
+        let bytes = try configBytes(config)
+        // The copy first: `exists` is true from the first file on, and then both are there.
+        try POSIX.writeFileAtomically(store + "/config.copy", bytes)
         try POSIX.writeFileAtomically(store + "/config", bytes)
         return Repository(path: path, config: config)
     }
@@ -88,13 +150,28 @@ public final class Repository: Sendable {
     /// Opens a repository and loads its index.
     public static func open(at path: String) throws -> Repository {
         let configPath = path + "/.store/config"
-        guard POSIX.exists(configPath) else { throw RepositoryError.notFound(path: path) }
-        let bytes = try POSIX.readFile(configPath)
+        let copyPath = configPath + ".copy"
+        guard exists(at: path) else { throw RepositoryError.notFound(path: path) }
+        // The config, or its copy when the config is damaged: either opens the repository,
+        // and what is wrong with the other is reported by verify.
+        var problems: [String] = []
         let config: RepositoryConfig
         do {
-            config = try JSONDecoder().decode(RepositoryConfig.self, from: Data(bytes))
-        } catch {
-            throw RepositoryError.corrupt(file: configPath, detail: "not a valid repository config (\(error))")
+            config = try readConfig(configPath)
+            if POSIX.exists(copyPath) {
+                do {
+                    _ = try readConfig(copyPath)
+                } catch {
+                    problems.append("\(error); `snapshot rebuild-metadata` rewrites it from the config")
+                }
+            }
+        } catch let primary as RepositoryError {
+            guard case .corrupt(_, let detail) = primary else { throw primary }
+            guard let copy = try? readConfig(copyPath) else {
+                throw RepositoryError.corrupt(file: configPath, detail: "\(detail), and there is no intact copy (config.copy); `snapshot rebuild-metadata` writes a new config")
+            }
+            config = copy
+            problems.append("\(primary); opened with its copy config.copy; `snapshot rebuild-metadata` rewrites it")
         }
         guard config.version <= formatVersion else {
             throw RepositoryError.unsupportedVersion(path: path, version: config.version)
@@ -103,6 +180,7 @@ public final class Repository: Sendable {
             throw RepositoryError.corrupt(file: configPath, detail: "encryption \(config.encryption) is not supported by this build")
         }
         let repo = Repository(path: path, config: config)
+        repo.configTrouble.withLock { $0 = problems }
         try repo.loadIndex()
         return repo
     }
@@ -217,6 +295,12 @@ public final class BlobReader {
         guard let location = repository.index.location(of: id) else {
             throw RepositoryError.missingBlob(id: id, context: "not in any index")
         }
+        return try read(id, at: location, check: check)
+    }
+
+    /// The plaintext of a blob at a given location (another copy than the index names:
+    /// `repair` heals from those).
+    public func read(_ id: BlobID, at location: BlobLocation, check: Bool = true) throws -> [UInt8] {
         let plain = try decode(location)
         if check && BlobID.hash(plain) != id {
             throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")

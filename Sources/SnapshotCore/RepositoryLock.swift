@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// The repository lock: `flock(2)` on `.store/lock`, shared for readers and exclusive for
 /// writers.
@@ -10,28 +11,31 @@ import Darwin
 /// The kernel drops the lock when its holder exits, however it exits, so a lock can never be
 /// stale on a local file system; the holder's PID, host, command and start time are written
 /// into the file only for the "locked by …" message. Held until `release()` or deinit.
-public final class RepositoryLock: @unchecked Sendable {
+/// `release()` may be called from any thread, also twice at once: the descriptor is closed
+/// exactly once.
+public final class RepositoryLock: Sendable {
     public enum Mode: Sendable { case shared, exclusive }
 
-    private var fd: Int32
+    private let descriptor: Mutex<Int32>
     public let mode: Mode
 
     /// Takes the lock without waiting; throws `RepositoryError.locked` naming the holder.
     public init(storePath: String, mode: Mode, purpose: String) throws {
         let path = storePath + "/lock"
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open lock") }
         self.mode = mode
         if !Self.take(fd, mode: mode, path: path) {
             let e = errno
             let holder = (try? POSIX.readFile(path)).map { String(decoding: $0, as: UTF8.self) } ?? ""
             close(fd)
-            fd = -1
+            descriptor = Mutex(-1)
             guard e == EWOULDBLOCK else { throw RepositoryError.fromErrno(path: path, operation: "lock", errno: e) }
             let who = holder.isEmpty || mode == .exclusive && holder.hasPrefix("released")
                 ? "another process (reading)" : holder.trimmingCharacters(in: "\n ")
             throw RepositoryError.locked(path: POSIX.parent(of: storePath), holder: who)
         }
+        descriptor = Mutex(fd)
         if mode == .exclusive {
             let info = "PID \(getpid()) on host \(POSIX.hostName()) (\(purpose), since \(Timestamp.now().iso8601))\n"
             _ = ftruncate(fd, 0)
@@ -62,14 +66,16 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// Releases the lock (idempotent).
     public func release() {
-        guard fd >= 0 else { return }
-        if mode == .exclusive {
-            _ = ftruncate(fd, 0)
-            _ = lseek(fd, 0, SEEK_SET)
-            try? POSIX.writeAll(fd, Array("released\n".utf8), path: "lock")
+        descriptor.withLock { fd in
+            guard fd >= 0 else { return }
+            if mode == .exclusive {
+                _ = ftruncate(fd, 0)
+                _ = lseek(fd, 0, SEEK_SET)
+                try? POSIX.writeAll(fd, Array("released\n".utf8), path: "lock")
+            }
+            close(fd)
+            fd = -1
         }
-        close(fd)
-        fd = -1
     }
 
     deinit { release() }

@@ -131,6 +131,12 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     public var verified: VerificationRecord?
     /// The seed's counts; nil in snapshots taken before they were recorded.
     public var summary: SystemSummary?
+    /// A snapshot made by `repair`: the damaged snapshot it salvaged, the files of it that
+    /// could not be salvaged (`component/path`; a directory whose listing was lost ends in
+    /// `/`), and the damaged files it healed from another copy of their content.
+    public var repairedFrom: String?
+    public var lost: [String]?
+    public var healed: [String]?
 
     /// The value of `version`: the metadata format.
     public static let currentVersion = "1"
@@ -169,6 +175,8 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         case durationS = "duration_s"
         case parent, hostname, tags, auto, manifest, verified
         case orchestrator, workers, collections, models
+        case repairedFrom = "repaired_from"
+        case lost, healed
     }
 
     public init(from decoder: any Decoder) throws {
@@ -190,6 +198,9 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         auto = try c.decodeIfPresent(Bool.self, forKey: .auto) ?? false
         manifest = try c.decodeIfPresent(String.self, forKey: .manifest) ?? ""
         verified = try c.decodeIfPresent(VerificationRecord.self, forKey: .verified)
+        repairedFrom = try c.decodeIfPresent(String.self, forKey: .repairedFrom)
+        lost = try c.decodeIfPresent([String].self, forKey: .lost)
+        healed = try c.decodeIfPresent([String].self, forKey: .healed)
         if let workers = try c.decodeIfPresent(Int.self, forKey: .workers) {
             summary = SystemSummary(
                 orchestrator: try c.decodeIfPresent(Int.self, forKey: .orchestrator) ?? 0, workers: workers,
@@ -217,6 +228,9 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         try c.encode(auto, forKey: .auto)
         try c.encode(manifest, forKey: .manifest)
         try c.encodeIfPresent(verified, forKey: .verified)
+        try c.encodeIfPresent(repairedFrom, forKey: .repairedFrom)
+        try c.encodeIfPresent(lost, forKey: .lost)
+        try c.encodeIfPresent(healed, forKey: .healed)
         if let summary {
             try c.encode(summary.orchestrator, forKey: .orchestrator)
             try c.encode(summary.workers, forKey: .workers)

@@ -15,11 +15,13 @@ public struct RebuildReport: Codable, Sendable, Equatable {
     public var replacedIndexFiles: Int = 0
     /// Snapshot directories recreated from manifest blobs (`type/id`).
     public var recreated: [String] = []
-    /// metadata.json files written anew (`type/id`).
+    /// metadata.json and manifest.json files written anew (`type/id/metadata.json`).
     public var rebuilt: [String] = []
+    /// What was done to the repository's config file and its copy.
+    public var config: [String] = []
 
     enum CodingKeys: String, CodingKey {
-        case packs, blobs, recreated, rebuilt
+        case packs, blobs, recreated, rebuilt, config
         case damagedPacks = "damaged_packs"
         case replacedIndexFiles = "replaced_index_files"
     }
@@ -35,9 +37,21 @@ extension SnapshotService {
     /// With `snapshot`, only that snapshot's metadata.json. Each step is atomic: a kill
     /// leaves a repository that verifies and a rebuild that can be run again.
     public func rebuildMetadata(_ options: RebuildOptions, progress: WorkProgress = WorkProgress()) throws -> RebuildReport {
-        let (opened, lock) = try open(.exclusive, purpose: "rebuild-metadata")
-        defer { lock.release() }
         var report = RebuildReport()
+        guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
+        let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: .exclusive, purpose: "rebuild-metadata")
+        defer { lock.release() }
+        let opened: Repository
+        do {
+            opened = try Repository.open(at: repositoryPath)
+        } catch RepositoryError.corrupt(let file, _) where file == repositoryPath + "/.store/config" {
+            // The config and its copy are both lost: a new one (new chunker seed) opens the
+            // repository again; every blob is still found by its hash.
+            _ = try Repository.replaceLostConfig(at: repositoryPath)
+            report.config.append("\(file) and its copy were lost: wrote a new config (new content-defined chunks will not deduplicate against older ones)")
+            opened = try Repository.open(at: repositoryPath)
+        }
+        for file in try opened.rewriteConfigFiles() { report.config.append("rewrote \(file) from its intact twin") }
         if let reference = options.snapshot {
             let (type, id, directory, _, _) = try locate(reference)
             let manifest = try catalog.readManifest(directory: directory)
@@ -45,7 +59,7 @@ extension SnapshotService {
             let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: BlobID.hash(bytes.last == 0x0a ? Array(bytes.dropLast()) : bytes), repository: opened)
             try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
             try catalog.updateLatest(type: type)
-            report.rebuilt.append("\(type)/\(id)")
+            report.rebuilt.append("\(type)/\(id)/metadata.json")
             return report
         }
 
@@ -82,12 +96,20 @@ extension SnapshotService {
             let typeDir = repositoryPath + "/" + type.name
             let directory = typeDir + "/" + manifest.snapshotID
             let metadataReadable = (try? catalog.readMetadata(directory + "/metadata.json")) != nil
-            if POSIX.exists(directory + "/manifest.json") && metadataReadable { continue }
-            let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: id, repository: repository)
-            if POSIX.exists(directory + "/manifest.json") {
-                try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
-                report.rebuilt.append("\(type)/\(manifest.snapshotID)")
+            let manifestReadable = (try? catalog.readManifest(directory: directory)) != nil
+            if manifestReadable && metadataReadable { continue }
+            if POSIX.isDirectory(directory) && (manifestReadable || metadataReadable) {
+                // One of the two files survives: the other is written anew beside it.
+                if !manifestReadable {
+                    try POSIX.writeFileAtomically(directory + "/manifest.json", bytes + [0x0a])
+                    report.rebuilt.append("\(type)/\(manifest.snapshotID)/manifest.json")
+                } else {
+                    let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: id, repository: repository)
+                    try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+                    report.rebuilt.append("\(type)/\(manifest.snapshotID)/metadata.json")
+                }
             } else {
+                let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: id, repository: repository)
                 // As create commits: both files in a hidden directory, then one rename.
                 let staging = typeDir + "/.tmp-" + manifest.snapshotID
                 try POSIX.removeTree(staging)

@@ -156,6 +156,8 @@ public typealias ShowOptions = SnapshotReferenceOptions
 public typealias DeleteOptions = SnapshotReferenceOptions
 /// Options of `analyze`.
 public typealias AnalyzeOptions = SnapshotReferenceOptions
+/// Options of `repair`.
+public typealias RepairOptions = SnapshotReferenceOptions
 
 /// The options of an action on the repository that one snapshot can narrow
 /// (`rebuild-metadata`, `check-dependencies`).

@@ -79,6 +79,7 @@ public struct SnapshotService: Sendable {
         defer { for d in request.temporaryDirectories { try? POSIX.removeTree(d) } }
         let (repository, lock) = try open(.exclusive, purpose: "create", createIfMissing: true)
         defer { lock.release() }
+        try repository.ensureConfigCopy()
         return try Archiver(repository: repository, progress: progress, cancellation: cancellation).create(request)
     }
 
@@ -103,6 +104,10 @@ public struct SnapshotService: Sendable {
         var report = Verifier(repository: repository, progress: progress).verify(records, component: options.component, readData: options.readData)
         if !repository.damagedIndexFiles.isEmpty {
             report.repositoryErrors += repository.damagedIndexFiles.map { "\($0); `snapshot rebuild-metadata` rebuilds the index from the packs" }
+            report.ok = false
+        }
+        if !repository.configProblems.isEmpty {
+            report.repositoryErrors += repository.configProblems
             report.ok = false
         }
         if options.snapshot == nil {

@@ -34,11 +34,12 @@ extension Snapshot {
                 try context.printJSON(report)
                 return
             }
+            for c in report.config { context.say(c) }
             if snapshot == nil {
                 context.say("index rebuilt from \(report.packs) pack\(report.packs == 1 ? "" : "s") (\(report.blobs) blobs), replacing \(report.replacedIndexFiles) index file\(report.replacedIndexFiles == 1 ? "" : "s")")
             }
             for s in report.recreated { context.say("recreated \(s) from its manifest blob") }
-            for s in report.rebuilt { context.say("rebuilt \(s)/metadata.json") }
+            for s in report.rebuilt { context.say("rebuilt \(s)") }
             for p in report.damagedPacks { FileHandle.standardError.write(Data("snapshot: warning: \(p); its blobs are not in the index\n".utf8)) }
             if !report.damagedPacks.isEmpty { throw ExitCode(1) }
         }
