@@ -54,6 +54,7 @@ extension SnapshotService {
             do {
                 let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: .exclusive, purpose: "check-dependencies")
                 lock.release()
+                trace?.note("exclusive lock for check-dependencies taken and released")
                 let probe = repositoryPath + "/.store/tmp/.check-\(getpid())"
                 try POSIX.makeDirectories(repositoryPath + "/.store/tmp")
                 try POSIX.writeFileAtomically(probe, [0])

@@ -51,7 +51,8 @@ extension SnapshotService {
             report.config.append("\(file) and its copy were lost: wrote a new config (new content-defined chunks will not deduplicate against older ones)")
             opened = try Repository.open(at: repositoryPath)
         }
-        for file in try opened.rewriteConfigFiles() { report.config.append("rewrote \(file) from its intact twin") }
+        for file in try opened.rewriteConfigFiles() { report.config.append("wrote \(file) from the intact config") }
+        progress.note("exclusive lock for rebuild-metadata taken; the index names \(opened.index.count) blobs, \(opened.damagedIndexFiles.count) index files set aside")
         if let reference = options.snapshot {
             let (type, id, directory, _, _) = try locate(reference)
             let manifest = try catalog.readManifest(directory: directory)

@@ -10,6 +10,8 @@ public struct SnapshotService: Sendable {
     public let workingDirectory: String
     /// Where `mqtt` components are captured from (nil: the config's broker).
     public let broker: BrokerSettings?
+    /// With `--debug`: notes on the lock, the repository opened and what was found.
+    public var trace: WorkProgress?
 
     public init(config: SnapshotConfig, repositoryPath: String, workingDirectory: String = POSIX.currentDirectory(), broker: BrokerSettings? = nil) {
         self.config = config
@@ -24,8 +26,16 @@ public struct SnapshotService: Sendable {
             try Repository.initialize(at: repositoryPath)
         }
         guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
+        let started = Date()
         let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose)
-        return (try Repository.open(at: repositoryPath), lock)
+        let locked = Date()
+        let repository = try Repository.open(at: repositoryPath)
+        if let trace, trace.isTracing {
+            let packs = Set(repository.index.allLocations().values.map(\.pack)).count
+            trace.note(String(format: "%@ lock for %@ taken in %.3f s; index read in %.3f s: %d blobs in %d packs from %d index files", mode == .exclusive ? "exclusive" : "shared", purpose, locked.timeIntervalSince(started), Date().timeIntervalSince(locked), repository.index.count, packs, (try? repository.indexFileNames().count) ?? 0))
+            for problem in repository.damagedIndexFiles + repository.configProblems { trace.note("set aside: \(problem)") }
+        }
+        return (repository, lock)
     }
 
     public var catalog: SnapshotCatalog { SnapshotCatalog(repositoryPath: repositoryPath) }
@@ -196,6 +206,7 @@ public struct SnapshotService: Sendable {
         let (repository, lock) = try open(.exclusive, purpose: "delete")
         defer { lock.release() }
         let found = try locate(options.snapshot)
+        trace?.note("removing \(found.directory)\(found.damaged.map { " (damaged: \($0))" } ?? ""); the next prune reclaims the data only it uses")
         try Pruner(repository: repository).delete(directory: found.directory, type: found.type, id: found.id)
         return DeletedSnapshot(snapshotID: found.id, type: found.type, metadata: found.record?.metadata, damaged: found.damaged)
     }
@@ -228,7 +239,9 @@ public struct SnapshotService: Sendable {
         try checkKnown(options.type)
         let (_, lock) = try open(.shared, purpose: "list")
         defer { lock.release() }
-        return try catalog.all(type: options.type)
+        let (records, damaged) = try catalog.scan(type: options.type)
+        trace?.note("\(records.count) snapshots\(options.type.map { " of type \($0)" } ?? "") read from their metadata.json, \(damaged.count) damaged")
+        return records
     }
 
     /// One snapshot's record.
@@ -236,6 +249,8 @@ public struct SnapshotService: Sendable {
         try options.validate()
         let (_, lock) = try open(.shared, purpose: "show")
         defer { lock.release() }
-        return try catalog.resolve(options.snapshot)
+        let record = try catalog.resolve(options.snapshot)
+        trace?.note("\(options.snapshot) is \(record.type)/\(record.id) (\(record.directory)/metadata.json)")
+        return record
     }
 }

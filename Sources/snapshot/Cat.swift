@@ -21,9 +21,13 @@ extension Snapshot {
             defer { lock.release() }
             let (_, manifest) = try context.resolve(snapshot, in: repository)
             do {
+                var written = 0, chunks = 0
                 try Browser(repository: repository).cat(manifest, path: path) { bytes in
                     try POSIX.writeAll(1, bytes, path: "stdout")
+                    written += bytes.count
+                    chunks += 1
                 }
+                context.debug("\(path): \(written) bytes from \(chunks) chunks, each checked against its hash")
             } catch {
                 throw Context.fail(error)
             }

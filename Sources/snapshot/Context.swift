@@ -56,7 +56,9 @@ struct Context {
 
     /// The operations, on this repository and config.
     var service: SnapshotService {
-        SnapshotService(config: config, repositoryPath: repositoryPath)
+        var s = SnapshotService(config: config, repositoryPath: repositoryPath)
+        if options.debug { s.trace = makeProgress() }
+        return s
     }
 
     /// Opens the repository with a lock.
@@ -81,7 +83,9 @@ struct Context {
         do {
             let catalog = SnapshotCatalog(repositoryPath: repository.path)
             let record = try catalog.resolve(reference)
-            return (record, try catalog.readManifest(record))
+            let manifest = try catalog.readManifest(record)
+            debug("\(reference) is \(record.type)/\(record.id): components \(manifest.components.keys.sorted().joined(separator: ", "))")
+            return (record, manifest)
         } catch {
             throw Context.fail(error)
         }

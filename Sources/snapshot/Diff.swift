@@ -24,6 +24,7 @@ extension Snapshot {
             let changes: [DiffEntry]
             do {
                 changes = try Browser(repository: repository).diff(a, b)
+                context.debug("compared \(a.snapshotID) with \(b.snapshotID): subtrees with equal ids skipped unread; \(changes.count) changes")
             } catch {
                 throw Context.fail(error)
             }

@@ -1,3 +1,5 @@
+import ArgumentParser
+
 /// Moves global options given before the subcommand (`snapshot --repo R init`, as restic
 /// users and the benchmark write them) to after it, where every subcommand parses them.
 @main
@@ -31,6 +33,19 @@ enum Entrypoint {
 
     static func main() async {
         _ = Context.started  // --debug timings count from here
-        await Snapshot.main(reorder(Array(CommandLine.arguments.dropFirst())))
+        let arguments = reorder(Array(CommandLine.arguments.dropFirst()))
+        let debug = arguments.contains("--debug")
+        do {
+            var command = try Snapshot.parseAsRoot(arguments)
+            if var asynchronous = command as? AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+            if debug { Context.debugLine("done, exit 0") }
+        } catch {
+            if debug { Context.debugLine("done, exit \(Snapshot.exitCode(for: error).rawValue)") }
+            Snapshot.exit(withError: error)
+        }
     }
 }

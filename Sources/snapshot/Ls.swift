@@ -23,6 +23,7 @@ extension Snapshot {
             let entries: [ListedEntry]
             do {
                 entries = try Browser(repository: repository).list(manifest, prefix: path)
+                context.debug("\(entries.count) entries\(path.map { " under \($0)" } ?? "")")
             } catch {
                 throw Context.fail(error)
             }

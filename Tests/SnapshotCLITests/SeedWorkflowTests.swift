@@ -355,6 +355,22 @@ import TestSupport
         #expect(second.stderr.contains("reading 0 files, 0 bytes; 2 unchanged since nightly/"))
         // Without --debug, no debug lines.
         #expect(!(try p.script("create_snapshot.sh", ["--type", "nightly"]).stderr.contains("debug:")))
+        // Every other command: the config, the lock and index it used, what it found, its exit.
+        let commands: [[String]] = [
+            ["list"], ["show", "--snapshot", "latest"], ["ls", "--snapshot", "latest"], ["cat", "--snapshot", "latest", "data/a.txt"],
+            ["diff", "nightly/latest", "latest"], ["analyze", "--snapshot", "latest"], ["verify", "--all"], ["monitor", "--check-age"],
+            ["check-dependencies"], ["repair", "--snapshot", "latest"], ["rebuild-metadata"], ["prune", "--dry-run"],
+            ["restore", "--snapshot", "latest", "--target", p.dir.sub("debug-out")], ["test-recovery", "--snapshot", "latest"],
+        ]
+        for command in commands {
+            let r = try p.cli(command + ["--debug"])
+            #expect(r.stderr.contains("debug: +") && r.stderr.contains("config \(p.config)"), "\(command): \(r.stderr)")
+            #expect(r.stderr.contains("lock for"), "\(command): \(r.stderr)")
+            #expect(r.stderr.contains("done, exit \(r.status)"), "\(command): \(r.stderr)")
+        }
+        #expect(try p.cli(["cat", "--snapshot", "latest", "data/a.txt", "--debug"]).stderr.contains("data/a.txt: 6 bytes from 1 chunks"))
+        let missing = try p.cli(["show", "--snapshot", "nope", "--debug"])
+        #expect(missing.status == 64 && missing.stderr.contains("done, exit 64"))
         try p.expectVerifies()
     }
 }
