@@ -194,6 +194,36 @@ import TestSupport
         #expect(try POSIX.readFile(p.dir.sub("out-\(ids[2])/data/file2.bin")) == Fixture.bytes(200_002, seed: 2))
     }
 
+    @Test func recoverSnapshotSalvagesWhatIsIntactAndNamesWhatIsLost() throws {
+        let p = try Project()
+        Fixture.write(p.dir.sub("data/model.bin"), Fixture.bytes(400_000, seed: 21))
+        let id = try p.cli(["create", "--type", "nightly"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        // Every pack that holds model.bin's data damaged, and the live file changed since.
+        for pack in try files(p.repo + "/.store/data") {
+            let path = p.repo + "/.store/data/" + pack
+            var bytes = try POSIX.readFile(path)
+            guard bytes.count > 300_000 else { continue }
+            bytes[bytes.count / 3] ^= 0xff
+            Fixture.write(path, bytes)
+        }
+        Fixture.write(p.dir.sub("data/model.bin"), Fixture.bytes(400_000, seed: 22))
+        #expect(try p.script("verify_snapshot.sh", ["--snapshot", id]).status == 0, "the quick check reads no data")
+        let r = try p.script("recover_snapshot.sh", ["--snapshot", id, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let made = try #require(try p.json(r) as? [String: Any])
+        #expect(made["repaired_from"] as? String == id && made["lost"] as? [String] == ["data/model.bin"], "\(made)")
+        let newID = try #require(made["snapshot_id"] as? String)
+        #expect(newID == id + "-2" && made["type"] as? String == "nightly")
+        let out = p.dir.sub("out")
+        #expect(try p.cli(["restore", "--snapshot", newID, "--target", out]).status == 0)
+        #expect(try POSIX.readFile(out + "/data/a.txt") == Array("alpha\n".utf8) && !POSIX.exists(out + "/data/model.bin"))
+        #expect(try p.cli(["verify", "--snapshot", newID, "--read-data"]).status == 0)
+        #expect(try p.cli(["verify", "--snapshot", id, "--read-data"]).status == 1, "the original stays as it was")
+        #expect(try p.cli(["delete", "--snapshot", id]).status == 0)
+        #expect(try p.cli(["prune"]).status == 0)
+        try p.expectVerifies()
+    }
+
     @Test func oneDamagedIndexFileBlocksOnlyWhatItNamed() throws {
         let p = try Project()
         Fixture.write(p.dir.sub("a/one.bin"), Fixture.bytes(150_000, seed: 11))
