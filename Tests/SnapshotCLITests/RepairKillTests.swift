@@ -81,15 +81,8 @@ import TestSupport
         let root = try reader.readTree(try #require(manifest.components["src"]).treeID, path: "src")
         /// Flips a byte of the first chunk of f<file>.bin where the index places it now.
         func damage(_ file: Int) throws {
-            let repository = try Repository.open(at: repo)
             let node = try #require(root.nodes.first { $0.name == "f\(file).bin" })
-            let location = try #require(repository.index.location(of: node.content[0]))
-            let fd = open(repository.packPath(location.pack), O_RDWR)
-            defer { close(fd) }
-            var byte: UInt8 = 0
-            _ = pread(fd, &byte, 1, off_t(location.offset + location.length / 2))
-            byte ^= 0x01
-            _ = pwrite(fd, &byte, 1, off_t(location.offset + location.length / 2))
+            Damage.flipByte(of: node.content[0], in: try Repository.open(at: repo))
         }
         try damage(0)
         let duration = try timed(["--repo", repo, "repair", "--snapshot", first])

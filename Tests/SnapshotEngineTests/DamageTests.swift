@@ -24,14 +24,7 @@ import TestSupport
         // Damage one content blob of models/w.bin, in the middle of its payload.
         let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
         let node = try Browser(repository: repo).node(try catalog.readManifest(try catalog.resolve(record.id)), path: "src/models/w.bin")
-        let location = try #require(repo.index.location(of: node.content[0]))
-        let path = repo.packPath(location.pack)
-        let fd = open(path, O_RDWR)
-        var byte: UInt8 = 0
-        _ = pread(fd, &byte, 1, off_t(location.offset + location.length / 2))
-        byte ^= 0x01
-        _ = pwrite(fd, &byte, 1, off_t(location.offset + location.length / 2))
-        close(fd)
+        Damage.flipByte(of: node.content[0], in: repo)
         #expect(try h.verify(readData: false).ok, "the quick check reads no data")
         let report = try h.verify(readData: true)
         #expect(!report.ok)
@@ -39,17 +32,6 @@ import TestSupport
         #expect(errors.contains { $0.contains("src/models/w.bin") }, "\(errors)")
         // A restore refuses to write the damaged chunk.
         #expect(throws: RepositoryError.self) { try h.restore(record.id, to: h.dir.sub("out")) }
-    }
-
-    /// Flips one byte in the middle of `blob`'s entry in its pack.
-    func damage(_ blob: BlobID, in repo: Repository) throws {
-        let location = try #require(repo.index.location(of: blob))
-        let fd = open(repo.packPath(location.pack), O_RDWR)
-        defer { close(fd) }
-        var byte: UInt8 = 0
-        _ = pread(fd, &byte, 1, off_t(location.offset + location.length / 2))
-        byte ^= 0x01
-        _ = pwrite(fd, &byte, 1, off_t(location.offset + location.length / 2))
     }
 
     @Test func everySnapshotSharingADamagedBlobIsNamedHoweverManyThereAre() throws {
@@ -63,7 +45,7 @@ import TestSupport
         let repo = try h.open()
         let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
         let node = try Browser(repository: repo).node(try catalog.readManifest(records[0]), path: "src/shared.bin")
-        try damage(node.content[0], in: repo)
+        Damage.flipByte(of: node.content[0], in: repo)
         let report = try h.verify(readData: true)
         let named = report.snapshots.filter { s in s.errors.contains { $0.contains("src/shared.bin") } }.map(\.snapshotID)
         #expect(Set(named) == Set(records.map(\.id)), "named \(named.count) of 12")

@@ -25,13 +25,7 @@ import TestSupport
         let repo = try h.open()
         let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
         let node = try Browser(repository: repo).node(try catalog.readManifest(record), path: path)
-        let location = try #require(repo.index.location(of: node.content[0]))
-        let fd = open(repo.packPath(location.pack), O_RDWR)
-        defer { close(fd) }
-        var byte: UInt8 = 0
-        _ = pread(fd, &byte, 1, off_t(location.offset + location.length / 2))
-        byte ^= 0x01
-        _ = pwrite(fd, &byte, 1, off_t(location.offset + location.length / 2))
+        Damage.flipByte(of: node.content[0], in: repo)
     }
 
     func files(of record: SnapshotRecord, _ h: EngineHarness) throws -> [String] {

@@ -102,3 +102,22 @@ public enum Fixture {
         }
     }
 }
+
+/// Damage for tests of verify and repair.
+public enum Damage {
+    /// Flips one byte in the middle of `blob`'s entry in its pack (where the index places it
+    /// now).
+    public static func flipByte(of blob: BlobID, in repository: Repository) {
+        guard let location = repository.index.location(of: blob) else {
+            preconditionFailure("blob \(blob.short) is not in the index")
+        }
+        let fd = open(repository.packPath(location.pack), O_RDWR)
+        precondition(fd >= 0, "open \(repository.packPath(location.pack))")
+        defer { close(fd) }
+        var byte: UInt8 = 0
+        let at = off_t(location.offset + location.length / 2)
+        _ = pread(fd, &byte, 1, at)
+        byte ^= 0x01
+        _ = pwrite(fd, &byte, 1, at)
+    }
+}
