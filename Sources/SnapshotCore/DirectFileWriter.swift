@@ -29,16 +29,23 @@ public final class DirectFileWriter {
     private var flushed = 0
 
     /// Creates (truncating) `path`; `extraFlags` adds e.g. `O_EXCL` or `O_NOFOLLOW`.
-    public init(path: String, mode: mode_t, extraFlags: Int32 = 0, buffer: UnsafeMutableRawBufferPointer) throws {
+    public convenience init(path: String, mode: mode_t, extraFlags: Int32 = 0, buffer: UnsafeMutableRawBufferPointer) throws {
+        try self.init(path: path, buffer: buffer) { flags in open(path, flags | extraFlags, mode) }
+    }
+
+    /// Opens through `opener`, which gets the open(2) flags (write, create, truncate, and
+    /// O_DIRECT where it is tried) and returns a descriptor or -1 with errno: a restore opens
+    /// through its `ConfinedDirectory`.
+    public init(path: String, buffer: UnsafeMutableRawBufferPointer, opener: (Int32) -> Int32) throws {
         precondition(buffer.count >= Self.alignment && buffer.count % Self.alignment == 0)
         precondition(Int(bitPattern: buffer.baseAddress) % Self.alignment == 0)
         self.path = path
         self.buffer = buffer
-        let flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | extraFlags
-        var fd = open(path, flags | Self.oDirect, mode)
+        let flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC
+        var fd = opener(flags | Self.oDirect)
         var direct = true
         if fd < 0 && errno == EINVAL {
-            fd = open(path, flags, mode)
+            fd = opener(flags)
             direct = false
         }
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "create") }

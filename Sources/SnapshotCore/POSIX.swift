@@ -139,6 +139,26 @@ public enum POSIX {
         return names
     }
 
+    /// The names in an open directory (`path` only names it in errors); `descriptor` stays
+    /// open and owned by the caller.
+    public static func listDirectory(descriptor: Int32, path: String) throws -> [String] {
+        let copy = dup(descriptor)
+        guard copy >= 0, let dir = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            throw RepositoryError.fromErrno(path: path, operation: "open directory")
+        }
+        defer { closedir(dir) }
+        rewinddir(dir)
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                POSIX.string(fromNulTerminated: raw)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// Removes a file or a whole directory tree; a missing path is not an error.
     public static func removeTree(_ path: String) throws {
         var st = stat()

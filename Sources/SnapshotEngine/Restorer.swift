@@ -20,8 +20,11 @@ public struct RestoreResult: Sendable, Equatable {
 /// Restores snapshot components into a directory: component C goes to `target/C/`.
 ///
 /// Every blob is checked against its SHA-256 before it is written. Entry names come from
-/// trees whose decoder rejects `/`, `.` and `..`, and existing symlinks in the way are
-/// replaced, never followed, so nothing is written outside the target. Files are written on
+/// trees whose decoder rejects `/`, `.`, `..` and names listed twice or out of order, and
+/// every change goes through a `ConfinedDirectory` of the target: no symlink is followed on
+/// the way to any entry, the last component included, so nothing is written, chmod'ed,
+/// chown'ed or linked outside the target even if an entry is swapped for a symlink while the
+/// restore runs; existing symlinks in the way are replaced, never followed. Files are written on
 /// `workers` threads; holes of sparse files stay holes; modes, owners (as root), mtimes
 /// and hard links are restored, directories' mtimes last.
 public final class Restorer: Sendable {
@@ -47,6 +50,7 @@ public final class Restorer: Sendable {
     struct FileJob: Sendable {
         let path: String
         let node: Node
+        let dir: ConfinedDirectory
     }
 
     struct Plan {
@@ -67,14 +71,15 @@ public final class Restorer: Sendable {
         var plan = Plan()
         progress.phase = "planning"
         try POSIX.makeDirectories(target)
+        let dir = try ConfinedDirectory(target)
         for name in names {
             let c = manifest.components[name]!
             let dest = target + "/" + name
-            try prepareDirectory(dest)
+            try prepareDirectory(dest, in: dir)
             var rootNode = Node(name: name, kind: .directory)
             rootNode.mode = c.rootMode ?? 0o755
             rootNode.mtime = c.rootMtime ?? Timestamp(seconds: 0)
-            try makePlan(tree: c.treeID, at: dest, relative: name, reader: reader, plan: &plan)
+            try makePlan(tree: c.treeID, at: dest, relative: name, reader: reader, dir: dir, plan: &plan)
             if c.rootMtime != nil { plan.directories.append((dest, rootNode)) }
         }
         progress.phase = "restoring"
@@ -85,13 +90,12 @@ public final class Restorer: Sendable {
             try self.write(job, worker: worker)
         }
         for (path, first) in plan.hardlinks {
-            unlink(path)
-            guard link(first, path) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "link") }
+            try dir.link(first, at: path)
             progress.filesDone.add(1, ordering: .relaxed)
         }
         // Deepest first, so that setting a child's mtime does not disturb its parent's.
         for (path, node) in plan.directories.reversed() {
-            try applyMetadata(path: path, node: node, fd: nil)
+            try applyMetadata(path: path, node: node, fd: nil, dir: dir)
         }
         var mismatches: [String] = []
         if verify {
@@ -112,11 +116,12 @@ public final class Restorer: Sendable {
     /// snapshot (content by chunk hashes, and size).
     public func verifyRestored(manifest: SnapshotManifest, components: [String], target: String) throws -> [String] {
         let reader = BlobReader(repository: repository)
+        let dir = try ConfinedDirectory(target)
         var jobs: [FileJob] = []
         for name in components.isEmpty ? manifest.components.keys.sorted() : components {
             guard let c = manifest.components[name] else { continue }
             try ComponentDigest.walk(c.treeID, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
-                if node.kind == .file { jobs.append(FileJob(path: target + "/" + name + "/" + path, node: node)) }
+                if node.kind == .file { jobs.append(FileJob(path: target + "/" + name + "/" + path, node: node, dir: dir)) }
             }
         }
         progress.phase = "verifying"
@@ -128,24 +133,23 @@ public final class Restorer: Sendable {
     }
 
     /// Makes `path` an empty-or-existing directory, replacing a non-directory in the way.
-    private func prepareDirectory(_ path: String) throws {
-        var st = stat()
-        if lstat(path, &st) == 0 {
+    private func prepareDirectory(_ path: String, in dir: ConfinedDirectory) throws {
+        if let st = try dir.lstat(path) {
             if (st.st_mode & S_IFMT) == S_IFDIR { return }
-            guard unlink(path) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
+            try dir.removeTree(path)
         }
-        guard mkdir(path, 0o700) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "mkdir") }
+        try dir.mkdir(path, mode: 0o700)
     }
 
-    private func makePlan(tree: BlobID, at path: String, relative: String, reader: BlobReader, plan: inout Plan) throws {
+    private func makePlan(tree: BlobID, at path: String, relative: String, reader: BlobReader, dir: ConfinedDirectory, plan: inout Plan) throws {
         let t = try reader.readTree(tree, path: relative)
         for node in t.nodes {
             let child = path + "/" + node.name
             switch node.kind {
             case .directory:
-                try prepareDirectory(child)
+                try prepareDirectory(child, in: dir)
                 plan.directories.append((child, node))
-                try self.makePlan(tree: node.subtree!, at: child, relative: relative + "/" + node.name, reader: reader, plan: &plan)
+                try self.makePlan(tree: node.subtree!, at: child, relative: relative + "/" + node.name, reader: reader, dir: dir, plan: &plan)
             case .file:
                 if node.links > 1 {
                     let key = "\(node.device):\(node.inode)"
@@ -158,34 +162,24 @@ public final class Restorer: Sendable {
                 for id in node.content where repository.index.location(of: id) == nil {
                     throw RepositoryError.missingBlob(id: id, context: "content of \(relative)/\(node.name)")
                 }
-                plan.files.append(FileJob(path: child, node: node))
+                plan.files.append(FileJob(path: child, node: node, dir: dir))
             case .symlink:
-                try removeIfPresent(child)
-                guard symlink(node.linkTarget, child) == 0 else { throw RepositoryError.fromErrno(path: child, operation: "symlink") }
-                try applyMetadata(path: child, node: node, fd: nil)
+                try dir.removeTree(child)
+                try dir.symlink(node.linkTarget, at: child)
+                try applyMetadata(path: child, node: node, fd: nil, dir: dir)
             case .fifo:
-                try removeIfPresent(child)
-                guard mkfifo(child, mode_t(node.mode)) == 0 else { throw RepositoryError.fromErrno(path: child, operation: "mkfifo") }
-                try applyMetadata(path: child, node: node, fd: nil)
+                try dir.removeTree(child)
+                try dir.mknod(child, mode: S_IFIFO | mode_t(node.mode & 0o777), device: 0)
+                try applyMetadata(path: child, node: node, fd: nil, dir: dir)
             case .charDevice, .blockDevice:
                 guard isRoot else { continue }
-                try removeIfPresent(child)
+                try dir.removeTree(child)
                 let type = node.kind == .charDevice ? S_IFCHR : S_IFBLK
-                guard mknod(child, type | mode_t(node.mode), dev_t(node.rdev)) == 0 else { throw RepositoryError.fromErrno(path: child, operation: "mknod") }
-                try applyMetadata(path: child, node: node, fd: nil)
+                try dir.mknod(child, mode: type | mode_t(node.mode & 0o777), device: dev_t(node.rdev))
+                try applyMetadata(path: child, node: node, fd: nil, dir: dir)
             case .socket:
                 continue
             }
-        }
-    }
-
-    private func removeIfPresent(_ path: String) throws {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            try POSIX.removeTree(path)
-        } else if unlink(path) != 0 {
-            throw RepositoryError.fromErrno(path: path, operation: "remove")
         }
     }
 
@@ -211,12 +205,13 @@ public final class Restorer: Sendable {
             return
         }
         let file: DirectFileWriter
+        let opener = { (flags: Int32) in job.dir.openOrFail(job.path, flags: flags, mode: 0o600) }
         do {
-            file = try DirectFileWriter(path: job.path, mode: 0o600, extraFlags: O_NOFOLLOW, buffer: worker.buffer)
+            file = try DirectFileWriter(path: job.path, buffer: worker.buffer, opener: opener)
         } catch {
             // A symlink or directory in the way is replaced, never followed.
-            try removeIfPresent(job.path)
-            file = try DirectFileWriter(path: job.path, mode: 0o600, extraFlags: O_NOFOLLOW, buffer: worker.buffer)
+            try job.dir.removeTree(job.path)
+            file = try DirectFileWriter(path: job.path, buffer: worker.buffer, opener: opener)
         }
         for id in job.node.content {
             let data = try worker.reader.read(id)
@@ -224,17 +219,17 @@ public final class Restorer: Sendable {
             progress.bytesDone.add(data.count, ordering: .relaxed)
         }
         try file.finish()
-        try applyMetadata(path: job.path, node: job.node, fd: file.fd)
+        try applyMetadata(path: job.path, node: job.node, fd: file.fd, dir: job.dir)
         progress.filesDone.add(1, ordering: .relaxed)
     }
 
     /// Sparse files go through the page cache so that all-zero chunks can be skipped and
     /// stay holes.
     private func writeSparse(_ job: FileJob, reader: BlobReader) throws {
-        var fd = open(job.path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        var fd = job.dir.openOrFail(job.path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
         if fd < 0 && (errno == ELOOP || errno == EISDIR || errno == ETXTBSY) {
-            try removeIfPresent(job.path)
-            fd = open(job.path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            try job.dir.removeTree(job.path)
+            fd = job.dir.openOrFail(job.path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
         }
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: job.path, operation: "create") }
         defer { close(fd) }
@@ -258,7 +253,7 @@ public final class Restorer: Sendable {
             progress.bytesDone.add(data.count, ordering: .relaxed)
         }
         guard ftruncate(fd, off_t(offset)) == 0 else { throw RepositoryError.fromErrno(path: job.path, operation: "truncate") }
-        try applyMetadata(path: job.path, node: job.node, fd: fd)
+        try applyMetadata(path: job.path, node: job.node, fd: fd, dir: job.dir)
         progress.filesDone.add(1, ordering: .relaxed)
     }
 
@@ -279,26 +274,25 @@ public final class Restorer: Sendable {
     }
 
     /// Owner (as root), permission bits and timestamps; symlinks get owner and mtime only.
-    private func applyMetadata(path: String, node: Node, fd: Int32?) throws {
-        if isRoot {
-            let r = fd.map { fchown($0, node.uid, node.gid) } ?? lchown(path, node.uid, node.gid)
-            if r != 0 { throw RepositoryError.fromErrno(path: path, operation: "chown") }
+    /// Through the open descriptor of a file just written, or else relative to its parent
+    /// directory's descriptor, never following a symlink.
+    private func applyMetadata(path: String, node: Node, fd: Int32?, dir: ConfinedDirectory) throws {
+        guard let fd else {
+            try dir.setMetadata(path, uid: node.uid, gid: node.gid, mode: node.mode, mtime: node.mtime, isSymlink: node.kind == .symlink, chown: isRoot)
+            return
         }
-        if node.kind != .symlink {
-            let r = fd.map { fchmod($0, mode_t(node.mode)) } ?? chmod(path, mode_t(node.mode))
-            if r != 0 { throw RepositoryError.fromErrno(path: path, operation: "chmod") }
-        }
+        if isRoot && fchown(fd, node.uid, node.gid) != 0 { throw RepositoryError.fromErrno(path: path, operation: "chown") }
+        if fchmod(fd, mode_t(node.mode)) != 0 { throw RepositoryError.fromErrno(path: path, operation: "chmod") }
         var times = [
             timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),
             timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),
         ]
-        let r = fd.map { futimens($0, &times) } ?? utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW)
-        if r != 0 { throw RepositoryError.fromErrno(path: path, operation: "set times of") }
+        if futimens(fd, &times) != 0 { throw RepositoryError.fromErrno(path: path, operation: "set times of") }
     }
 
     /// Re-reads a restored file and compares each chunk's hash with the snapshot.
     private func matches(_ job: FileJob) throws -> Bool {
-        let fd = open(job.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = job.dir.openOrFail(job.path, flags: O_RDONLY, mode: 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var offset = 0

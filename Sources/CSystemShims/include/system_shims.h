@@ -28,4 +28,10 @@ int snapshot_pidfd_open(int pid);
 /// `actions` is a posix_spawn_file_actions_t *.
 int snapshot_spawn_addchdir(void *actions, const char *path);
 
+/// Opens `path` below `dirfd` following no symlink anywhere on the way (the last
+/// component included) and never leaving the directory: openat2 with RESOLVE_BENEATH and
+/// RESOLVE_NO_SYMLINKS, or component by component with O_NOFOLLOW where openat2 is missing.
+/// -1 with errno (ELOOP for a symlink, EXDEV for an escape).
+int snapshot_open_beneath(int dirfd, const char *path, int flags, unsigned int mode);
+
 #endif
