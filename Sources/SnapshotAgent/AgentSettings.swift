@@ -71,6 +71,7 @@ public struct AgentSettings: Sendable {
         }
         var key: [UInt8]?
         if !q.hmacKeyFile.isEmpty {
+            try POSIX.checkPrivate(q.hmacKeyFile, what: "mqtt.hmac_key_file")
             do {
                 var bytes = try POSIX.readFile(q.hmacKeyFile)
                 while bytes.last == 0x0a || bytes.last == 0x0d { bytes.removeLast() }

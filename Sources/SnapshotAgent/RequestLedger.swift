@@ -70,7 +70,7 @@ public final class RequestLedger: Sendable {
             pending.store(false, ordering: .releasing)
             let snapshot = entries.withLock { $0 }
             do {
-                try POSIX.makeDirectories(POSIX.parent(of: path))
+                try POSIX.makeDirectories(POSIX.parent(of: path), mode: RepositoryModes.storeDirectory)
                 try POSIX.writeFileAtomically(path, Array(try JSONEncoder().encode(snapshot)))
             } catch {
                 // The ledger is an aid against duplicates; failing to write it must not stop the agent.

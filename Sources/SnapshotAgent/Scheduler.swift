@@ -64,7 +64,7 @@ public final class Scheduler: Sendable {
             s[Self.key(entry)] = time.timeIntervalSince1970
             return s
         }
-        try? POSIX.makeDirectories(POSIX.parent(of: statePath))
+        try? POSIX.makeDirectories(POSIX.parent(of: statePath), mode: RepositoryModes.storeDirectory)
         try? POSIX.writeFileAtomically(statePath, Array((try? JSONEncoder().encode(snapshot)) ?? Data()))
     }
 

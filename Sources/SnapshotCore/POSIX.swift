@@ -36,7 +36,7 @@ public enum POSIX {
     /// Writes `bytes` to `path` through a temporary file, fsyncs it, renames it into place
     /// and fsyncs the directory: readers see the old file or the new one, never a mix, and
     /// of two writers at once (threads or processes) the last rename wins whole.
-    public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+    public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = RepositoryModes.storeFile) throws {
         let tmp = path + ".tmp-\(getpid())-\(temporaryCounter.wrappingAdd(1, ordering: .relaxed).oldValue)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: tmp, operation: "create") }
@@ -157,6 +157,16 @@ public enum POSIX {
             if name != "." && name != ".." { names.append(name) }
         }
         return names
+    }
+
+    /// A file that holds a secret (a password, a key) may be read by its owner only, as
+    /// ssh requires of private keys: refuses one that group or others can read or write.
+    public static func checkPrivate(_ path: String, what: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "open \(what)") }
+        if st.st_mode & 0o077 != 0 {
+            throw RepositoryError.permission(path: path, operation: "read \(what) (mode \(String(st.st_mode & 0o777, radix: 8)): group or others can open it; chmod 600 it first)")
+        }
     }
 
     /// Removes a file or a whole directory tree; a missing path is not an error.

@@ -130,10 +130,10 @@ final class PackWriter {
         id = BlobID.random()
         let hex = id.hex
         let dir = dataDirectory + "/" + hex.prefix(2)
-        try POSIX.makeDirectories(dir)
+        try POSIX.makeDirectories(dir, mode: RepositoryModes.storeDirectory)
         finalPath = dir + "/" + hex
         tmpPath = finalPath + ".tmp"
-        file = try DirectFileWriter(path: tmpPath, mode: 0o644, extraFlags: O_EXCL, buffer: buffer)
+        file = try DirectFileWriter(path: tmpPath, mode: RepositoryModes.storeFile, extraFlags: O_EXCL, buffer: buffer)
     }
 
     /// Appends one entry; `payload` is already compressed when `compression` says so.

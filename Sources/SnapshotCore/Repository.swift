@@ -134,8 +134,9 @@ public final class Repository: Sendable {
         guard encryption == "none" else {
             throw RepositoryError.unsupportedVersion(path: path, version: 2)
         }
+        try POSIX.makeDirectories(path, mode: RepositoryModes.directory)
         for dir in [store + "/data", store + "/index", store + "/tmp"] {
-            try POSIX.makeDirectories(dir)
+            try POSIX.makeDirectories(dir, mode: RepositoryModes.storeDirectory)
         }
         let config = RepositoryConfig(
             version: formatVersion, id: BlobID.random().hex, chunkerSeed: randomSeed(),

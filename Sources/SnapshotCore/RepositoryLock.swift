@@ -22,7 +22,7 @@ public final class RepositoryLock: Sendable {
     /// Takes the lock without waiting; throws `RepositoryError.locked` naming the holder.
     public init(storePath: String, mode: Mode, purpose: String) throws {
         let path = storePath + "/lock"
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, RepositoryModes.storeFile)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open lock") }
         self.mode = mode
         if !Self.take(fd, mode: mode, path: path) {

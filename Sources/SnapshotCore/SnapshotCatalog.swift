@@ -215,12 +215,12 @@ public struct SnapshotCatalog: Sendable {
             throw RepositoryError.corrupt(file: repositoryPath + "/" + metadata.type, detail: "not a snapshot type name (\(SnapshotType.nameRule))")
         }
         let typeDir = repositoryPath + "/" + type.name
-        try POSIX.makeDirectories(typeDir)
+        try POSIX.makeDirectories(typeDir, mode: RepositoryModes.directory)
         let staging = typeDir + "/.tmp-" + metadata.snapshotID
         try POSIX.removeTree(staging)
-        try POSIX.makeDirectories(staging)
-        try POSIX.writeFileAtomically(staging + "/manifest.json", Array(try JSONEncoder.snapshot.encode(manifest)) + [0x0a])
-        try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+        try POSIX.makeDirectories(staging, mode: RepositoryModes.directory)
+        try POSIX.writeFileAtomically(staging + "/manifest.json", Array(try JSONEncoder.snapshot.encode(manifest)) + [0x0a], mode: RepositoryModes.snapshotFile)
+        try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
         let final = typeDir + "/" + metadata.snapshotID
         guard rename(staging, final) == 0 else { throw RepositoryError.fromErrno(path: final, operation: "rename") }
         try POSIX.syncDirectory(typeDir)
@@ -245,7 +245,7 @@ public struct SnapshotCatalog: Sendable {
 
     /// Rewrites a committed snapshot's metadata.json atomically (verification results).
     public func rewriteMetadata(_ record: SnapshotRecord, _ metadata: SnapshotMetadata) throws {
-        try POSIX.writeFileAtomically(record.directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+        try POSIX.writeFileAtomically(record.directory + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
     }
 
     /// Removes hidden staging directories left by a killed create.

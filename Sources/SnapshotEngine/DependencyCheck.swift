@@ -56,7 +56,7 @@ extension SnapshotService {
                 lock.release()
                 trace?.note("exclusive lock for check-dependencies taken and released")
                 let probe = repositoryPath + "/.store/tmp/.check-\(getpid())"
-                try POSIX.makeDirectories(repositoryPath + "/.store/tmp")
+                try POSIX.makeDirectories(repositoryPath + "/.store/tmp", mode: RepositoryModes.storeDirectory)
                 try POSIX.writeFileAtomically(probe, [0])
                 unlink(probe)
                 add("repository \(repositoryPath)", true, "writable and lockable")

@@ -58,7 +58,7 @@ extension SnapshotService {
             let manifest = try catalog.readManifest(directory: directory)
             let bytes = try POSIX.readFile(directory + "/manifest.json")
             let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: BlobID.hash(bytes.last == 0x0a ? Array(bytes.dropLast()) : bytes), repository: opened)
-            try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+            try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
             try catalog.updateLatest(type: type)
             report.rebuilt.append("\(type)/\(id)/metadata.json")
             return report
@@ -102,11 +102,11 @@ extension SnapshotService {
             if POSIX.isDirectory(directory) && (manifestReadable || metadataReadable) {
                 // One of the two files survives: the other is written anew beside it.
                 if !manifestReadable {
-                    try POSIX.writeFileAtomically(directory + "/manifest.json", bytes + [0x0a])
+                    try POSIX.writeFileAtomically(directory + "/manifest.json", bytes + [0x0a], mode: RepositoryModes.snapshotFile)
                     report.rebuilt.append("\(type)/\(manifest.snapshotID)/manifest.json")
                 } else {
                     let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: id, repository: repository)
-                    try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+                    try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
                     report.rebuilt.append("\(type)/\(manifest.snapshotID)/metadata.json")
                 }
             } else {
@@ -114,9 +114,9 @@ extension SnapshotService {
                 // As create commits: both files in a hidden directory, then one rename.
                 let staging = typeDir + "/.tmp-" + manifest.snapshotID
                 try POSIX.removeTree(staging)
-                try POSIX.makeDirectories(staging)
-                try POSIX.writeFileAtomically(staging + "/manifest.json", bytes + [0x0a])
-                try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a])
+                try POSIX.makeDirectories(staging, mode: RepositoryModes.directory)
+                try POSIX.writeFileAtomically(staging + "/manifest.json", bytes + [0x0a], mode: RepositoryModes.snapshotFile)
+                try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
                 try? POSIX.removeTree(directory)  // an empty or half-deleted leftover
                 guard rename(staging, directory) == 0 else { throw RepositoryError.fromErrno(path: directory, operation: "rename") }
                 try POSIX.syncDirectory(typeDir)

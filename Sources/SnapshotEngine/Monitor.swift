@@ -191,7 +191,7 @@ struct MonitorState: Codable {
     }
 
     func save(_ repository: String) throws {
-        try POSIX.makeDirectories(POSIX.parent(of: Self.path(repository)))
+        try POSIX.makeDirectories(POSIX.parent(of: Self.path(repository)), mode: RepositoryModes.storeDirectory)
         try POSIX.writeFileAtomically(Self.path(repository), Array(try JSONEncoder().encode(self)))
     }
 }

@@ -122,7 +122,7 @@ public struct QdrantClient: Sendable {
         } catch {
             throw EngineError.componentFailed(component: component, detail: "Qdrant at \(baseURL): \(error)")
         }
-        try POSIX.makeDirectories(directory)
+        try POSIX.makeDirectories(directory, mode: RepositoryModes.storeDirectory)
         for c in names {
             let snapshot: (name: String, checksum: String?)
             do {

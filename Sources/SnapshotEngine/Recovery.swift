@@ -208,7 +208,7 @@ extension SnapshotService {
             throw EngineError.unsafePath("environments.\(name).root \(root) is not empty and holds no earlier test-recovery copy (\(marker)); empty it or choose another root")
         }
         for e in entries where e != marker { try POSIX.removeTree(root + "/" + e) }
-        try POSIX.writeFileAtomically(root + "/" + marker, Array("snapshot \(snapshot.type)/\(snapshot.id), restored \(Timestamp.now().iso8601)\n".utf8))
+        try POSIX.writeFileAtomically(root + "/" + marker, Array("snapshot \(snapshot.type)/\(snapshot.id), restored \(Timestamp.now().iso8601)\n".utf8), mode: 0o644)
     }
 
     /// Rank of a component in dependency order: configs, storage, models, then the mesh's

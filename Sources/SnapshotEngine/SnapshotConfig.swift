@@ -209,6 +209,7 @@ public struct MQTTSection: Sendable, Equatable {
     public func brokerSettings(overrideURL: String? = nil) throws -> BrokerSettings {
         var password: String?
         if !passwordFile.isEmpty {
+            try POSIX.checkPrivate(passwordFile, what: "mqtt.password_file")
             do {
                 var text = String(decoding: try POSIX.readFile(passwordFile), as: UTF8.self)
                 while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }

@@ -70,7 +70,8 @@ public struct SnapshotService: Sendable {
             progress.note("component \(g.name) (\(g.kind): \(g.source)): \(g.files.count) files\(g.details.messages.map { ", \($0) messages" } ?? "")\(g.details.note.map { "; \($0)" } ?? "")")
         }
         let scratch = repositoryPath + "/.store/tmp"
-        try POSIX.makeDirectories(scratch)
+        try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory)
+        try POSIX.makeDirectories(scratch, mode: RepositoryModes.storeDirectory)
         let qdrant = try await plan.downloadQdrant(scratchRoot: scratch)
         if cancellation.isCancelled {
             for d in qdrant.directories { try? POSIX.removeTree(d) }
@@ -120,6 +121,7 @@ public struct SnapshotService: Sendable {
             report.repositoryErrors += repository.configProblems
             report.ok = false
         }
+        report.warnings = RepositoryModes.looser(in: repositoryPath)
         if options.snapshot == nil {
             // Snapshots whose metadata.json cannot be read are damaged too.
             for d in try catalog.damaged() {

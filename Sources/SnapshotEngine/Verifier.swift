@@ -24,9 +24,11 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     public var ok: Bool
     public var snapshots: [SnapshotVerification]
     public var repositoryErrors: [String] = []
+    /// Not damage: repository files open to more users than they should be.
+    public var warnings: [String] = []
 
     enum CodingKeys: String, CodingKey {
-        case ok, snapshots
+        case ok, snapshots, warnings
         case repositoryErrors = "repository_errors"
     }
 }

@@ -51,13 +51,14 @@ extension Snapshot {
                     }
                 }
                 for e in report.repositoryErrors { print("repository: \(e)") }
+                for w in report.warnings { FileHandle.standardError.write(Data("snapshot: warning: \(w)\n".utf8)) }
                 let n = report.snapshots.count
                 let bad = report.snapshots.filter { !$0.ok }.count
                 context.say(bad == 0 ? "no errors in \(n) snapshot\(n == 1 ? "" : "s")" : "\(bad) of \(n) snapshots damaged")
             }
             if !report.ok {
                 let bad = report.snapshots.filter { !$0.ok }.map { $0.snapshotID }
-                let what = bad.isEmpty ? "\(report.repositoryErrors.count) pack file\(report.repositoryErrors.count == 1 ? "" : "s"): \(report.repositoryErrors.first ?? "")" : bad.joined(separator: ", ")
+                let what = bad.isEmpty ? "\(report.repositoryErrors.count) repository file\(report.repositoryErrors.count == 1 ? "" : "s"): \(report.repositoryErrors.first ?? "")" : bad.joined(separator: ", ")
                 FileHandle.standardError.write(Data("snapshot: verify found damage in \(what)\n".utf8))
                 throw ExitCode(1)
             }

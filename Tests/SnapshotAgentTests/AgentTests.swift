@@ -292,8 +292,9 @@ final class ProbeInbox: @unchecked Sendable {
             "cafile \(certs.sub("ca.crt"))", "certfile \(certs.sub("server.crt"))", "keyfile \(certs.sub("server.key"))",
             "password_file \(certs.sub("passwd"))",
         ])
-        Fixture.write(certs.sub("password"), Array("s3cret\n".utf8))
-        Fixture.write(certs.sub("wrong"), Array("nope\n".utf8))
+        Fixture.write(certs.sub("password"), Array("s3cret\n".utf8), mode: 0o600)
+        Fixture.write(certs.sub("wrong"), Array("nope\n".utf8), mode: 0o600)
+        Fixture.write(certs.sub("open"), Array("s3cret\n".utf8), mode: 0o644)
         func config(_ passwordFile: String) -> String {
             "  broker: mqtts://127.0.0.1:\(broker.port)\n  username: agent\n  password_file: \(passwordFile)\n  tls: {ca: \(certs.sub("ca.crt"))}"
         }
@@ -308,7 +309,7 @@ final class ProbeInbox: @unchecked Sendable {
 
         let dir = TemporaryDirectory("snapshot-tls-agent")
         Fixture.write(dir.sub("data/a"), [1])
-        for (name, password) in [("good.yaml", certs.sub("password")), ("bad.yaml", certs.sub("wrong"))] {
+        for (name, password) in [("good.yaml", certs.sub("password")), ("bad.yaml", certs.sub("wrong")), ("open.yaml", certs.sub("open"))] {
             Fixture.write(dir.sub(name), Array("""
                 root: \(dir.path)
                 repository: \(dir.sub("repo"))
@@ -321,6 +322,12 @@ final class ProbeInbox: @unchecked Sendable {
 
                 """.utf8))
         }
+        // A password file that group or others can read is refused, as ssh refuses such keys.
+        let open = try ChildProcess(CLI.binary, ["--config", dir.sub("open.yaml"), "agent", "--id", "tls-agent"], logFile: dir.sub("open.log"))
+        let openStatus = open.wait(timeout: 20)
+        #expect(openStatus == 77, "\(String(describing: openStatus))")
+        let openLog = (try? String(contentsOfFile: dir.sub("open.log"), encoding: .utf8)) ?? ""
+        #expect(openLog.contains("mqtt.password_file (mode 644: group or others can open it; chmod 600 it first)"), "\(openLog)")
         // A wrong password: refused, retried, and the process keeps running.
         let bad = try ChildProcess(CLI.binary, ["--config", dir.sub("bad.yaml"), "agent", "--id", "tls-agent"], logFile: dir.sub("bad.log"))
         try await Task.sleep(nanoseconds: 1_500_000_000)

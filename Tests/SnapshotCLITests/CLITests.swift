@@ -151,6 +151,38 @@ import TestSupport
 }
 
 @Suite struct PermissionTests {
+    @Test func theRepositoryIsPrivateWhateverTheUmask() throws {
+        let dir = TemporaryDirectory("snapshot-modes")
+        Fixture.write(dir.sub("src/a.txt"), Array("secret\n".utf8))
+        let repo = dir.sub("repo")
+        let made = try CLI.shell("umask 000 && '\(CLI.binary)' --repo '\(repo)' create --path '\(dir.sub("src"))' --type data && '\(CLI.binary)' --repo '\(repo)' verify --all", in: dir.path)
+        #expect(made.status == 0, "\(made.stderr)")
+        func mode(_ path: String) -> mode_t {
+            var st = stat()
+            return lstat(path, &st) == 0 ? st.st_mode & 0o7777 : 0o7777
+        }
+        let id = try POSIX.listDirectory(repo + "/data").first { $0 != "latest" } ?? ""
+        #expect(mode(repo) == 0o750 && mode(repo + "/data") == 0o750 && mode(repo + "/data/" + id) == 0o750)
+        #expect(mode(repo + "/data/\(id)/metadata.json") == 0o640 && mode(repo + "/data/\(id)/manifest.json") == 0o640)
+        var store: [String: mode_t] = [:]
+        let e = FileManager.default.enumerator(atPath: repo + "/.store")
+        while let f = e?.nextObject() as? String { store[f] = mode(repo + "/.store/" + f) }
+        #expect(mode(repo + "/.store") == 0o700)
+        #expect(store.allSatisfy { $0.value == 0o600 || $0.value == 0o700 }, "\(store.filter { $0.value != 0o600 && $0.value != 0o700 })")
+        #expect(store.keys.contains("config") && store.keys.contains("lock") && store.keys.contains { $0.hasPrefix("index/") })
+        #expect(!made.stderr.contains("warning"), "\(made.stderr)")
+        // Loosened by hand: verify still passes, and says what to fix.
+        chmod(repo + "/.store/config", 0o644)
+        chmod(repo + "/data/\(id)/metadata.json", 0o666)
+        let v = try CLI.run(["--repo", repo, "verify", "--all"])
+        #expect(v.status == 0)
+        #expect(v.stderr.contains("warning: 1 store files (want 0600) open to more than that, e.g. \(repo)/.store/config (mode 644)"), "\(v.stderr)")
+        #expect(v.stderr.contains("warning: 1 snapshot files (want 0640)"), "\(v.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["--repo", repo, "verify", "--all", "--json"]).stdout.utf8)) as? [String: Any])
+        // (That verify recorded its outcome in metadata.json, which is written 0640 again.)
+        #expect((json["warnings"] as? [String])?.count == 1, "\(json)")
+    }
+
     @Test func unreadableEntriesAreReportedSkippedAndRecorded() throws {
         let dir = TemporaryDirectory("snapshot-perm")
         let src = dir.sub("src")
