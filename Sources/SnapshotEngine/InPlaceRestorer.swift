@@ -26,9 +26,11 @@ public struct InPlaceRestoreSummary: Codable, Sendable, Equatable {
     public var preRestore: String?
     public var components: [ComponentRestore]
     public var seconds: Double
+    /// What the restore left as it was on purpose, and why (files this run uses).
+    public var notes: [String] = []
 
     enum CodingKeys: String, CodingKey {
-        case ok, components, seconds
+        case ok, components, seconds, notes
         case snapshotID = "snapshot_id"
         case preRestore = "pre_restore"
     }
@@ -57,9 +59,52 @@ public struct PlannedChange: Codable, Sendable, Equatable {
 /// 6. `start_services`, also when anything failed.
 public struct InPlaceRestorer: Sendable {
     let service: SnapshotService
+    /// The broker settings, with the password file read once, before anything is restored:
+    /// a restore may put an older password file in its place.
+    let broker: Result<BrokerSettings, EngineErrorBox>
+    /// The config file this run loaded, as it was then.
+    let configAtStart: (path: String, bytes: [UInt8])?
 
     init(service: SnapshotService) {
         self.service = service
+        do {
+            broker = .success(try service.broker ?? service.config.mqtt.brokerSettings())
+        } catch {
+            broker = .failure(EngineErrorBox(error))
+        }
+        configAtStart = service.config.file.flatMap { file in
+            let path = POSIX.absolute(file, relativeTo: service.workingDirectory)
+            return (try? POSIX.readFile(path)).map { (path, $0) }
+        }
+    }
+
+    func brokerSettings() throws -> BrokerSettings {
+        switch broker {
+        case .success(let settings): return settings
+        case .failure(let box): throw box.error
+        }
+    }
+
+    /// Secret files this run uses (the broker password, the command-signing key, the TLS
+    /// key): a restore never puts a snapshot's copy over them.
+    var filesInUse: [String] {
+        let q = service.config.mqtt
+        return [q.passwordFile, q.hmacKeyFile, q.tls.keyFile].filter { !$0.isEmpty }.map { POSIX.absolute($0, relativeTo: service.workingDirectory) }
+    }
+
+    /// Puts the live copy of every file in use that lies inside `destination` into the
+    /// staged copy, in place of the snapshot's; returns a note per file kept.
+    func keepFilesInUse(destination: String, staged: String) throws -> [String] {
+        var notes: [String] = []
+        for file in filesInUse where file.hasPrefix(destination + "/") || file == destination {
+            var st = stat()
+            guard lstat(file, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            let inStaged = staged + file.dropFirst(destination.count)
+            try POSIX.makeDirectories(POSIX.parent(of: inStaged), mode: 0o700)
+            try POSIX.writeFileAtomically(inStaged, try POSIX.readFile(file), mode: st.st_mode & 0o7777)
+            notes.append("kept the live \(file): this run uses it (the snapshot's copy was not put over it)")
+        }
+        return notes
     }
 
     struct Target {
@@ -212,6 +257,7 @@ public struct InPlaceRestorer: Sendable {
             for s in staged { try? POSIX.removeTree(s.stagingParent) }
         }
         var results: [ComponentRestore] = []
+        var notes: [String] = []
         let restorer = Restorer(repository: repository, progress: progress, cancellation: cancellation)
         for t in targets where t.kind == .files {
             let parent = POSIX.parent(of: t.destination)
@@ -233,7 +279,9 @@ public struct InPlaceRestorer: Sendable {
             guard POSIX.exists(stagedPath) else {
                 throw EngineError.componentFailed(component: t.name, detail: "the snapshot has no \(POSIX.lastComponent(t.destination)); nothing swapped")
             }
-            results.append(ComponentRestore(component: t.name, kind: .files, destination: t.destination, action: "swapped", files: result.files, bytes: result.bytes, note: nil))
+            let kept = try keepFilesInUse(destination: t.destination, staged: stagedPath)
+            notes += kept
+            results.append(ComponentRestore(component: t.name, kind: .files, destination: t.destination, action: "swapped", files: result.files, bytes: result.bytes, note: kept.isEmpty ? nil : kept.joined(separator: "; ")))
         }
         if cancellation.isCancelled { throw EngineError.cancelled }
         // Swap them all in; undo on the first failure.
@@ -251,6 +299,11 @@ public struct InPlaceRestorer: Sendable {
             throw error
         }
         // The staging directories now hold the old copies; the deferred cleanup removes them.
+        if let (path, bytes) = configAtStart, staged.contains(where: { path.hasPrefix($0.target.destination + "/") || path == $0.target.destination }),
+            (try? POSIX.readFile(path)) != bytes
+        {
+            notes.append("\(path) now holds the snapshot's version, which differs from the config this run started with; the run went on with the config it started with (hooks, components, broker)")
+        }
         for t in targets where t.kind != .files {
             if t.kind == .mqtt {
                 progress.phase = "republishing \(t.name)"
@@ -261,8 +314,8 @@ public struct InPlaceRestorer: Sendable {
                     for id in node.content { bytes += try reader.read(id) }
                     files.append(bytes)
                 }
-                let n = try await MQTTCapture.republish(files: files, broker: try service.broker ?? service.config.mqtt.brokerSettings(), component: t.name)
-                results.append(ComponentRestore(component: t.name, kind: .mqtt, destination: (try? service.config.mqtt.brokerSettings().url) ?? "broker", action: "republished", files: files.count, bytes: 0, note: "\(n) retained messages"))
+                let n = try await MQTTCapture.republish(files: files, broker: try brokerSettings(), component: t.name)
+                results.append(ComponentRestore(component: t.name, kind: .mqtt, destination: (try? brokerSettings().url) ?? "broker", action: "republished", files: files.count, bytes: 0, note: "\(n) retained messages"))
             } else if t.kind == .qdrant {
                 progress.phase = "uploading \(t.name) to Qdrant"
                 let dir = repository.path + "/.store/tmp/qdrant-restore-\(getpid())-\(t.name)"
@@ -288,7 +341,7 @@ public struct InPlaceRestorer: Sendable {
         }
         progress.phase = "done"
         return InPlaceRestoreSummary(ok: true, snapshotID: record.id, preRestore: preRestore, components: results,
-                                     seconds: ((Timestamp.now().timeInterval - started.timeInterval) * 1000).rounded() / 1000)
+                                     seconds: ((Timestamp.now().timeInterval - started.timeInterval) * 1000).rounded() / 1000, notes: notes)
     }
 
     /// Takes the `pre-restore-<id>` snapshot of what is at the targets now (files that exist,
@@ -302,7 +355,7 @@ public struct InPlaceRestorer: Sendable {
             if t.kind == .files, POSIX.exists(t.destination) {
                 sources.append(FileSource(name: t.name, path: t.destination, excludes: t.excludes))
             } else if t.kind == .mqtt, case .mqtt(let filters)? = service.config.component(t.name) {
-                generated.append(try await MQTTCapture.capture(name: t.name, filters: filters, broker: try service.broker ?? service.config.mqtt.brokerSettings()))
+                generated.append(try await MQTTCapture.capture(name: t.name, filters: filters, broker: try brokerSettings()))
             } else if t.kind == .qdrant {
                 let dir = repository.path + "/.store/tmp/qdrant-pre-restore-\(getpid())-\(t.name)"
                 scratch.append(dir)
@@ -355,4 +408,11 @@ public enum Hooks {
     public static func perform(_ name: String, _ command: String, timeout: Double = 300, directory: String? = nil, environment: [String: String] = [:]) async throws {
         try await Blocking.run { try run(name, command, timeout: timeout, directory: directory, environment: environment) }
     }
+}
+
+/// An error kept for later (the broker settings a restore read before it began).
+struct EngineErrorBox: Error, CustomStringConvertible {
+    let error: any Error
+    init(_ error: any Error) { self.error = error }
+    var description: String { "\(error)" }
 }

@@ -106,9 +106,12 @@ public struct RecoverReport: Codable, Sendable, Equatable {
     /// The final `health_check` (with `validate`): "ok", or its failure; nil when not run.
     public var health: String?
     public var seconds: Double
+    /// What was left as it was on purpose (files this run uses), and a restored config that
+    /// differs from the one the run kept using.
+    public var notes: [String] = []
 
     enum CodingKeys: String, CodingKey {
-        case ok, mode, steps, health, seconds
+        case ok, mode, steps, health, seconds, notes
         case snapshotID = "snapshot_id"
         case preRestore = "pre_restore"
     }
@@ -252,7 +255,8 @@ extension SnapshotService {
             for name in names {
                 var step = RecoverStep(component: name, action: manifest.components[name]?.kind == .mqtt ? "republished" : "swapped", ok: true)
                 do {
-                    _ = try await restorer.restore(record, manifest: manifest, components: [name], noBackup: true, configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
+                    let summary = try await restorer.restore(record, manifest: manifest, components: [name], noBackup: true, configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
+                    report.notes += summary.notes
                     if !healthCheck.isEmpty {
                         try await Hooks.perform("health_check", healthCheck)
                         step.health = "ok"
@@ -269,6 +273,7 @@ extension SnapshotService {
         } else {
             let summary = try await restorer.restore(record, manifest: manifest, components: names, noBackup: false, configuredOnly: configuredOnly, repository: repository, progress: progress, cancellation: cancellation)
             report.preRestore = summary.preRestore
+            report.notes = summary.notes
             report.steps = summary.components.map { RecoverStep(component: $0.component, action: $0.action, ok: true) }
         }
         if options.runHealthCheck && report.ok {

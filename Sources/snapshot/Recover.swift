@@ -47,6 +47,7 @@ extension Snapshot {
                     context.say("\(s.ok ? "ok    " : "FAILED") \(s.component): \(s.action)\(s.health.map { ", health \($0)" } ?? "")\(s.error.map { ": \($0)" } ?? "")")
                 }
                 if let h = report.health { context.say("health_check: \(h)") }
+                for n in report.notes { context.say("note: \(n)") }
                 context.say("\(report.mode) recovery from \(report.snapshotID) \(report.ok ? "done" : "stopped") in \(String(format: "%.2f", report.seconds)) s\(report.preRestore.map { "; the state before is snapshot \($0) (pre-restore)" } ?? "")")
             }
             if !report.ok {

@@ -106,6 +106,7 @@ extension Snapshot.Restore {
             let size = c.kind == .files ? " (\(c.files) files, \(formatBytes(c.bytes)))" : ""
             context.say("\(c.component): \(c.action)\(c.destination.isEmpty ? "" : " to \(c.destination)")\(size)\(c.note.map { " - \($0)" } ?? "")")
         }
+        for n in summary.notes where !summary.components.contains(where: { $0.note?.contains(n) == true }) { context.say("note: \(n)") }
         context.say("restored \(summary.snapshotID) in place in \(String(format: "%.2f", summary.seconds)) s\(summary.preRestore.map { "; what was there before is snapshot \($0) (pre-restore)" } ?? "")")
     }
 }

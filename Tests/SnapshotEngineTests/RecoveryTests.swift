@@ -106,4 +106,54 @@ import TestSupport
         await #expect(throws: EngineError.self) { try await service.recover(o) }
         try live.verify(service)
     }
+
+    @Test func recoveryKeepsTheConfigItStartedWithAndNeverRestoresOverItsSecrets() async throws {
+        let live = LiveSystem()
+        let configPath = live.root + "/configs/snapshots.yaml"
+        func writeConfig(hook: String) {
+            Fixture.write(configPath, Array("""
+                root: \(live.root)
+                repository: \(live.dir.sub("repo"))
+                components:
+                  configs: {path: configs}
+                  storage: {path: storage}
+                types:
+                  system: [configs, storage]
+                hooks:
+                  start_services: "echo \(hook) >> \(live.hookLog)"
+                mqtt:
+                  password_file: configs/mqtt.pass
+                  hmac_key_file: configs/hmac.key
+
+                """.utf8))
+        }
+        writeConfig(hook: "old-hook")
+        Fixture.write(live.root + "/configs/mqtt.pass", Array("old-password\n".utf8), mode: 0o600)
+        Fixture.write(live.root + "/configs/hmac.key", Array("old-key\n".utf8), mode: 0o600)
+        func service() throws -> SnapshotService {
+            SnapshotService(config: try SnapshotConfig.load(path: configPath, required: true, workingDirectory: live.root), repositoryPath: live.dir.sub("repo"), workingDirectory: live.root)
+        }
+        var create = CreateOptions()
+        create.type = .system
+        let record = try await service().create(create)
+        // Since then: a new hook, rotated secrets.
+        writeConfig(hook: "new-hook")
+        Fixture.write(live.root + "/configs/mqtt.pass", Array("new-password\n".utf8), mode: 0o600)
+        Fixture.write(live.root + "/configs/hmac.key", Array("new-key\n".utf8), mode: 0o600)
+        var o = RecoverOptions()
+        o.mode = "full"
+        o.snapshot = record.id
+        let report = try await service().recover(o)
+        #expect(report.ok)
+        // The secrets in use stay; the rest of configs/ is the snapshot's, the config included.
+        #expect(try POSIX.readFile(live.root + "/configs/mqtt.pass") == Array("new-password\n".utf8))
+        #expect(try POSIX.readFile(live.root + "/configs/hmac.key") == Array("new-key\n".utf8))
+        #expect(String(decoding: try POSIX.readFile(configPath), as: UTF8.self).contains("old-hook"))
+        #expect(report.notes.contains { $0.contains("kept the live \(live.root)/configs/mqtt.pass") }, "\(report.notes)")
+        #expect(report.notes.contains { $0.contains("kept the live \(live.root)/configs/hmac.key") }, "\(report.notes)")
+        #expect(report.notes.contains { $0.contains("\(configPath) now holds the snapshot's version, which differs") }, "\(report.notes)")
+        // The run went on with the config it started with: its start hook ran.
+        #expect(live.hooks == ["new-hook"], "\(live.hooks)")
+        try live.verify(try service())
+    }
 }
