@@ -137,7 +137,7 @@ extension Agent {
             switch e {
             case .locked: return CommandError("locked", "\(e)")
             case .snapshotNotFound: return CommandError("not_found", "\(e)")
-            case .permission: return CommandError("permission", "\(e)")
+            case .permission, .key: return CommandError("permission", "\(e)")
             case .notFound, .io: return CommandError("io_error", "\(e)")
             case .corrupt, .unsupportedVersion, .missingBlob: return CommandError("damaged", "\(e)")
             }

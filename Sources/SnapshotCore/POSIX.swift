@@ -165,7 +165,7 @@ public enum POSIX {
         var st = stat()
         guard stat(path, &st) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "open \(what)") }
         if st.st_mode & 0o077 != 0 {
-            throw RepositoryError.permission(path: path, operation: "read \(what) (mode \(String(st.st_mode & 0o777, radix: 8)): group or others can open it; chmod 600 it first)")
+            throw RepositoryError.key(path: path, detail: "\(what) may be opened by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it first")
         }
     }
 

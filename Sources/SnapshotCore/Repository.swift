@@ -7,7 +7,9 @@ public struct RepositoryConfig: Codable, Sendable {
     public var id: String
     /// Selects the chunker's gear table.
     public var chunkerSeed: UInt64
-    /// `none` in format version 1; `aes-256-gcm` is reserved for encrypted repositories.
+    /// `none`, or `aes-256-gcm`: blobs, index files and snapshot files sealed with the
+    /// master keys of `.store/keys` (the chunker seed is then derived from them and this
+    /// field holds 0).
     public var encryption: String
     public var created: String
 
@@ -29,6 +31,10 @@ public final class Repository: Sendable {
     public let path: String
     public let config: RepositoryConfig
     public let index = MasterIndex()
+    /// The master keys of an encrypted repository; nil when it is not encrypted.
+    public let keys: MasterKeys?
+    /// What opened it: snapshot files are sealed and opened with the same keys.
+    public let keyring: Keyring?
     private let packFiles = Mutex<[BlobID: Int32]>([:])
     private let damagedIndex = Mutex<[String]>([])
 
@@ -41,9 +47,38 @@ public final class Repository: Sendable {
     var dataPath: String { storePath + "/data" }
     var indexPath: String { storePath + "/index" }
 
-    private init(path: String, config: RepositoryConfig) {
+    private init(path: String, config: RepositoryConfig, keys: MasterKeys? = nil, keyring: Keyring? = nil) {
         self.path = path
-        self.config = config
+        var c = config
+        if let keys { c.chunkerSeed = keys.chunkerSeed }
+        self.config = c
+        self.keys = keys
+        self.keyring = keyring
+    }
+
+    /// A blob's id: the SHA-256 of its plaintext, or, in an encrypted repository, its
+    /// HMAC-SHA256 under the id key.
+    public func blobID(_ data: UnsafeRawBufferPointer) -> BlobID {
+        guard let keys else { return BlobID.hash(data) }
+        return Crypto.hmac(data, key: keys.ids)
+    }
+
+    public func blobID(_ bytes: [UInt8]) -> BlobID {
+        bytes.withUnsafeBytes { blobID($0) }
+    }
+
+    /// Seals a repository file's bytes (encrypted repositories; others unchanged).
+    func sealFile(_ bytes: [UInt8], context: String) -> [UInt8] {
+        guard let keys else { return bytes }
+        return Crypto.seal(bytes, key: keys.encryption, context: context)
+    }
+
+    func openFile(_ bytes: [UInt8], context: String, file: String) throws -> [UInt8] {
+        guard let keys else { return bytes }
+        guard let plain = Crypto.open(bytes, key: keys.encryption, context: context) else {
+            throw RepositoryError.corrupt(file: file, detail: "does not decrypt with this repository's key (damaged or not of this repository)")
+        }
+        return plain
     }
 
     deinit {
@@ -126,30 +161,37 @@ public final class Repository: Sendable {
 
     /// Creates a new, empty repository. Throws when one already exists there.
     @discardableResult
-    public static func initialize(at path: String, encryption: String = "none") throws -> Repository {
+    public static func initialize(at path: String, encryption: String = "none", password: [UInt8]? = nil) throws -> Repository {
         let store = path + "/.store"
         if exists(at: path) {
             throw RepositoryError.corrupt(file: store + "/config", detail: "a repository already exists here")
         }
-        guard encryption == "none" else {
-            throw RepositoryError.unsupportedVersion(path: path, version: 2)
+        guard encryption == "none" || encryption == "aes-256-gcm" else {
+            throw RepositoryError.corrupt(file: store + "/config", detail: "unknown encryption \(encryption) (aes-256-gcm or none)")
+        }
+        if encryption != "none" && password == nil {
+            throw RepositoryError.key(path: path, detail: "an encrypted repository needs a password: give one with --password-file, SNAPSHOT_PASSWORD_FILE or SNAPSHOT_PASSWORD")
         }
         try POSIX.makeDirectories(path, mode: RepositoryModes.directory)
         for dir in [store + "/data", store + "/index", store + "/tmp"] {
             try POSIX.makeDirectories(dir, mode: RepositoryModes.storeDirectory)
         }
         let config = RepositoryConfig(
-            version: formatVersion, id: BlobID.random().hex, chunkerSeed: randomSeed(),
+            version: formatVersion, id: BlobID.random().hex, chunkerSeed: encryption == "none" ? randomSeed() : 0,
             encryption: encryption, created: Timestamp.now().iso8601)
+        var keys: MasterKeys?
+        if let password, encryption != "none" {
+            keys = try Keyring.create(in: store + "/keys", password: password)
+        }
         let bytes = try configBytes(config)
         // The copy first: `exists` is true from the first file on, and then both are there.
         try POSIX.writeFileAtomically(store + "/config.copy", bytes)
         try POSIX.writeFileAtomically(store + "/config", bytes)
-        return Repository(path: path, config: config)
+        return Repository(path: path, config: config, keys: keys, keyring: password.map { Keyring(repositoryPath: path, password: $0) })
     }
 
     /// Opens a repository and loads its index.
-    public static func open(at path: String) throws -> Repository {
+    public static func open(at path: String, keyring: Keyring? = nil) throws -> Repository {
         let configPath = path + "/.store/config"
         let copyPath = configPath + ".copy"
         guard exists(at: path) else { throw RepositoryError.notFound(path: path) }
@@ -177,10 +219,16 @@ public final class Repository: Sendable {
         guard config.version <= formatVersion else {
             throw RepositoryError.unsupportedVersion(path: path, version: config.version)
         }
-        guard config.encryption == "none" else {
+        var keys: MasterKeys?
+        switch config.encryption {
+        case "none":
+            break
+        case "aes-256-gcm":
+            keys = try (keyring ?? Keyring(repositoryPath: path, password: nil)).unlock().keys
+        default:
             throw RepositoryError.corrupt(file: configPath, detail: "encryption \(config.encryption) is not supported by this build")
         }
-        let repo = Repository(path: path, config: config)
+        let repo = Repository(path: path, config: config, keys: keys, keyring: keyring)
         repo.configTrouble.withLock { $0 = problems }
         try repo.loadIndex()
         return repo
@@ -192,7 +240,7 @@ public final class Repository: Sendable {
         for name in try POSIX.listDirectory(indexPath) where !name.contains(".tmp") {
             let file = indexPath + "/" + name
             do {
-                index.add(try IndexFile.decode(try POSIX.readFile(file), file: file))
+                index.add(try IndexFile.decode(try openFile(try POSIX.readFile(file), context: "index", file: file), file: file))
             } catch let e as RepositoryError {
                 guard case .corrupt = e else { throw e }
                 damagedIndex.withLock { $0.append("\(e)") }
@@ -221,7 +269,7 @@ public final class Repository: Sendable {
         for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
         for dir in dirs { try POSIX.syncDirectory(dir) }
         let name = BlobID.random().hex
-        try POSIX.writeFileAtomically(indexPath + "/" + name, IndexFile.encode(packs))
+        try POSIX.writeFileAtomically(indexPath + "/" + name, sealFile(IndexFile.encode(packs), context: "index"))
     }
 
     /// Writes one index file (atomically) for the given packs; used by prune to replace all
@@ -230,7 +278,7 @@ public final class Repository: Sendable {
         var dirs = Set<String>()
         for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
         for dir in dirs where POSIX.isDirectory(dir) { try POSIX.syncDirectory(dir) }
-        try POSIX.writeFileAtomically(indexPath + "/" + BlobID.random().hex, IndexFile.encode(packs))
+        try POSIX.writeFileAtomically(indexPath + "/" + BlobID.random().hex, sealFile(IndexFile.encode(packs), context: "index"))
     }
 
     /// Deletes an index file by name.
@@ -303,7 +351,7 @@ public final class BlobReader {
     /// `repair` heals from those).
     public func read(_ id: BlobID, at location: BlobLocation, check: Bool = true) throws -> [UInt8] {
         let plain = try decode(location)
-        if check && BlobID.hash(plain) != id {
+        if check && repository.blobID(plain) != id {
             throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
         }
         return plain
@@ -322,6 +370,30 @@ public final class BlobReader {
         }
         let rawLength = Int(location.rawLength)
         let header = scratch[0]
+        if header & PackFormat.encrypted != 0 {
+            guard let keys = repository.keys else {
+                throw RepositoryError.corrupt(file: file, detail: "encrypted entry at offset \(location.offset) in an unencrypted repository")
+            }
+            guard let payload = scratch.withUnsafeBytes({ Crypto.open(UnsafeRawBufferPointer(rebasing: $0[1..<length]), key: keys.encryption, context: "blob") }) else {
+                throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset) does not decrypt (damaged)")
+            }
+            switch header & 0x03 {
+            case PackFormat.compressionRaw:
+                guard payload.count == rawLength else { throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length") }
+                return payload
+            case PackFormat.compressionZstd:
+                do {
+                    return try payload.withUnsafeBytes { try compressor.decompress($0, rawLength: rawLength) }
+                } catch CoreError.corrupt(let detail) {
+                    throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
+                }
+            default:
+                throw RepositoryError.corrupt(file: file, detail: "unknown entry header \(header) at offset \(location.offset)")
+            }
+        }
+        guard repository.keys == nil else {
+            throw RepositoryError.corrupt(file: file, detail: "unencrypted entry at offset \(location.offset) in an encrypted repository")
+        }
         switch header {
         case PackFormat.compressionRaw:
             guard length - 1 == rawLength else {
@@ -349,7 +421,7 @@ public final class BlobReader {
 /// Stores new blobs into packs. Not thread-safe: one per thread. Deduplicates against the
 /// whole repository and against other writers of the same session.
 public final class BlobWriter {
-    let repository: Repository
+    public let repository: Repository
     private let compressor: Compressor
     private var pack: PackWriter?
     /// Packs are closed at about this size.
@@ -376,7 +448,7 @@ public final class BlobWriter {
     /// - Parameter compress: false skips the compression attempt (known-incompressible data).
     @discardableResult
     public func store(_ data: UnsafeRawBufferPointer, type: BlobType, compress: Bool = true) throws -> (id: BlobID, compressed: Bool?) {
-        let id = BlobID.hash(data)
+        let id = repository.blobID(data)
         guard repository.index.reserve(id) else { return (id, nil) }
         return (id, try storeNew(id: id, data: data, type: type, compress: compress))
     }
@@ -386,7 +458,21 @@ public final class BlobWriter {
     public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compress: Bool) throws -> Bool {
         if pack == nil { pack = try PackWriter(dataDirectory: repository.dataPath, buffer: packBuffer) }
         var compressed = false
-        if compress, data.count >= 64, let packed = compressor.compress(data) {
+        if let keys = repository.keys {
+            // Compressed (when it pays) then sealed: the header says both.
+            var header = PackFormat.compressionRaw | PackFormat.encrypted
+            var sealed: [UInt8]
+            if compress, data.count >= 64, let packed = compressor.compress(data) {
+                sealed = packed.withUnsafeBytes { Crypto.seal($0, key: keys.encryption, context: "blob") }
+                header = PackFormat.compressionZstd | PackFormat.encrypted
+                compressed = true
+            } else {
+                sealed = Crypto.seal(data, key: keys.encryption, context: "blob")
+            }
+            try sealed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: header, payload: $0, rawLength: data.count) }
+            newStoredBytes += sealed.count + 1
+            sealed.removeAll()
+        } else if compress, data.count >= 64, let packed = compressor.compress(data) {
             try packed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: PackFormat.compressionZstd, payload: $0, rawLength: data.count) }
             newStoredBytes += packed.count + 1
             compressed = true

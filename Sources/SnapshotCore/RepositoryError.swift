@@ -16,6 +16,9 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
     case locked(path: String, holder: String)
     /// Access to a path was denied.
     case permission(path: String, operation: String)
+    /// An encrypted repository without its password, with a wrong one, or a secret file
+    /// others may read.
+    case key(path: String, detail: String)
     /// A reference that names no snapshot, or names several.
     case snapshotNotFound(reference: String, detail: String)
     /// The repository was written by a newer format version.
@@ -58,6 +61,8 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
             return "\(operation) \(path): \(POSIX.errorText(code))"
         case .locked(let path, let holder):
             return "repository \(path) is locked by \(holder); try again when it finishes"
+        case .key(let path, let detail):
+            return "\(path): \(detail)"
         case .permission(let path, let operation):
             return "\(operation) \(path): permission denied"
         case .snapshotNotFound(let reference, let detail):

@@ -31,9 +31,76 @@ public struct DamagedSnapshot: Sendable, Equatable {
 /// either wholly visible or not at all.
 public struct SnapshotCatalog: Sendable {
     public let repositoryPath: String
+    /// The keys of an encrypted repository, whose snapshot files are sealed.
+    public let keyring: Keyring?
 
-    public init(repositoryPath: String) {
+    public init(repositoryPath: String, keyring: Keyring? = nil) {
         self.repositoryPath = repositoryPath
+        self.keyring = keyring
+    }
+
+    /// The catalog of an open repository, with the keys that opened it.
+    public init(repository: Repository) {
+        self.init(repositoryPath: repository.path, keyring: repository.keyring)
+    }
+
+    /// In an encrypted repository, metadata.json holds in the clear only what is no secret
+    /// (ids, times, sizes, type, counts) and the whole of it sealed under `sealed`;
+    /// manifest.json holds only `sealed`.
+    struct Sealed: Decodable { var sealed: String? }
+
+    private func keys() throws -> MasterKeys? {
+        try (keyring ?? Keyring(repositoryPath: repositoryPath, password: nil)).keysIfEncrypted()
+    }
+
+    /// The plaintext of a snapshot file: opened when sealed; refused unsealed in an
+    /// encrypted repository.
+    func plaintext(_ bytes: [UInt8], path: String, context: String) throws -> [UInt8] {
+        let sealed = (try? JSONDecoder().decode(Sealed.self, from: Data(bytes)))?.sealed
+        let keys = try keys()
+        guard let sealed else {
+            if keys != nil { throw RepositoryError.corrupt(file: path, detail: "not sealed, in an encrypted repository") }
+            return bytes
+        }
+        guard let keys else { throw RepositoryError.corrupt(file: path, detail: "sealed, in an unencrypted repository") }
+        guard let data = Data(base64Encoded: sealed), let plain = Crypto.open(Array(data), key: keys.encryption, context: context) else {
+            throw RepositoryError.corrupt(file: path, detail: "does not decrypt with this repository's key")
+        }
+        return plain
+    }
+
+    /// The bytes written to metadata.json.
+    public func metadataBytes(_ metadata: SnapshotMetadata) throws -> [UInt8] {
+        let full = try metadata.jsonBytes()
+        guard let keys = try keys() else { return full + [0x0a] }
+        var visible = metadata
+        visible.components = metadata.components.mapValues { ComponentSummary(kind: $0.kind, source: "", files: $0.files, bytes: $0.bytes) }
+        visible.checksums = [:]
+        visible.hostname = ""
+        visible.tags = [:]
+        visible.lost = nil
+        visible.healed = nil
+        var object = try JSONSerialization.jsonObject(with: Data(try visible.jsonBytes())) as? [String: Any] ?? [:]
+        object["sealed"] = Data(Crypto.seal(full, key: keys.encryption, context: "metadata")).base64EncodedString()
+        return Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) + [0x0a]
+    }
+
+    /// The bytes written to manifest.json.
+    public func manifestBytes(_ manifest: SnapshotManifest) throws -> [UInt8] {
+        try manifestBytes(plain: Array(try JSONEncoder.snapshot.encode(manifest)))
+    }
+
+    public func manifestBytes(plain: [UInt8]) throws -> [UInt8] {
+        guard let keys = try keys() else { return plain + [0x0a] }
+        let object: [String: Any] = ["format": 1, "sealed": Data(Crypto.seal(plain, key: keys.encryption, context: "manifest")).base64EncodedString()]
+        return Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) + [0x0a]
+    }
+
+    /// The manifest's plaintext JSON as stored in its blob (no trailing newline).
+    public func manifestPlaintext(directory: String) throws -> [UInt8] {
+        let path = directory + "/manifest.json"
+        let plain = try plaintext(try POSIX.readFile(path), path: path, context: "manifest")
+        return plain.last == 0x0a ? Array(plain.dropLast()) : plain
     }
 
     /// The types that have a directory in the repository (built-in or user-defined), by name.
@@ -122,7 +189,7 @@ public struct SnapshotCatalog: Sendable {
     }
 
     public func readMetadata(_ path: String) throws -> SnapshotMetadata {
-        let bytes = try POSIX.readFile(path)
+        let bytes = try plaintext(try POSIX.readFile(path), path: path, context: "metadata")
         do {
             return try JSONDecoder().decode(SnapshotMetadata.self, from: Data(bytes))
         } catch {
@@ -138,7 +205,7 @@ public struct SnapshotCatalog: Sendable {
     public func readManifest(directory: String) throws -> SnapshotManifest {
         let path = directory + "/manifest.json"
         guard POSIX.exists(path) else { throw RepositoryError.corrupt(file: path, detail: "manifest missing") }
-        let bytes = try POSIX.readFile(path)
+        let bytes = try plaintext(try POSIX.readFile(path), path: path, context: "manifest")
         do {
             // A component whose tree is not a valid id does not decode (ManifestComponent).
             return try JSONDecoder().decode(SnapshotManifest.self, from: Data(bytes))
@@ -219,8 +286,8 @@ public struct SnapshotCatalog: Sendable {
         let staging = typeDir + "/.tmp-" + metadata.snapshotID
         try POSIX.removeTree(staging)
         try POSIX.makeDirectories(staging, mode: RepositoryModes.directory)
-        try POSIX.writeFileAtomically(staging + "/manifest.json", Array(try JSONEncoder.snapshot.encode(manifest)) + [0x0a], mode: RepositoryModes.snapshotFile)
-        try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
+        try POSIX.writeFileAtomically(staging + "/manifest.json", try manifestBytes(manifest), mode: RepositoryModes.snapshotFile)
+        try POSIX.writeFileAtomically(staging + "/metadata.json", try metadataBytes(metadata), mode: RepositoryModes.snapshotFile)
         let final = typeDir + "/" + metadata.snapshotID
         guard rename(staging, final) == 0 else { throw RepositoryError.fromErrno(path: final, operation: "rename") }
         try POSIX.syncDirectory(typeDir)
@@ -245,7 +312,7 @@ public struct SnapshotCatalog: Sendable {
 
     /// Rewrites a committed snapshot's metadata.json atomically (verification results).
     public func rewriteMetadata(_ record: SnapshotRecord, _ metadata: SnapshotMetadata) throws {
-        try POSIX.writeFileAtomically(record.directory + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
+        try POSIX.writeFileAtomically(record.directory + "/metadata.json", try metadataBytes(metadata), mode: RepositoryModes.snapshotFile)
     }
 
     /// Removes hidden staging directories left by a killed create.

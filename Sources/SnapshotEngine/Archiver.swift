@@ -81,7 +81,7 @@ public final class Archiver: Sendable {
 
     public init(repository: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) {
         self.repository = repository
-        self.catalog = SnapshotCatalog(repositoryPath: repository.path)
+        self.catalog = SnapshotCatalog(repository: repository)
         self.progress = progress
         self.cancellation = cancellation
     }
@@ -239,7 +239,7 @@ public final class Archiver: Sendable {
         do {
             try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer) { data in
                 if cancellation.isCancelled { throw EngineError.cancelled }
-                let id = BlobID.hash(data)
+                let id = repository.blobID(data)
                 if worker.writer.reserve(id) {
                     let compressed = try worker.writer.storeNew(id: id, data: data, type: .data, compress: incompressibleRun < 4)
                     incompressibleRun = compressed ? 0 : incompressibleRun + 1

@@ -171,7 +171,7 @@ public struct InPlaceRestorer: Sendable {
                     case .file:
                         // Same size: compare content chunk by chunk, exactly.
                         differs = l.kind != .file || l.size != n.size
-                            || (try? Self.contentIDs(root + "/" + path, name: n.name, seed: repository.config.chunkerSeed)) != n.content
+                            || (try? Self.contentIDs(root + "/" + path, name: n.name, repository: repository)) != n.content
                     case .symlink:
                         differs = l.kind != .symlink || FileStat.readLink(root + "/" + path) != n.linkTarget
                     default:
@@ -192,7 +192,8 @@ public struct InPlaceRestorer: Sendable {
     }
 
     /// The chunk ids a file would get in a snapshot (the standard chunking policy).
-    static func contentIDs(_ path: String, name: String, seed: UInt64) throws -> [BlobID] {
+    static func contentIDs(_ path: String, name: String, repository: Repository) throws -> [BlobID] {
+        let seed = repository.config.chunkerSeed
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
         defer { close(fd) }
@@ -200,7 +201,7 @@ public struct InPlaceRestorer: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
         defer { buffer.deallocate() }
         var ids: [BlobID] = []
-        try chunker.chunks(of: fd, path: path, buffer: buffer) { ids.append(BlobID.hash($0)) }
+        try chunker.chunks(of: fd, path: path, buffer: buffer) { ids.append(repository.blobID($0)) }
         return ids
     }
 

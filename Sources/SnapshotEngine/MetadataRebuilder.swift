@@ -43,22 +43,21 @@ extension SnapshotService {
         defer { lock.release() }
         let opened: Repository
         do {
-            opened = try Repository.open(at: repositoryPath)
+            opened = try Repository.open(at: repositoryPath, keyring: keyring)
         } catch RepositoryError.corrupt(let file, _) where file == repositoryPath + "/.store/config" {
             // The config and its copy are both lost: a new one (new chunker seed) opens the
             // repository again; every blob is still found by its hash.
             _ = try Repository.replaceLostConfig(at: repositoryPath)
             report.config.append("\(file) and its copy were lost: wrote a new config (new content-defined chunks will not deduplicate against older ones)")
-            opened = try Repository.open(at: repositoryPath)
+            opened = try Repository.open(at: repositoryPath, keyring: keyring)
         }
         for file in try opened.rewriteConfigFiles() { report.config.append("wrote \(file) from the intact config") }
         progress.note("exclusive lock for rebuild-metadata taken; the index names \(opened.index.count) blobs, \(opened.damagedIndexFiles.count) index files set aside")
         if let reference = options.snapshot {
             let (type, id, directory, _, _) = try locate(reference)
             let manifest = try catalog.readManifest(directory: directory)
-            let bytes = try POSIX.readFile(directory + "/manifest.json")
-            let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: BlobID.hash(bytes.last == 0x0a ? Array(bytes.dropLast()) : bytes), repository: opened)
-            try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
+            let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: opened.blobID(try catalog.manifestPlaintext(directory: directory)), repository: opened)
+            try POSIX.writeFileAtomically(directory + "/metadata.json", try catalog.metadataBytes(metadata), mode: RepositoryModes.snapshotFile)
             try catalog.updateLatest(type: type)
             report.rebuilt.append("\(type)/\(id)/metadata.json")
             return report
@@ -87,7 +86,7 @@ extension SnapshotService {
         report.replacedIndexFiles = old.count
 
         progress.phase = "rebuilding snapshots"
-        let repository = try Repository.open(at: repositoryPath)
+        let repository = try Repository.open(at: repositoryPath, keyring: keyring)
         let reader = BlobReader(repository: repository)
         var types = Set(try catalog.types())
         for (id, location) in repository.index.allLocations() where location.type == .manifest {
@@ -102,11 +101,11 @@ extension SnapshotService {
             if POSIX.isDirectory(directory) && (manifestReadable || metadataReadable) {
                 // One of the two files survives: the other is written anew beside it.
                 if !manifestReadable {
-                    try POSIX.writeFileAtomically(directory + "/manifest.json", bytes + [0x0a], mode: RepositoryModes.snapshotFile)
+                    try POSIX.writeFileAtomically(directory + "/manifest.json", try catalog.manifestBytes(plain: bytes), mode: RepositoryModes.snapshotFile)
                     report.rebuilt.append("\(type)/\(manifest.snapshotID)/manifest.json")
                 } else {
                     let metadata = try Self.rebuiltMetadata(manifest, manifestBlob: id, repository: repository)
-                    try POSIX.writeFileAtomically(directory + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
+                    try POSIX.writeFileAtomically(directory + "/metadata.json", try catalog.metadataBytes(metadata), mode: RepositoryModes.snapshotFile)
                     report.rebuilt.append("\(type)/\(manifest.snapshotID)/metadata.json")
                 }
             } else {
@@ -115,8 +114,8 @@ extension SnapshotService {
                 let staging = typeDir + "/.tmp-" + manifest.snapshotID
                 try POSIX.removeTree(staging)
                 try POSIX.makeDirectories(staging, mode: RepositoryModes.directory)
-                try POSIX.writeFileAtomically(staging + "/manifest.json", bytes + [0x0a], mode: RepositoryModes.snapshotFile)
-                try POSIX.writeFileAtomically(staging + "/metadata.json", try metadata.jsonBytes() + [0x0a], mode: RepositoryModes.snapshotFile)
+                try POSIX.writeFileAtomically(staging + "/manifest.json", try catalog.manifestBytes(plain: bytes), mode: RepositoryModes.snapshotFile)
+                try POSIX.writeFileAtomically(staging + "/metadata.json", try catalog.metadataBytes(metadata), mode: RepositoryModes.snapshotFile)
                 try? POSIX.removeTree(directory)  // an empty or half-deleted leftover
                 guard rename(staging, directory) == 0 else { throw RepositoryError.fromErrno(path: directory, operation: "rename") }
                 try POSIX.syncDirectory(typeDir)

@@ -59,7 +59,7 @@ public struct Pruner: Sendable {
 
     public init(repository: Repository) {
         self.repository = repository
-        self.catalog = SnapshotCatalog(repositoryPath: repository.path)
+        self.catalog = SnapshotCatalog(repository: repository)
     }
 
     /// Removes one snapshot directory: renamed to a hidden name first, so that it vanishes
@@ -137,11 +137,11 @@ public struct Pruner: Sendable {
         // A damaged snapshot keeps what its manifest.json names (and the manifest blob, which
         // holds manifest.json without its final newline).
         for d in try catalog.damaged() {
-            guard let bytes = try? POSIX.readFile(d.directory + "/manifest.json"), let m = try? catalog.readManifest(directory: d.directory) else {
+            guard let bytes = try? catalog.manifestPlaintext(directory: d.directory), let m = try? catalog.readManifest(directory: d.directory) else {
                 throw UnknownLiveData(reason: "snapshot \(d.type)/\(d.id) is damaged and its manifest.json cannot be read (\(d.problem)); `snapshot delete --snapshot \(d.type)/\(d.id)` lets prune reclaim again")
             }
             manifests.append(m)
-            live.insert(BlobID.hash(bytes.last == 0x0a ? Array(bytes.dropLast()) : bytes))
+            live.insert(repository.blobID(bytes))
         }
         for manifest in manifests {
             for (name, c) in manifest.components {

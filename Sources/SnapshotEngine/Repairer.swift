@@ -48,7 +48,7 @@ struct Repairer {
         var written = 0
 
         mutating func offer(_ data: UnsafeRawBufferPointer, type: BlobType) throws -> Bool {
-            let id = BlobID.hash(data)
+            let id = writer.repository.blobID(data)
             guard damaged.removeValue(forKey: id) != nil else { return false }
             // Past the index's reservation (the index still names the damaged copy): the new
             // location replaces it once the pack is finished.
@@ -130,10 +130,10 @@ struct Repairer {
         // The manifest blob (what rebuild-metadata recreates the snapshot from) heals from
         // manifest.json, whose bytes it is.
         if let blob = record.flatMap({ BlobID(hex: $0.metadata.manifest) }), repository.index.location(of: blob) != nil, (try? reader.read(blob)) == nil,
-            let bytes = try? POSIX.readFile(directory + "/manifest.json")
+            let bytes = try? catalog.manifestPlaintext(directory: directory)
         {
             healing.damaged[blob] = "damaged"
-            if try Array(bytes.last == 0x0a ? bytes.dropLast() : bytes[...]).withUnsafeBytes({ try healing.offer($0, type: .manifest) }) {
+            if try bytes.withUnsafeBytes({ try healing.offer($0, type: .manifest) }) {
                 report.healed.append(("\(type)/\(id)/manifest.json", "its copy in the snapshot directory"))
             } else {
                 healing.damaged[blob] = nil
@@ -399,7 +399,7 @@ struct Repairer {
                 guard let sub = liveTree(path, rootIsFile: false, into: &trees) else { return nil }
                 n.subtree = sub
             case .file:
-                guard let ids = try? InPlaceRestorer.contentIDs(path, name: name, seed: repository.config.chunkerSeed) else { return nil }
+                guard let ids = try? InPlaceRestorer.contentIDs(path, name: name, repository: repository) else { return nil }
                 n.content = ids
             case .symlink:
                 guard let target = FileStat.readLink(path) else { return nil }
@@ -424,7 +424,7 @@ struct Repairer {
             }
         }
         let bytes = Tree(nodes: nodes).encode()
-        let id = BlobID.hash(bytes)
+        let id = repository.blobID(bytes)
         trees[id] = bytes
         return id
     }

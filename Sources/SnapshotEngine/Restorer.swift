@@ -299,7 +299,7 @@ public final class Restorer: Sendable {
         for id in job.node.content {
             guard let loc = repository.index.location(of: id) else { return false }
             let bytes = try POSIX.pread(fd, count: Int(loc.rawLength), offset: offset, path: job.path)
-            if BlobID.hash(bytes) != id { return false }
+            if repository.blobID(bytes) != id { return false }
             offset += bytes.count
         }
         var st = stat()

@@ -13,23 +13,37 @@ public struct SnapshotService: Sendable {
     /// With `--debug`: notes on the lock, the repository opened and what was found.
     public var trace: WorkProgress?
 
-    public init(config: SnapshotConfig, repositoryPath: String, workingDirectory: String = POSIX.currentDirectory(), broker: BrokerSettings? = nil) {
+    /// The repository's password (when it is encrypted), opened once per process.
+    public let keyring: Keyring
+
+    public init(config: SnapshotConfig, repositoryPath: String, workingDirectory: String = POSIX.currentDirectory(), broker: BrokerSettings? = nil, password: [UInt8]? = nil) {
         self.config = config
         self.repositoryPath = repositoryPath
         self.workingDirectory = workingDirectory
         self.broker = broker
+        keyring = Keyring(repositoryPath: repositoryPath, password: password)
+    }
+
+    /// With a keyring of the caller's, shared by every service made from it.
+    public init(config: SnapshotConfig, repositoryPath: String, workingDirectory: String = POSIX.currentDirectory(), broker: BrokerSettings? = nil, keyring: Keyring) {
+        self.config = config
+        self.repositoryPath = repositoryPath
+        self.workingDirectory = workingDirectory
+        self.broker = broker
+        self.keyring = keyring
     }
 
     /// Opens the repository under a lock; `createIfMissing` initialises a missing one.
     public func open(_ mode: RepositoryLock.Mode, purpose: String, createIfMissing: Bool = false) throws -> (Repository, RepositoryLock) {
         if createIfMissing && !Repository.exists(at: repositoryPath) {
-            try Repository.initialize(at: repositoryPath)
+            // With a password given, the new repository is an encrypted one.
+            try Repository.initialize(at: repositoryPath, encryption: keyring.password == nil ? "none" : "aes-256-gcm", password: keyring.password)
         }
         guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
         let started = Date()
         let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose)
         let locked = Date()
-        let repository = try Repository.open(at: repositoryPath)
+        let repository = try Repository.open(at: repositoryPath, keyring: keyring)
         if let trace, trace.isTracing {
             let packs = Set(repository.index.allLocations().values.map(\.pack)).count
             trace.note(String(format: "%@ lock for %@ taken in %.3f s; index read in %.3f s: %d blobs in %d packs from %d index files", mode == .exclusive ? "exclusive" : "shared", purpose, locked.timeIntervalSince(started), Date().timeIntervalSince(locked), repository.index.count, packs, (try? repository.indexFileNames().count) ?? 0))
@@ -38,7 +52,7 @@ public struct SnapshotService: Sendable {
         return (repository, lock)
     }
 
-    public var catalog: SnapshotCatalog { SnapshotCatalog(repositoryPath: repositoryPath) }
+    public var catalog: SnapshotCatalog { SnapshotCatalog(repositoryPath: repositoryPath, keyring: keyring) }
 
     /// A usage error for a `--type` that neither the configuration nor the repository
     /// knows (a typo would otherwise list, prune or monitor nothing, silently).

@@ -52,7 +52,7 @@ public final class Verifier: Sendable {
     /// With `packs`, `readData` reads only the blobs in those packs (and checks their
     /// trailers): the monitor's rolling share of the data.
     public func verify(_ records: [SnapshotRecord], component: String? = nil, readData: Bool, packs: Set<BlobID>? = nil) -> VerifyReport {
-        let catalog = SnapshotCatalog(repositoryPath: repository.path)
+        let catalog = SnapshotCatalog(repository: repository)
         let reader = BlobReader(repository: repository)
         var results: [SnapshotVerification] = []
         var toRead = Set<BlobID>()

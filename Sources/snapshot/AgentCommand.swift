@@ -34,7 +34,7 @@ extension Snapshot {
                 return handler
             }
             let logger = Logger(label: "snapshot.agent")
-            let service = SnapshotService(config: context.config, repositoryPath: context.repositoryPath, broker: settings.broker)
+            let service = SnapshotService(config: context.config, repositoryPath: context.repositoryPath, broker: settings.broker, keyring: context.keyring)
             let agent = try await context.run { try Agent(settings: settings, service: service, logger: logger) }
             let serviceGroup = ServiceGroup(configuration: .init(
                 services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -12,6 +12,11 @@ struct Context {
     let options: GlobalOptions
     let config: SnapshotConfig
     let repositoryPath: String
+    /// The repository password, read once (`--password-file`, SNAPSHOT_PASSWORD_FILE,
+    /// SNAPSHOT_PASSWORD); nil when none is given.
+    let password: [UInt8]?
+    /// One per process, so that the password is turned into keys (scrypt) once.
+    let keyring: Keyring
 
     init(_ options: GlobalOptions) throws {
         self.options = options
@@ -31,6 +36,12 @@ struct Context {
         } else {
             repositoryPath = config.repository
         }
+        do {
+            password = try Keyring.readPassword(file: options.passwordFile.map { POSIX.absolute($0, relativeTo: cwd) }, environment: env)
+        } catch {
+            throw Context.fail(error)
+        }
+        keyring = Keyring(repositoryPath: repositoryPath, password: password)
         debug("config \(config.file.map { POSIX.absolute($0, relativeTo: cwd) } ?? "(none found: built-in defaults)"), root \(config.root), repository \(repositoryPath)")
     }
 
@@ -56,7 +67,7 @@ struct Context {
 
     /// The operations, on this repository and config.
     var service: SnapshotService {
-        var s = SnapshotService(config: config, repositoryPath: repositoryPath)
+        var s = SnapshotService(config: config, repositoryPath: repositoryPath, keyring: keyring)
         if options.debug { s.trace = makeProgress() }
         return s
     }
@@ -81,7 +92,7 @@ struct Context {
 
     func resolve(_ reference: String, in repository: Repository) throws -> (SnapshotRecord, SnapshotManifest) {
         do {
-            let catalog = SnapshotCatalog(repositoryPath: repository.path)
+            let catalog = SnapshotCatalog(repository: repository)
             let record = try catalog.resolve(reference)
             let manifest = try catalog.readManifest(record)
             debug("\(reference) is \(record.type)/\(record.id): components \(manifest.components.keys.sorted().joined(separator: ", "))")
@@ -126,7 +137,7 @@ struct Context {
             case .notFound, .io: code = 74
             case .corrupt, .unsupportedVersion, .missingBlob: code = 65
             case .locked: code = 75
-            case .permission: code = 77
+            case .permission, .key: code = 77
             case .snapshotNotFound: code = 64
             }
         case let e as EngineError:

@@ -6,6 +6,7 @@ import ArgumentParser
 enum Entrypoint {
     static let valued: Set<String> = ["--repo", "--config", "--password-file"]
     static let flags: Set<String> = ["--json", "--quiet", "--debug"]
+    static let groups: Set<String> = ["key"]
 
     static func reorder(_ args: [String]) -> [String] {
         var globals: [String] = []
@@ -28,7 +29,9 @@ enum Entrypoint {
             }
         }
         guard !globals.isEmpty, i < args.count else { return args }
-        return [args[i]] + globals + args[(i + 1)...]
+        // A command group (`key list`): the options go after its subcommand.
+        let command = groups.contains(args[i]) && i + 1 < args.count ? Array(args[i...(i + 1)]) : [args[i]]
+        return command + globals + args[(i + command.count)...]
     }
 
     static func main() async {

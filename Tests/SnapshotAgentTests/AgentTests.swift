@@ -327,7 +327,7 @@ final class ProbeInbox: @unchecked Sendable {
         let openStatus = open.wait(timeout: 20)
         #expect(openStatus == 77, "\(String(describing: openStatus))")
         let openLog = (try? String(contentsOfFile: dir.sub("open.log"), encoding: .utf8)) ?? ""
-        #expect(openLog.contains("mqtt.password_file (mode 644: group or others can open it; chmod 600 it first)"), "\(openLog)")
+        #expect(openLog.contains("mqtt.password_file may be opened by group or others (mode 644); chmod 600 it first"), "\(openLog)")
         // A wrong password: refused, retried, and the process keeps running.
         let bad = try ChildProcess(CLI.binary, ["--config", dir.sub("bad.yaml"), "agent", "--id", "tls-agent"], logFile: dir.sub("bad.log"))
         try await Task.sleep(nanoseconds: 1_500_000_000)

@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+
+/// The keys of an encrypted repository: one random master key pair, never stored in the
+/// clear. `encryption` seals blobs, index files and snapshot files (AES-256-GCM); `ids`
+/// keys the blob ids (HMAC-SHA256), so that equal plaintext cannot be recognised across
+/// repositories, and derives the chunker seed.
+public struct MasterKeys: Sendable, Equatable {
+    public let encryption: [UInt8]
+    public let ids: [UInt8]
+
+    init(_ material: [UInt8]) {
+        precondition(material.count == 2 * Crypto.keySize)
+        encryption = Array(material[0..<Crypto.keySize])
+        ids = Array(material[Crypto.keySize...])
+    }
+
+    var material: [UInt8] { encryption + ids }
+
+    /// The content-defined chunker's seed, derived from the id key (the config holds none).
+    var chunkerSeed: UInt64 {
+        Array("chunker seed".utf8).withUnsafeBytes { Crypto.hmac($0, key: ids) }.w0
+    }
+}
+
+/// One password's key file, `.store/keys/<id>`: the master keys sealed with a key derived
+/// from the password by scrypt (parameters and salt stored beside it).
+public struct KeyFile: Codable, Sendable {
+    public var id: String
+    public var created: String
+    public var hostname: String
+    public var kdf: String
+    public var n: UInt64
+    public var r: UInt64
+    public var p: UInt64
+    public var salt: String
+    public var data: String
+
+    /// 2^16 × 8 × 2: 64 MiB of memory and about half a second on a current core.
+    public static let defaultN: UInt64 = 1 << 16
+    public static let defaultR: UInt64 = 8
+    public static let defaultP: UInt64 = 2
+}
+
+/// What `key list` shows.
+public struct KeyInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var created: String
+    public var hostname: String
+    /// The key the given password opened.
+    public var current: Bool
+}
+
+/// Opens an encrypted repository's master keys with a password, once per process (scrypt
+/// is deliberately slow), and manages its key files. Thread-safe.
+public final class Keyring: Sendable {
+    public let repositoryPath: String
+    public let password: [UInt8]?
+    private let state = Mutex<(keys: MasterKeys, keyID: String)?>(nil)
+    private let encrypted = Mutex<Bool?>(nil)
+
+    public init(repositoryPath: String, password: [UInt8]?) {
+        self.repositoryPath = repositoryPath
+        self.password = password
+    }
+
+    var keysPath: String { repositoryPath + "/.store/keys" }
+
+    /// Whether the repository's config says it is encrypted (config or its copy).
+    public var repositoryIsEncrypted: Bool {
+        if let known = encrypted.withLock({ $0 }) { return known }
+        var answer = POSIX.isDirectory(keysPath)
+        for file in ["config", "config.copy"] {
+            if let c = try? Repository.readConfig(repositoryPath + "/.store/" + file) {
+                answer = c.encryption != "none"
+                break
+            }
+        }
+        encrypted.withLock { $0 = answer }
+        return answer
+    }
+
+    /// The master keys, or nil for an unencrypted repository. Throws `permission` (exit 77)
+    /// when no password was given or no key file opens with it.
+    public func keysIfEncrypted() throws -> MasterKeys? {
+        guard repositoryIsEncrypted else { return nil }
+        return try unlock().keys
+    }
+
+    /// The master keys and the id of the key file the password opened.
+    public func unlock() throws -> (keys: MasterKeys, keyID: String) {
+        if let done = state.withLock({ $0 }) { return done }
+        guard let password else {
+            throw RepositoryError.key(path: repositoryPath, detail: "the repository is encrypted: give its password with --password-file, SNAPSHOT_PASSWORD_FILE or SNAPSHOT_PASSWORD")
+        }
+        let names = ((try? POSIX.listDirectory(keysPath)) ?? []).filter { !$0.contains(".tmp") }.sorted()
+        guard !names.isEmpty else {
+            throw RepositoryError.corrupt(file: keysPath, detail: "an encrypted repository without key files")
+        }
+        for name in names {
+            guard let file = try? JSONDecoder().decode(KeyFile.self, from: Data(try POSIX.readFile(keysPath + "/" + name))),
+                let material = Self.open(file, password: password)
+            else { continue }
+            let opened = (MasterKeys(material), file.id)
+            state.withLock { $0 = opened }
+            return opened
+        }
+        throw RepositoryError.key(path: repositoryPath, detail: "wrong password: no key in .store/keys opens with it")
+    }
+
+    static func open(_ file: KeyFile, password: [UInt8]) -> [UInt8]? {
+        guard file.kdf == "scrypt", let salt = Data(base64Encoded: file.salt), let data = Data(base64Encoded: file.data),
+            let wrap = Crypto.scrypt(password: password, salt: Array(salt), n: file.n, r: file.r, p: file.p),
+            let material = Crypto.open(Array(data), key: wrap, context: "key"), material.count == 2 * Crypto.keySize
+        else { return nil }
+        return material
+    }
+
+    /// Writes a new key file for `password` holding `keys`; returns its id.
+    static func writeKeyFile(keys: MasterKeys, password: [UInt8], in directory: String) throws -> String {
+        let salt = Crypto.random(32)
+        guard let wrap = Crypto.scrypt(password: password, salt: salt, n: KeyFile.defaultN, r: KeyFile.defaultR, p: KeyFile.defaultP) else {
+            throw RepositoryError.io(path: directory, operation: "derive a key (scrypt)", errno: ENOMEM)
+        }
+        let id = String(BlobID.random().hex.prefix(16))
+        let file = KeyFile(
+            id: id, created: Timestamp.now().iso8601, hostname: POSIX.hostName(), kdf: "scrypt",
+            n: KeyFile.defaultN, r: KeyFile.defaultR, p: KeyFile.defaultP,
+            salt: Data(salt).base64EncodedString(), data: Data(Crypto.seal(keys.material, key: wrap, context: "key")).base64EncodedString())
+        try POSIX.makeDirectories(directory, mode: RepositoryModes.storeDirectory)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try POSIX.writeFileAtomically(directory + "/" + id, Array(try encoder.encode(file)) + [0x0a])
+        return id
+    }
+
+    /// New master keys and the first key file (`init --encryption aes-256-gcm`).
+    static func create(in directory: String, password: [UInt8]) throws -> MasterKeys {
+        let keys = MasterKeys(Crypto.random(2 * Crypto.keySize))
+        _ = try writeKeyFile(keys: keys, password: password, in: directory)
+        return keys
+    }
+
+    /// `key list`.
+    public func list() throws -> [KeyInfo] {
+        let current = try unlock().keyID
+        return try POSIX.listDirectory(keysPath).filter { !$0.contains(".tmp") }.sorted().compactMap { name in
+            guard let f = try? JSONDecoder().decode(KeyFile.self, from: Data(try POSIX.readFile(keysPath + "/" + name))) else { return nil }
+            return KeyInfo(id: f.id, created: f.created, hostname: f.hostname, current: f.id == current)
+        }
+    }
+
+    /// `key add`: another password that opens the same keys; returns the new key's id.
+    public func add(password newPassword: [UInt8]) throws -> String {
+        try Self.writeKeyFile(keys: try unlock().keys, password: newPassword, in: keysPath)
+    }
+
+    /// `key remove ID`: never the key this password opened, never the last one.
+    public func remove(id: String) throws {
+        let current = try unlock().keyID
+        guard id != current else { throw RepositoryError.key(path: keysPath + "/" + id, detail: "this is the key the given password opened; remove it with another password") }
+        guard POSIX.exists(keysPath + "/" + id), !id.contains("/"), !id.hasPrefix(".") else {
+            throw RepositoryError.snapshotNotFound(reference: id, detail: "no such key (see `snapshot key list`)")
+        }
+        guard unlink(keysPath + "/" + id) == 0 else { throw RepositoryError.fromErrno(path: keysPath + "/" + id, operation: "remove") }
+    }
+
+    /// `key passwd`: the key this password opened is replaced by one for `newPassword`.
+    public func changePassword(to newPassword: [UInt8]) throws -> String {
+        let (keys, current) = try unlock()
+        let id = try Self.writeKeyFile(keys: keys, password: newPassword, in: keysPath)
+        guard unlink(keysPath + "/" + current) == 0 else { throw RepositoryError.fromErrno(path: keysPath + "/" + current, operation: "remove") }
+        return id
+    }
+
+    /// The password as given: `--password-file` / SNAPSHOT_PASSWORD_FILE (owner-only, the
+    /// trailing newline stripped) or SNAPSHOT_PASSWORD; nil when none.
+    public static func readPassword(file: String?, environment: [String: String]) throws -> [UInt8]? {
+        if let file = file ?? environment["SNAPSHOT_PASSWORD_FILE"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            try POSIX.checkPrivate(file, what: "the password file")
+            var bytes = try POSIX.readFile(file)
+            while bytes.last == 0x0a || bytes.last == 0x0d { bytes.removeLast() }
+            return bytes
+        }
+        if let text = environment["SNAPSHOT_PASSWORD"], !text.isEmpty { return Array(text.utf8) }
+        return nil
+    }
+}
