@@ -2,7 +2,8 @@
 # bench/run.sh DATASET SMALL_FILES_TREE WORKDIR: snapshot beside restic and borg.
 #
 # For each round (ROUNDS, default 3) and each tool (TOOLS, default "restic borg-zstd3
-# snapshot"), on a fresh copy of DATASET at WORKDIR/src, with a fresh repository:
+# snapshot snapshot-aes"; the last is snapshot on an encrypted repository), on a fresh copy
+# of DATASET at WORKDIR/src, with a fresh repository:
 #   first      the first backup
 #   nochange   a second backup, nothing changed
 #   daychange  a third backup after mutate_dataset.py (one day of change)
@@ -20,7 +21,7 @@ DATASET=$(realpath -e "$1")
 SMALL=$(realpath -e "$2")
 WORK=$(realpath -m "$3")
 ROUNDS=${ROUNDS:-3}
-TOOLS=${TOOLS:-"restic borg-zstd3 snapshot"}
+TOOLS=${TOOLS:-"restic borg-zstd3 snapshot snapshot-aes"}
 SNAPSHOT_BIN=${SNAPSHOT_BIN:-$HERE/../.build/release/snapshot}
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_BASE_DIR=$WORK/borg-home
 export RESTIC_CACHE_DIR=$WORK/restic-cache BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
@@ -40,6 +41,7 @@ row() { echo "$ROUND,$TOOL,$1,$2" >> "$RAW"; }
 # The commands of each tool, run by bash -c; they see SRC, REPO, OUT in the environment.
 export SRC REPO OUT SNAPSHOT_BIN
 commands() {
+    unset SNAPSHOT_PASSWORD
     case $1 in
     restic)
         INIT='restic -r "$REPO" init -q'
@@ -57,7 +59,12 @@ commands() {
         # --path names the component after the directory (src): restore DIR/src/, then move it up.
         RESTORE='"$SNAPSHOT_BIN" --repo "$REPO" restore --snapshot latest --target "$OUT.tmp" --quiet && rmdir "$OUT" && mv "$OUT.tmp/src" "$OUT" && rmdir "$OUT.tmp"'
         CHECK='"$SNAPSHOT_BIN" --repo "$REPO" verify --all --read-data --quiet' ;;
-    *) echo "run.sh: unknown tool $1 (restic, borg-zstd3, snapshot)" >&2; exit 64 ;;
+    snapshot-aes)
+        # The same on an encrypted repository (aes-256-gcm, keyed blob ids).
+        commands snapshot
+        INIT='"$SNAPSHOT_BIN" --repo "$REPO" init --encryption aes-256-gcm >/dev/null'
+        export SNAPSHOT_PASSWORD=bench ;;
+    *) echo "run.sh: unknown tool $1 (restic, borg-zstd3, snapshot, snapshot-aes)" >&2; exit 64 ;;
     esac
 }
 

@@ -56,9 +56,10 @@ final class AgentHarness: @unchecked Sendable {
     }
 
     /// Starts the agent and waits for its retained `online`.
-    func startAgent() async throws {
+    func startAgent(environment: [String: String] = [:]) async throws {
         let before = messages(on: "snapshots/status/\(id)/availability").count
-        agent = try ChildProcess(CLI.binary, ["--config", config, "agent", "--id", id], logFile: log)
+        agent = try ChildProcess(CLI.binary, ["--config", config, "agent", "--id", id],
+                                 environment: ProcessInfo.processInfo.environment.merging(environment) { $1 }, logFile: log)
         let ok = await waitFor(timeout: 20) { _ in
             let a = self.messages(on: "snapshots/status/\(self.id)/availability")
             return a.count > before && a.last?.payloadString == "online"

@@ -72,6 +72,23 @@ import TestSupport
         #expect(try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"]).status == 0)
     }
 
+    @Test func theAgentOpensAnEncryptedRepositoryWithThePasswordItReadAtStart() async throws {
+        let h = try await AgentHarness()
+        defer { h.stop() }
+        let password = h.dir.sub("repo.pass")
+        Fixture.write(password, Array("agent secret\n".utf8), mode: 0o600)
+        #expect(try CLI.run(["--config", h.config, "--password-file", password, "init", "--encryption", "aes-256-gcm"]).status == 0)
+        try await h.startAgent(environment: ["SNAPSHOT_PASSWORD_FILE": password])
+        // Read once at start: rotating the file later does not lock the running agent out.
+        Fixture.write(password, Array("rotated\n".utf8), mode: 0o600)
+        try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "data", "request_id": "sealed"}"#)
+        let reply = await h.final("create", requestID: "sealed")
+        #expect(reply?["status"] as? String == "succeeded", "\(reply ?? [:]) \(h.agentLog)")
+        Fixture.write(password, Array("agent secret\n".utf8), mode: 0o600)
+        #expect(try CLI.run(["--config", h.config, "--password-file", password, "verify", "--all", "--read-data"]).status == 0)
+        #expect(try CLI.run(["--config", h.config, "list"]).status == 77)
+    }
+
     @Test func outsideTextCannotForgeLogLines() async throws {
         let h = try await AgentHarness()
         defer { h.stop() }
