@@ -124,6 +124,29 @@ public final class ConfinedDirectory: Sendable {
         guard unlinkat(dir, name, AT_REMOVEDIR) == 0 else { throw error(shown, "remove") }
     }
 
+    /// Sets extended attributes on an open descriptor. What the file system or the user may
+    /// not set (no xattr support, `trusted.*` or `security.*` when not root, a value too
+    /// large) is skipped and returned by name; other errors throw.
+    public static func setXattrs(_ xattrs: [Xattr], fd: Int32, path: String) throws -> [String] {
+        var skipped: [String] = []
+        for x in xattrs {
+            if snapshot_fsetxattr(fd, x.name, x.value, UInt(x.value.count)) == 0 { continue }
+            switch errno {
+            case ENOTSUP, EPERM, E2BIG, ERANGE, ENOSPC, EACCES: skipped.append(x.name)
+            default: throw RepositoryError.fromErrno(path: path, operation: "set extended attribute \(x.name) of")
+            }
+        }
+        return skipped
+    }
+
+    /// Extended attributes of the directory `path`, through a descriptor opened below the root.
+    public func setXattrs(_ xattrs: [Xattr], directory path: String) throws -> [String] {
+        guard !xattrs.isEmpty else { return [] }
+        let fd = try open(path, flags: O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        return try Self.setXattrs(xattrs, fd: fd, path: path)
+    }
+
     /// Owner (`chown`: as root), permission bits (not for symlinks) and mtime of `path`,
     /// none of them following a symlink.
     public func setMetadata(_ path: String, uid: UInt32, gid: UInt32, mode: UInt32, mtime: Timestamp, isSymlink: Bool, chown: Bool) throws {

@@ -39,10 +39,11 @@ public struct KeyFile: Codable, Sendable {
     public var salt: String
     public var data: String
 
-    /// 2^16 × 8 × 2: 64 MiB of memory and about half a second on a current core.
-    public static let defaultN: UInt64 = 1 << 16
+    /// N = 2^15, r = 8, p = 3: 32 MiB of memory (it counts towards a command's peak RSS) and
+    /// about 0.3 s of one core, once per command (the agent: once per process).
+    public static let defaultN: UInt64 = 1 << 15
     public static let defaultR: UInt64 = 8
-    public static let defaultP: UInt64 = 2
+    public static let defaultP: UInt64 = 3
 }
 
 /// What `key list` shows.

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
+import CSystemShims
 
 /// Numbers the temporary files of this process, so that two threads writing the same file
 /// never share one.
@@ -157,6 +158,38 @@ public enum POSIX {
             if name != "." && name != ".." { names.append(name) }
         }
         return names
+    }
+
+    /// The extended attributes of `path` itself (never a symlink's target), sorted by name;
+    /// `security.selinux` is left out (labels come from the policy of the machine restored
+    /// to). Empty where the file system has none.
+    public static func xattrs(_ path: String) -> [Xattr] {
+        var size = snapshot_llistxattr(path, nil, 0)
+        guard size > 0 else { return [] }
+        var names = [CChar](repeating: 0, count: size)
+        size = snapshot_llistxattr(path, &names, UInt(size))
+        guard size > 0 else { return [] }
+        var out: [Xattr] = []
+        for raw in names[0..<size].split(separator: 0) {
+            let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard name != "security.selinux" else { continue }
+            let length = snapshot_lgetxattr(path, name, nil, 0)
+            guard length >= 0 else { continue }
+            var value = [UInt8](repeating: 0, count: Int(length))
+            let got = length == 0 ? 0 : snapshot_lgetxattr(path, name, &value, UInt(length))
+            guard got >= 0 else { continue }
+            out.append(Xattr(name: name, value: Array(value[0..<Int(got)])))
+        }
+        return out.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    }
+
+    /// Sets one extended attribute of `path` itself (tests and tools); false with errno.
+    @discardableResult
+    public static func setXattr(_ path: String, _ name: String, _ value: [UInt8]) -> Bool {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return snapshot_fsetxattr(fd, name, value, UInt(value.count)) == 0
     }
 
     /// A file that holds a secret (a password, a key) may be read by its owner only, as

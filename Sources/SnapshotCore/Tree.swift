@@ -47,6 +47,9 @@ public struct Node: Sendable, Equatable {
     public var linkTarget: String
     /// Device nodes: the device number.
     public var rdev: UInt64
+    /// Extended attributes, sorted by name: `user.*`, `trusted.*` (as root), `security.*`
+    /// (file capabilities) and the POSIX ACLs (`system.posix_acl_access`/`_default`).
+    public var xattrs: [Xattr]
 
     public init(name: String, kind: NodeKind) {
         self.name = name
@@ -65,6 +68,18 @@ public struct Node: Sendable, Equatable {
         subtree = nil
         linkTarget = ""
         rdev = 0
+        xattrs = []
+    }
+}
+
+/// One extended attribute of a node.
+public struct Xattr: Sendable, Equatable {
+    public var name: String
+    public var value: [UInt8]
+
+    public init(name: String, value: [UInt8]) {
+        self.name = name
+        self.value = value
     }
 }
 
@@ -77,12 +92,16 @@ public struct Tree: Sendable, Equatable {
         self.nodes = nodes.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
     }
 
+    /// Version 1 has no extended attributes; a tree with any is written as version 2, which
+    /// appends them to every node. A tree without any keeps version 1 bytes (and so its id).
     static let version: UInt8 = 1
+    static let versionWithXattrs: UInt8 = 2
 
     /// The tree blob's bytes (format in docs/design.md, "Trees").
     public func encode() -> [UInt8] {
         var w = ByteWriter(capacity: 64 + nodes.count * 96)
-        w.u8(Tree.version)
+        let withXattrs = nodes.contains { !$0.xattrs.isEmpty }
+        w.u8(withXattrs ? Tree.versionWithXattrs : Tree.version)
         w.uvarint(UInt64(nodes.count))
         for n in nodes {
             w.string(n.name)
@@ -112,6 +131,14 @@ public struct Tree: Sendable, Equatable {
             case .fifo, .socket:
                 break
             }
+            if withXattrs {
+                w.uvarint(UInt64(n.xattrs.count))
+                for x in n.xattrs {
+                    w.string(x.name)
+                    w.uvarint(UInt64(x.value.count))
+                    w.raw(x.value)
+                }
+            }
         }
         return w.bytes
     }
@@ -123,7 +150,7 @@ public struct Tree: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8]) throws -> Tree {
         var r = ByteReader(bytes)
         let v = try r.u8()
-        guard v == version else { throw CoreError.corrupt("tree version \(v)") }
+        guard v == version || v == versionWithXattrs else { throw CoreError.corrupt("tree version \(v)") }
         let count = try r.count(max: r.remaining)
         var nodes: [Node] = []
         nodes.reserveCapacity(count)
@@ -160,6 +187,17 @@ public struct Tree: Sendable, Equatable {
                 n.rdev = try r.uvarint()
             case .fifo, .socket:
                 break
+            }
+            if v == versionWithXattrs {
+                let count = try r.count(max: r.remaining)
+                for _ in 0..<count {
+                    let name = try r.string()
+                    guard !name.isEmpty, !name.utf8.contains(0), n.xattrs.last.map({ $0.name.utf8.lexicographicallyPrecedes(name.utf8) }) ?? true else {
+                        throw CoreError.corrupt("extended attribute names of \"\(n.name.escapingControlCharacters)\" empty, repeated or out of order")
+                    }
+                    let length = try r.count(max: r.remaining)
+                    n.xattrs.append(Xattr(name: name, value: try r.raw(length)))
+                }
             }
             nodes.append(n)
         }

@@ -154,6 +154,7 @@ public final class Archiver: Sendable {
                 continue
             }
             guard var child = FileStat.node(name: name, st) else { continue }
+            if child.kind == .file || child.kind == .directory { child.xattrs = FileStat.xattrs(childPath) }
             let old = parentNodes[name]
             switch child.kind {
             case .directory:
@@ -392,6 +393,7 @@ public final class Archiver: Sendable {
                 guard var node = FileStat.node(name: fileName, (lst.st_mode & S_IFMT) == S_IFLNK ? st : lst) else {
                     throw EngineError.sourceMissing(component: source.name, path: source.path)
                 }
+                node.xattrs = FileStat.xattrs(source.path)
                 state.files = 1
                 state.bytes = node.size
                 progress.bytesTotal.add(Int(node.size), ordering: .relaxed)

@@ -40,6 +40,8 @@ enum FileStat {
         return n
     }
 
+    static func xattrs(_ path: String) -> [Xattr] { POSIX.xattrs(path) }
+
     static func readLink(_ path: String) -> String? {
         var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = buf.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }

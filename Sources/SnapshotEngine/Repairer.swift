@@ -394,6 +394,7 @@ struct Repairer {
         func node(_ path: String, name: String) -> Node? {
             var st = stat()
             guard lstat(path, &st) == 0, var n = FileStat.node(name: name, st) else { return nil }
+            if n.kind == .file || n.kind == .directory { n.xattrs = FileStat.xattrs(path) }
             switch n.kind {
             case .directory:
                 guard let sub = liveTree(path, rootIsFile: false, into: &trees) else { return nil }

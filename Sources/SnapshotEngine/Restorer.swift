@@ -278,11 +278,15 @@ public final class Restorer: Sendable {
     /// directory's descriptor, never following a symlink.
     private func applyMetadata(path: String, node: Node, fd: Int32?, dir: ConfinedDirectory) throws {
         guard let fd else {
+            // Directories: attributes first, as setting them may touch the times.
+            if node.kind == .directory { _ = try dir.setXattrs(node.xattrs, directory: path) }
             try dir.setMetadata(path, uid: node.uid, gid: node.gid, mode: node.mode, mtime: node.mtime, isSymlink: node.kind == .symlink, chown: isRoot)
             return
         }
         if isRoot && fchown(fd, node.uid, node.gid) != 0 { throw RepositoryError.fromErrno(path: path, operation: "chown") }
         if fchmod(fd, mode_t(node.mode)) != 0 { throw RepositoryError.fromErrno(path: path, operation: "chmod") }
+        // After chown, which clears file capabilities (security.capability).
+        _ = try ConfinedDirectory.setXattrs(node.xattrs, fd: fd, path: path)
         var times = [
             timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),
             timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),

@@ -107,3 +107,56 @@ import TestSupport
         try h.expectVerifies()
     }
 }
+
+@Suite struct ExtendedAttributeTests {
+    /// A POSIX access ACL as the kernel stores it in `system.posix_acl_access`: version 2,
+    /// then (tag, permissions, id) entries.
+    static func acl(_ entries: [(tag: UInt16, perm: UInt16, id: UInt32)]) -> [UInt8] {
+        var out: [UInt8] = [2, 0, 0, 0]
+        for e in entries {
+            withUnsafeBytes(of: e.tag.littleEndian) { out += $0 }
+            withUnsafeBytes(of: e.perm.littleEndian) { out += $0 }
+            withUnsafeBytes(of: e.id.littleEndian) { out += $0 }
+        }
+        return out
+    }
+
+    @Test func extendedAttributesAndACLsSurviveARestore() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/model.bin", Fixture.bytes(200_000, seed: 1))
+        Fixture.write(h.source + "/shared/notes.txt", Array("notes\n".utf8))
+        Fixture.write(h.source + "/plain.txt", Array("no attributes\n".utf8))
+        guard POSIX.setXattr(h.source + "/model.bin", "user.checksum", Array("sha256:abc".utf8)) else {
+            return  // a file system without user xattrs: nothing to keep
+        }
+        POSIX.setXattr(h.source + "/model.bin", "user.empty", [])
+        // user rw, user 1234 r, group r, mask r, other none; the directory also gets a default ACL.
+        let access = Self.acl([(0x01, 6, UInt32.max), (0x02, 4, 1234), (0x04, 4, UInt32.max), (0x10, 4, UInt32.max), (0x20, 0, UInt32.max)])
+        let hasACLs = POSIX.setXattr(h.source + "/shared/notes.txt", "system.posix_acl_access", access)
+        if hasACLs { POSIX.setXattr(h.source + "/shared", "system.posix_acl_default", access) }
+        // A file capability (cap_net_bind_service, permitted and effective): root only.
+        let capability: [UInt8] = [0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        let hasCaps = geteuid() == 0 && POSIX.setXattr(h.source + "/model.bin", "security.capability", capability)
+        let wanted = [h.source + "/model.bin", h.source + "/shared/notes.txt", h.source + "/shared", h.source + "/plain.txt"].map { POSIX.xattrs($0) }
+        #expect(wanted[0].contains { $0.name == "user.checksum" } && (!hasCaps || wanted[0].contains { $0.name == "security.capability" }))
+
+        let record = try h.create(type: .full)
+        let out = h.dir.sub("out")
+        _ = try h.restore(record.id, to: out)
+        let restored = [out + "/src/model.bin", out + "/src/shared/notes.txt", out + "/src/shared", out + "/src/plain.txt"].map { POSIX.xattrs($0) }
+        #expect(restored == wanted, "\(restored) != \(wanted)")
+        #expect(!hasACLs || restored[1].contains { $0.name == "system.posix_acl_access" })
+        #expect(try POSIX.readFile(out + "/src/model.bin") == Fixture.bytes(200_000, seed: 1))
+        try h.expectVerifies()
+    }
+
+    @Test func aTreeWithoutAttributesKeepsItsFormerBytes() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/a.txt", Array("a\n".utf8))
+        let record = try h.create(type: .full)
+        let repo = try h.open()
+        let manifest = try SnapshotCatalog(repositoryPath: h.repoPath).readManifest(record)
+        let bytes = try BlobReader(repository: repo).read(try #require(manifest.components["src"]).treeID)
+        #expect(bytes.first == 1, "a tree with no extended attributes is still written as version 1")
+    }
+}
