@@ -3,6 +3,7 @@ import Foundation
 import SnapshotCore
 import SnapshotEngine
 import SnapshotMQTT
+import Synchronization
 
 /// A command addressed to this agent, decoded and validated.
 public struct Command: Sendable {
@@ -69,9 +70,26 @@ public enum Routing: Sendable {
 /// signatures for destructive actions, and restore-target confinement.
 public struct CommandParser: Sendable {
     public let settings: AgentSettings
+    /// Signatures (user property) seen in the replay window, with when they were seen.
+    let seenSignatures = SeenSignatures()
 
     public init(settings: AgentSettings) {
         self.settings = settings
+    }
+
+    /// How far a signed command's `"ts"` may be from the agent's clock, either way.
+    public static let replayWindow: Double = 300
+
+    final class SeenSignatures: Sendable {
+        private let seen = Mutex<[String: Double]>([:])
+
+        /// Records `signature` at `now`; false when it was already seen in the window.
+        func insert(_ signature: String, now: Double) -> Bool {
+            seen.withLock { s in
+                s = s.filter { now - $0.value <= CommandParser.replayWindow }
+                return s.updateValue(now, forKey: signature) == nil
+            }
+        }
     }
 
     /// How one action's payload becomes work: the fields it accepts (besides `request_id`
@@ -187,14 +205,33 @@ public struct CommandParser: Sendable {
             }
             requestID = s
         }
-        let unknown = object.keys.filter { !allowed.contains($0) && $0 != "request_id" && $0 != "signature" }.sorted()
+        let unknown = object.keys.filter { !allowed.contains($0) && $0 != "request_id" && $0 != "signature" && $0 != "ts" }.sorted()
         guard unknown.isEmpty else {
             return reject("bad_payload", "unknown field\(unknown.count > 1 ? "s" : "") \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")) for \(action) (fields: \(allowed.sorted().joined(separator: ", ")))", requestID: requestID)
         }
         guard settings.allow.contains(action) else {
             return reject("not_allowed", "action \(action) is not in mqtt.allow on agent \(settings.id)", requestID: requestID)
         }
-        if let key = settings.hmacKey, AgentSettings.destructive.contains(action) {
+        if let key = settings.hmacKey, AgentSettings.destructive.contains(action),
+            let signed = message.userProperties.last(where: { $0.name == "signature" })?.value
+        {
+            // MQTT v5: the hex HMAC-SHA256 of the raw payload, which carries "ts".
+            guard Self.equalInConstantTime(Self.hmacHex(message.payload, key: key), signed.lowercased()) else {
+                return reject("bad_signature", "the signature user property does not match the payload", requestID: requestID)
+            }
+            guard let ts = (object["ts"] as? NSNumber)?.doubleValue, ts.isFinite else {
+                return reject("bad_signature", "a payload signed with the signature user property needs \"ts\" (Unix seconds)", requestID: requestID)
+            }
+            let now = Date().timeIntervalSince1970
+            guard abs(now - ts) <= Self.replayWindow else {
+                return reject("bad_signature", "\"ts\" is \(Int(now - ts)) s from the agent's clock (at most \(Int(Self.replayWindow)) s)", requestID: requestID)
+            }
+            // A redelivery carries its request_id and is answered from the ledger; a signed
+            // message without one runs once.
+            guard requestID != nil || seenSignatures.insert(signed.lowercased(), now: now) else {
+                return reject("bad_signature", "this signed message was already received (replay)", requestID: requestID)
+            }
+        } else if let key = settings.hmacKey, AgentSettings.destructive.contains(action) {
             guard let signature = object["signature"] as? String else {
                 return reject("bad_signature", "\(action) requires a \"signature\" (HMAC-SHA256, see topics.md)", requestID: requestID)
             }
@@ -205,6 +242,7 @@ public struct CommandParser: Sendable {
         var fields = object
         fields.removeValue(forKey: "request_id")
         fields.removeValue(forKey: "signature")
+        fields.removeValue(forKey: "ts")
         let work: Command.Work
         do {
             work = try spec.decode(try JSONSerialization.data(withJSONObject: fields), self)
@@ -271,7 +309,16 @@ public struct CommandParser: Sendable {
 
     /// Hex HMAC-SHA256 of the signing text.
     public static func sign(action: String, fields: [String: Any], key: [UInt8]) -> String {
-        let text = signingText(action: action, fields: fields)
+        hmacHex(signingText(action: action, fields: fields), key: key)
+    }
+
+    static func equalInConstantTime(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        return x.count == y.count && CRYPTO_memcmp(x, y, x.count) == 0
+    }
+
+    /// Hex HMAC-SHA256 of `text` (also the v5 user property's value over the raw payload).
+    public static func hmacHex(_ text: [UInt8], key: [UInt8]) -> String {
         var out = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
         _ = key.withUnsafeBytes { k in

@@ -44,6 +44,18 @@ public struct KeyFile: Codable, Sendable {
     public static let defaultN: UInt64 = 1 << 15
     public static let defaultR: UInt64 = 8
     public static let defaultP: UInt64 = 3
+
+    public init(id: String, created: String, hostname: String, kdf: String, n: UInt64, r: UInt64, p: UInt64, salt: String, data: String) {
+        self.id = id
+        self.created = created
+        self.hostname = hostname
+        self.kdf = kdf
+        self.n = n
+        self.r = r
+        self.p = p
+        self.salt = salt
+        self.data = data
+    }
 }
 
 /// What `key list` shows.
@@ -112,8 +124,15 @@ public final class Keyring: Sendable {
         throw RepositoryError.key(path: repositoryPath, detail: "wrong password: no key in .store/keys opens with it")
     }
 
-    static func open(_ file: KeyFile, password: [UInt8]) -> [UInt8]? {
-        guard file.kdf == "scrypt", let salt = Data(base64Encoded: file.salt), let data = Data(base64Encoded: file.data),
+    /// scrypt parameters a key file may ask for: a forged one must not make the unlock take
+    /// hours or gigabytes (N a power of two from 2^10 to 2^22, r ≤ 32, p ≤ 16, ≤ 1 GiB).
+    static func acceptable(_ file: KeyFile) -> Bool {
+        file.n >= 1 << 10 && file.n <= 1 << 22 && file.n & (file.n - 1) == 0 && (1...32).contains(file.r) && (1...16).contains(file.p)
+            && 128 * file.r * file.n <= 1 << 30
+    }
+
+    public static func open(_ file: KeyFile, password: [UInt8]) -> [UInt8]? {
+        guard file.kdf == "scrypt", acceptable(file), let salt = Data(base64Encoded: file.salt), let data = Data(base64Encoded: file.data),
             let wrap = Crypto.scrypt(password: password, salt: Array(salt), n: file.n, r: file.r, p: file.p),
             let material = Crypto.open(Array(data), key: wrap, context: "key"), material.count == 2 * Crypto.keySize
         else { return nil }

@@ -329,6 +329,7 @@ public final class Repository: Sendable {
 /// Reads and decodes blobs. Not thread-safe: one per thread (it owns a zstd context).
 public final class BlobReader {
     let repository: Repository
+    static let maxBlobSize = 1 << 30
     private let compressor = Compressor(level: 1)
 
     public init(repository: Repository) {
@@ -364,6 +365,11 @@ public final class BlobReader {
         let fd = try repository.packDescriptor(location.pack)
         let length = Int(location.length)
         guard length >= 1 else { throw RepositoryError.corrupt(file: file, detail: "empty entry at \(location.offset)") }
+        // No blob is near this size (chunks are at most 2 MiB, trees tens of MiB): a larger
+        // length in an index is damage, not a reason to allocate gigabytes.
+        guard length <= Self.maxBlobSize, Int(location.rawLength) <= Self.maxBlobSize else {
+            throw RepositoryError.corrupt(file: file, detail: "entry at \(location.offset) claims \(max(length, Int(location.rawLength))) bytes, more than any blob")
+        }
         if scratch.count < length { scratch = [UInt8](repeating: 0, count: max(length, 1 << 20)) }
         try scratch.withUnsafeMutableBytes { buf in
             try POSIX.preadExactly(fd, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<length]), offset: Int(location.offset), path: file)

@@ -155,4 +155,39 @@ import TestSupport
         #expect(String(decoding: CommandParser.signingText(action: "delete", fields: ["snapshot": "a/b", "request_id": "x", "signature": "zz"]), as: UTF8.self)
             == "delete\n{\"request_id\":\"x\",\"snapshot\":\"a/b\"}")
     }
+
+    @Test func aV5SignatureUserPropertySignsTheRawPayloadWithinAReplayWindow() {
+        let key = Array("s3cret".utf8)
+        let p = parser(key: key)
+        func send(_ payload: String, signature: String?) -> Routing {
+            var m = MQTTMessage(topic: "snapshots/cmd/delete", payload: Array(payload.utf8), qos: 1)
+            if let signature { m.userProperties = [MQTTUserProperty(name: "signature", value: signature)] }
+            return p.route(m)
+        }
+        func sig(_ payload: String) -> String { CommandParser.hmacHex(Array(payload.utf8), key: key) }
+        let now = Int(Date().timeIntervalSince1970)
+        // Any byte layout: the raw payload is what is signed (spaces, key order and all).
+        let body = "{ \"snapshot\": \"2026-01-01_00-00-00\",  \"ts\": \(now) }"
+        guard case .accept = send(body, signature: sig(body)) else {
+            Issue.record("a correctly signed delete was rejected: \(send(body, signature: sig(body)))")
+            return
+        }
+        // Once only without a request_id: a replay is refused.
+        #expect(rejection(send(body, signature: sig(body)))?.message.contains("replay") == true)
+        // With a request_id a redelivery is let through (the ledger answers it, never runs it twice).
+        let withID = "{\"snapshot\":\"x\",\"ts\":\(now),\"request_id\":\"r9\"}"
+        guard case .accept = send(withID, signature: sig(withID)), case .accept = send(withID, signature: sig(withID)) else {
+            Issue.record("a redelivered signed request was refused")
+            return
+        }
+        let tampered = body.replacingOccurrences(of: "2026", with: "2025")
+        #expect(rejection(send(tampered, signature: sig(body)))?.code == "bad_signature")
+        let stale = "{\"snapshot\":\"x\",\"ts\":\(now - 301)}"
+        #expect(rejection(send(stale, signature: sig(stale)))?.message.contains("from the agent's clock") == true)
+        let future = "{\"snapshot\":\"x\",\"ts\":\(now + 301)}"
+        #expect(rejection(send(future, signature: sig(future)))?.code == "bad_signature")
+        let noTime = "{\"snapshot\":\"x\"}"
+        #expect(rejection(send(noTime, signature: sig(noTime)))?.message.contains("needs \"ts\"") == true)
+        #expect(rejection(send(noTime, signature: nil))?.code == "bad_signature")
+    }
 }

@@ -122,14 +122,17 @@ import TestSupport
             let r = try run(block, in: project, broker: broker, timeout: 60)
             #expect(r.status == 0, "\(block.file):\(block.line) exited \(r.status):\n\(r.stderr)")
         }
-        let end = Date().addingTimeInterval(20)
-        var signed: [String: Any]?
-        while signed == nil && Date() < end {
-            signed = responses.lock.withLock { responses.documents.first { $0["request_id"] as? String == "r-42" } }
-            try await Task.sleep(nanoseconds: 20_000_000)
+        // Both recipes: the canonical-JSON field (r-42) and the v5 user property (r-43).
+        for rid in ["r-42", "r-43"] {
+            let end = Date().addingTimeInterval(20)
+            var signed: [String: Any]?
+            while signed == nil && Date() < end {
+                signed = responses.lock.withLock { responses.documents.first { $0["request_id"] as? String == rid } }
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            let code = (signed?["error"] as? [String: Any])?["code"] as? String
+            #expect(signed != nil && code != "bad_signature", "signed restore \(rid): \(String(describing: signed))")
         }
-        let code = (signed?["error"] as? [String: Any])?["code"] as? String
-        #expect(signed != nil && code != "bad_signature", "signed restore: \(String(describing: signed))")
         #expect(try CLI.run(["verify", "--all", "--read-data"], in: project).status == 0)
     }
 
