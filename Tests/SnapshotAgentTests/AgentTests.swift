@@ -89,6 +89,51 @@ import TestSupport
         #expect(try CLI.run(["--config", h.config, "list"]).status == 77)
     }
 
+    /// The ACL topics.md documents, exactly as written there, on a real mosquitto: the agent
+    /// and an operator get their work done; a dashboard and the agent's own account cannot
+    /// send commands.
+    @Test func theDocumentedACLConfinesAgentOperatorAndDashboard() async throws {
+        let doc = String(decoding: try POSIX.readFile(CLI.projectRoot + "/topics.md"), as: UTF8.self)
+        let section = try #require(doc.components(separatedBy: "## A mosquitto ACL").dropFirst().first)
+        let acl = try #require(section.components(separatedBy: "```").dropFirst().first).trimmingCharacters(in: .newlines)
+        let dir = TemporaryDirectory("snapshot-acl")
+        Fixture.write(dir.sub("acl"), Array((acl + "\n").utf8))
+        let made = try CLI.shell("mosquitto_passwd -b -c passwd snapshot-agent agent-pw && mosquitto_passwd -b passwd operator op-pw && mosquitto_passwd -b passwd dashboard dash-pw", in: dir.path)
+        #expect(made.status == 0, "\(made.stderr)")
+        let broker = try TestBroker(listenerOptions: ["password_file \(dir.sub("passwd"))", "acl_file \(dir.sub("acl"))"])
+        Fixture.write(dir.sub("agent.pass"), Array("agent-pw\n".utf8), mode: 0o600)
+        Fixture.write(dir.sub("data/a.txt"), Array("hello\n".utf8))
+        Fixture.write(dir.sub("snapshots.yaml"), Array("""
+            root: \(dir.path)
+            repository: \(dir.sub("repo"))
+            components:
+              data: {path: data}
+            types:
+              data: [data]
+            mqtt:
+              broker: \(broker.url)
+              username: snapshot-agent
+              password_file: \(dir.sub("agent.pass"))
+
+            """.utf8))
+        let agent = try ChildProcess(CLI.binary, ["--config", dir.sub("snapshots.yaml"), "agent", "--id", "host1"], logFile: dir.sub("agent.log"))
+        defer { agent.stop() }
+        func mqtt(_ command: String) throws -> CLI.Result { try CLI.shell(command + " -h 127.0.0.1 -p \(broker.port)", in: dir.path) }
+        let online = try mqtt("mosquitto_sub -V 5 -u dashboard -P dash-pw -t snapshots/status/host1/availability -C 1 -W 20")
+        #expect(online.stdout.contains("online"), "\(online.stderr) \(agent.isRunning) \((try? String(contentsOfFile: dir.sub("agent.log"), encoding: .utf8)) ?? "")")
+        // The operator sends a command and gets its final reply on its own reply topic.
+        let reply = try mqtt(#"mosquitto_rr -V 5 -u operator -P op-pw -t snapshots/cmd/host1/create -e reply/op -m '{"type":"data","request_id":"acl-1"}' -W 60"#)
+        #expect(reply.stdout.contains("\"succeeded\""), "\(reply.stdout) \(reply.stderr)")
+        // The dashboard and the agent's own account may not send commands: the broker says so.
+        let dashboard = try mqtt(#"mosquitto_pub -V 5 -q 1 -u dashboard -P dash-pw -t snapshots/cmd/host1/delete -m '{"snapshot":"latest"}'"#)
+        #expect(dashboard.stderr.contains("Not authorized"), "\(dashboard.stderr)")
+        let asAgent = try mqtt(#"mosquitto_pub -V 5 -q 1 -u snapshot-agent -P agent-pw -t snapshots/cmd/host1/delete -m '{"snapshot":"latest"}'"#)
+        #expect(asAgent.stderr.contains("Not authorized"), "\(asAgent.stderr)")
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["--config", dir.sub("snapshots.yaml"), "list", "--json"]).stdout.utf8)) as? [Any])
+        #expect(list.count == 1)
+        #expect(try CLI.run(["--config", dir.sub("snapshots.yaml"), "verify", "--all", "--read-data"]).status == 0)
+    }
+
     @Test func outsideTextCannotForgeLogLines() async throws {
         let h = try await AgentHarness()
         defer { h.stop() }
