@@ -243,7 +243,7 @@ public struct SnapshotCatalog: Sendable {
         let all = try self.all(type: narrowed)
         let what = narrowed.map { "\($0) snapshots" } ?? "snapshots"
         if reference == "latest" {
-            guard let r = all.first(where: { $0.type != .preRestore || narrowed == .preRestore }) else {
+            guard let r = all.first(where: { ($0.type != .preRestore && $0.type != .sanitized) || narrowed != nil }) else {
                 throw RepositoryError.snapshotNotFound(reference: narrowed.map { "\($0)/latest" } ?? reference, detail: "the repository has no \(what)")
             }
             return r

@@ -137,6 +137,10 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     public var repairedFrom: String?
     public var lost: [String]?
     public var healed: [String]?
+    /// A snapshot made by `sanitize`: the snapshot it was made from, and how many values each
+    /// rule replaced.
+    public var sanitizedFrom: String?
+    public var sanitized: [String: Int]?
 
     /// The value of `version`: the metadata format.
     public static let currentVersion = "1"
@@ -176,7 +180,8 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         case parent, hostname, tags, auto, manifest, verified
         case orchestrator, workers, collections, models
         case repairedFrom = "repaired_from"
-        case lost, healed
+        case lost, healed, sanitized
+        case sanitizedFrom = "sanitized_from"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -201,6 +206,8 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         repairedFrom = try c.decodeIfPresent(String.self, forKey: .repairedFrom)
         lost = try c.decodeIfPresent([String].self, forKey: .lost)
         healed = try c.decodeIfPresent([String].self, forKey: .healed)
+        sanitizedFrom = try c.decodeIfPresent(String.self, forKey: .sanitizedFrom)
+        sanitized = try c.decodeIfPresent([String: Int].self, forKey: .sanitized)
         if let workers = try c.decodeIfPresent(Int.self, forKey: .workers) {
             summary = SystemSummary(
                 orchestrator: try c.decodeIfPresent(Int.self, forKey: .orchestrator) ?? 0, workers: workers,
@@ -231,6 +238,8 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         try c.encodeIfPresent(repairedFrom, forKey: .repairedFrom)
         try c.encodeIfPresent(lost, forKey: .lost)
         try c.encodeIfPresent(healed, forKey: .healed)
+        try c.encodeIfPresent(sanitizedFrom, forKey: .sanitizedFrom)
+        try c.encodeIfPresent(sanitized, forKey: .sanitized)
         if let summary {
             try c.encode(summary.orchestrator, forKey: .orchestrator)
             try c.encode(summary.workers, forKey: .workers)

@@ -15,6 +15,8 @@ public struct SnapshotType: Hashable, Comparable, Sendable, Codable, CustomStrin
     public static let continuous = SnapshotType(known: "continuous")
     /// What an in-place restore takes first; never `latest`, never configured.
     public static let preRestore = SnapshotType(known: "pre-restore")
+    /// What `sanitize` makes: a redacted copy, never `latest`, never restored by accident.
+    public static let sanitized = SnapshotType(known: "sanitized")
 
     /// The types a default configuration captures.
     public static let builtIn: [SnapshotType] = [.system, .config, .data, .models, .full, .incremental, .differential]

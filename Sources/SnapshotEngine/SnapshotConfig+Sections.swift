@@ -97,6 +97,27 @@ extension SnapshotConfig {
         }
     }
 
+    /// `sanitize:` — `patterns: [{name, regex}]` and `keys: [...]`; every regex must compile.
+    mutating func readSanitize(_ v: Yams.Node, _ r: ConfigReader) throws {
+        let m = try r.mapping(v, "sanitize", allowed: ["patterns", "keys"])
+        if let p = m["patterns"] {
+            guard case .sequence(let items) = p else { throw r.error(p, "sanitize.patterns must be a list of {name, regex}") }
+            for item in items {
+                let e = try r.mapping(item, "sanitize.patterns item", allowed: ["name", "regex"])
+                guard let n = e["name"], let x = e["regex"] else { throw r.error(item, "sanitize.patterns items need name and regex") }
+                let name = try r.string(n, "sanitize.patterns name"), regex = try r.string(x, "sanitize.patterns regex")
+                guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else { throw r.error(n, "sanitize.patterns name \"\(name)\" must be letters, digits or '_'") }
+                do {
+                    _ = try NSRegularExpression(pattern: regex)
+                } catch {
+                    throw r.error(x, "sanitize.patterns \(name): not a valid regular expression")
+                }
+                sanitizePatterns.append((name, regex))
+            }
+        }
+        if let k = m["keys"] { sanitizeKeys = try r.strings(k, "sanitize.keys").filter { !$0.isEmpty } }
+    }
+
     /// `hooks:` — the restore hooks.
     mutating func readHooks(_ v: Yams.Node, _ r: ConfigReader) throws {
         let m = try r.mapping(v, "hooks", allowed: ["stop_services", "start_services", "health_check"])

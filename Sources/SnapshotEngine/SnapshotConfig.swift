@@ -49,6 +49,9 @@ public struct SnapshotConfig: Sendable {
     public var alerts: String
     /// `environments:` — where `test-recovery --environment NAME` restores, and its check.
     public var environments: [String: RecoveryEnvironment] = [:]
+    /// `sanitize:` — PII rules of one's own besides the built-in ones.
+    public var sanitizePatterns: [(name: String, regex: String)] = []
+    public var sanitizeKeys: [String] = []
 
     public func component(_ name: String) -> ComponentSource? {
         components.first { $0.name == name }?.source
@@ -117,7 +120,7 @@ public struct SnapshotConfig: Sendable {
         }
         let r = ConfigReader(file: file)
         guard let node else { return defaults(root: workingDirectory) }
-        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments"])
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments", "sanitize"])
         var rootDir = workingDirectory
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
@@ -134,6 +137,7 @@ public struct SnapshotConfig: Sendable {
         if let v = top["components"] { try config.readComponents(v, r) }
         if let v = top["types"] { try config.readTypes(v, r) }
         if let v = top["environments"] { try config.readEnvironments(v, r) }
+        if let v = top["sanitize"] { try config.readSanitize(v, r) }
         if let v = top["hooks"] { try config.readHooks(v, r) }
         if let v = top["mqtt"] { try config.readMQTT(v, r) }
         if let v = top["schedule"] { try config.readSchedule(v, r) }

@@ -224,6 +224,41 @@ import TestSupport
         try p.expectVerifies()
     }
 
+    @Test func sanitizeSnapshotMakesARedactedCopyAndLeavesTheOriginal() throws {
+        let p = try Project(extra: "sanitize: {patterns: [{name: employee_id, regex: \"EMP-[0-9]{6}\"}], keys: [ssn]}")
+        let corpus = CLI.projectRoot + "/Tests/Fixtures/pii"
+        for f in ["agents.yaml", "worker.env", "payload.json"] { Fixture.write(p.dir.sub("data/" + f), try POSIX.readFile(corpus + "/" + f)) }
+        Fixture.write(p.dir.sub("data/people.txt"), Array("owner EMP-004211, ssn: 078-05-1120, mail ada.lovelace@example.com\n".utf8))
+        Fixture.write(p.dir.sub("data/blob.bin"), [0, 1, 2] + Array("ada.lovelace@example.com".utf8))
+        let id = try p.cli(["create", "--type", "nightly"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let original = try p.cli(["cat", "--snapshot", id, "data/agents.yaml"]).stdout
+
+        let r = try p.script("sanitize_snapshot.sh", ["--snapshot", id, "--remove-pii", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let made = try #require(try p.json(r) as? [String: Any])
+        let copy = try #require(made["snapshot_id"] as? String)
+        #expect(made["type"] as? String == "sanitized" && made["sanitized_from"] as? String == id)
+        let counts = try #require(made["sanitized"] as? [String: Int])
+        #expect(counts["email"] ?? 0 >= 3 && counts["employee_id"] == 1 && counts["aws_access_key"] == 1 && (counts["secret_field"] ?? 0) >= 4, "\(counts)")
+        let yaml = try p.cli(["cat", "--snapshot", copy, "data/agents.yaml"]).stdout
+        #expect(!yaml.contains("ada.lovelace@example.com") && !yaml.contains("hunter2") && yaml.contains("email: [REDACTED:email]") && yaml.contains("max_tokens: 4096"))
+        let people = try p.cli(["cat", "--snapshot", copy, "data/people.txt"]).stdout
+        #expect(people == "owner [REDACTED:employee_id], ssn: [REDACTED:secret_field], mail [REDACTED:email]\n", "\(people)")
+        // Binary files are copied as they are; the original snapshot is untouched and stays latest.
+        #expect(try p.cli(["cat", "--snapshot", copy, "data/blob.bin"]).stdout.contains("ada.lovelace@example.com"))
+        #expect(try p.cli(["cat", "--snapshot", id, "data/agents.yaml"]).stdout == original)
+        #expect(try p.cli(["show", "--snapshot", "latest", "--json"]).stdout.contains("\"snapshot_id\" : \"\(id)\""))
+        // --anonymize: one value, one pseudonym, in every file.
+        let a = try p.script("sanitize_snapshot.sh", ["--snapshot", id, "--anonymize"])
+        #expect(a.status == 0, "\(a.stderr)")
+        let anon = a.stdout.split(separator: "\n").first.map(String.init) ?? ""
+        let y = try p.cli(["cat", "--snapshot", anon, "data/agents.yaml"]).stdout, t = try p.cli(["cat", "--snapshot", anon, "data/people.txt"]).stdout
+        let pseudonym = try #require(y.split(separator: "\n").first { $0.contains("email: user-") }?.split(separator: " ").last.map(String.init))
+        #expect(t.contains(pseudonym), "\(pseudonym) not in \(t)")
+        #expect(try p.cli(["sanitize", "--snapshot", id]).status == 64)
+        try p.expectVerifies()
+    }
+
     @Test func oneDamagedIndexFileBlocksOnlyWhatItNamed() throws {
         let p = try Project()
         Fixture.write(p.dir.sub("a/one.bin"), Fixture.bytes(150_000, seed: 11))
