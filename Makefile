@@ -4,7 +4,7 @@ SWIFT    ?= swift
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN      := .build/release/snapshot
 DEB_BUILD := pkg-config libzstd-dev libssl-dev libmosquitto-dev openssl
-DEB_TEST  := $(DEB_BUILD) mosquitto mosquitto-clients python3
+DEB_TEST  := $(DEB_BUILD) mosquitto mosquitto-clients python3 age
 DEB_BENCH := $(DEB_BUILD) restic borgbackup time python3
 BENCH_SIZE_MB     ?= 1024
 BENCH_SMALL_FILES ?= 50000

@@ -58,6 +58,23 @@ public enum POSIX {
         try syncDirectory(parent(of: path))
     }
 
+    /// Reads up to `count` bytes (fewer only at the end of the file).
+    public static func readUpTo(_ fd: Int32, _ count: Int, path: String) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw RepositoryError.fromErrno(path: path, operation: "read")
+            }
+            if n == 0 { break }
+            done += n
+        }
+        out.removeLast(count - done)
+        return out
+    }
+
     /// Writes all of `bytes` at the current offset.
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
         try bytes.withUnsafeBytes { try writeAll(fd, $0, path: path) }
