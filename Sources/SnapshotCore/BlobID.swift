@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import COpenSSL
 
 /// A 32-byte content identifier: the SHA-256 of a blob's plaintext.
@@ -48,6 +51,28 @@ public struct BlobID: Hashable, Sendable, Comparable, CustomStringConvertible {
             var size: UInt32 = 0
             let ok = EVP_Digest(data.baseAddress, data.count, out.baseAddress, &size, Digest.sha256, nil)
             precondition(ok == 1 && size == 32, "EVP_Digest failed")
+        }
+        return withUnsafeBytes(of: &digest) { BlobID(bytes: $0) }
+    }
+
+    /// The SHA-256 of a whole file, read 1 MiB at a time.
+    public static func hashFile(_ path: String) throws -> BlobID {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
+        defer { close(fd) }
+        let ctx = EVP_MD_CTX_new()!
+        defer { EVP_MD_CTX_free(ctx) }
+        EVP_DigestInit_ex(ctx, Digest.sha256, nil)
+        while true {
+            let chunk = try POSIX.readUpTo(fd, 1 << 20, path: path)
+            if chunk.isEmpty { break }
+            chunk.withUnsafeBytes { _ = EVP_DigestUpdate(ctx, $0.baseAddress, $0.count) }
+            if chunk.count < 1 << 20 { break }
+        }
+        var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &digest) { out in
+            var size: UInt32 = 0
+            EVP_DigestFinal_ex(ctx, out.baseAddress!.assumingMemoryBound(to: UInt8.self), &size)
         }
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0) }
     }

@@ -259,6 +259,62 @@ import TestSupport
         try p.expectVerifies()
     }
 
+    @Test func exportImportAndRestoreFromBackupWithAgeAndTar() throws {
+        let p = try Project()
+        Fixture.write(p.dir.sub("data/model.bin"), Fixture.bytes(300_000, seed: 31))
+        Fixture.write(p.dir.sub("data/deep/very/" + String(repeating: "long-name-", count: 12) + ".txt"), Array("long\n".utf8))
+        let id = try p.cli(["create", "--type", "nightly", "--name", "golden", "--tag", "owner=ops"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let expected = p.dir.sub("expected")
+        #expect(try p.cli(["restore", "--snapshot", id, "--target", expected]).status == 0)
+        let key = p.dir.sub("key.txt")
+        #expect(try CLI.shell("age-keygen -o key.txt 2>/dev/null", in: p.dir.path).status == 0)
+        let recipient = try #require(String(decoding: try POSIX.readFile(key), as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("# public key: ") }?.dropFirst(14))
+
+        for name in ["b.tar.zst", "b.tar.gz", "b.tar", "b.tar.zst.age"] {
+            let out = p.dir.sub("exports/" + name)
+            try POSIX.makeDirectories(p.dir.sub("exports"))
+            let r = try p.cli(["export", "--snapshot", id, "--output", out] + (name.hasSuffix(".age") ? ["--recipient", String(recipient)] : []))
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+        }
+        // Each written whole under a temporary name: only the archives are left.
+        #expect(try POSIX.listDirectory(p.dir.sub("exports")).sorted() == ["b.tar", "b.tar.gz", "b.tar.zst", "b.tar.zst.age"])
+        // The age file decrypts with the real age tool to the same bytes as a plain export would hold.
+        #expect(try CLI.shell("age -d -i \(key) \(p.dir.sub("exports/b.tar.zst.age")) > dec.tar.zst", in: p.dir.path).status == 0)
+        let untar = p.dir.sub("untar")
+        try POSIX.makeDirectories(untar)
+        #expect(try CLI.shell("tar -xzf \(p.dir.sub("exports/b.tar.gz")) -C \(untar) && cd \(untar)/snapshot && sha256sum --quiet -c SHA256SUMS", in: p.dir.path).status == 0)
+        #expect(TreeComparison.differences(expected + "/data", untar + "/snapshot/data") == [])
+        let imported = p.dir.sub("imported")
+        try POSIX.makeDirectories(imported)
+        #expect(try CLI.shell("tar -xf \(p.dir.sub("exports/b.tar")) -C \(imported)", in: p.dir.path).status == 0)
+
+        // Into another repository: restore_from_backup.sh imports, then restores.
+        let other = p.dir.sub("other-repo")
+        for archive in ["b.tar.gz", "b.tar.zst", "dec.tar.zst"] {
+            let path = archive == "dec.tar.zst" ? p.dir.sub(archive) : p.dir.sub("exports/" + archive)
+            let target = p.dir.sub("restored-" + archive)
+            let r = try CLI.script("restore_from_backup.sh", ["--backup", path, "--target", target], environment: ["SNAPSHOT_REPO": other, "SNAPSHOT_CONFIG": p.config])
+            #expect(r.status == 0, "\(archive): \(r.stdout) \(r.stderr)")
+            #expect(TreeComparison.differences(expected + "/data", target + "/data") == [], "\(archive)")
+        }
+        let listed = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["--repo", other, "--config", p.config, "list", "--json"]).stdout.utf8)) as? [[String: Any]])
+        #expect(listed.count == 3 && listed.allSatisfy { $0["type"] as? String == "nightly" })
+        #expect(listed.contains { $0["name"] as? String == "golden" } && listed.allSatisfy { ($0["tags"] as? [String: String])?["owner"] == "ops" })
+        #expect(listed.allSatisfy { ($0["timestamp"] as? String) == (try? p.json(try p.cli(["show", "--snapshot", id, "--json"])) as? [String: Any])?["timestamp"] as? String })
+
+        // A changed byte, or an unlisted file, and nothing is imported.
+        Fixture.write(imported + "/snapshot/data/a.txt", Array("tampered\n".utf8))
+        #expect(try CLI.shell("tar -cf tampered.tar -C \(imported) snapshot", in: p.dir.path).status == 0)
+        let bad = try CLI.run(["--repo", other, "--config", p.config, "import", p.dir.sub("tampered.tar")])
+        #expect(bad.status == 65 && bad.stderr.contains("snapshot/data/a.txt does not match its SHA-256"), "\(bad.stderr)")
+        let age = try CLI.run(["--repo", other, "--config", p.config, "import", p.dir.sub("exports/b.tar.zst.age")])
+        #expect(age.status == 65 && age.stderr.contains("age-encrypted: decrypt it first"), "\(age.stderr)")
+        #expect(try CLI.run(["--repo", other, "--config", p.config, "export", "--snapshot", "latest", "--output", p.dir.sub("x.zip")]).status == 64)
+        #expect(try CLI.run(["--repo", other, "--config", p.config, "list", "--json"]).stdout.components(separatedBy: "\"snapshot_id\"").count == 4)
+        #expect(try CLI.run(["--repo", other, "--config", p.config, "verify", "--all", "--read-data"]).status == 0)
+        try p.expectVerifies()
+    }
+
     @Test func oneDamagedIndexFileBlocksOnlyWhatItNamed() throws {
         let p = try Project()
         Fixture.write(p.dir.sub("a/one.bin"), Fixture.bytes(150_000, seed: 11))
