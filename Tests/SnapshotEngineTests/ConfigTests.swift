@@ -24,7 +24,7 @@ import TestSupport
     }
 
     @Test func badInputNamesFileLineAndKey() {
-        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, environments, hooks, mqtt, prune, repository, retention, root, schedule, timezone, types)")
+        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, environments, hooks, mqtt, prune, repository, retention, root, sanitize, schedule, timezone, types)")
         #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
         #expect(error("compression: {level: 40}\n").contains("1..19"))
         #expect(error("components:\n  a: {path: x}\n  a: {path: y}\n") == "snapshots.yaml:3: duplicate key \"a\"")
