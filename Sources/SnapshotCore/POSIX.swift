@@ -147,6 +147,10 @@ public enum POSIX {
     public static func listDirectory(_ path: String) throws -> [String] {
         guard let dir = opendir(path) else { throw RepositoryError.fromErrno(path: path, operation: "open directory") }
         defer { closedir(dir) }
+        return names(in: dir)
+    }
+
+    private static func names(in dir: OpaquePointer) -> [String] {
         var names: [String] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
@@ -167,14 +171,7 @@ public enum POSIX {
         }
         defer { closedir(dir) }
         rewinddir(dir)
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                POSIX.string(fromNulTerminated: raw)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        return names(in: dir)
     }
 
     /// The extended attributes of `path` itself (never a symlink's target), sorted by name;

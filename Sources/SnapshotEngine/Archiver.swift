@@ -462,16 +462,7 @@ public final class Archiver: Sendable {
                 node.mtime = started
                 node.ctime = started
                 node.size = UInt64(content.count)
-                node.content = try content.withUnsafeBytes { raw in
-                    var ids: [BlobID] = []
-                    var start = 0
-                    while start < raw.count {
-                        let n = chunker.cut(UnsafeRawBufferPointer(rebasing: raw[start...]))
-                        ids.append(try treeWriter.store(UnsafeRawBufferPointer(rebasing: raw[start..<start + n]), type: .data).id)
-                        start += n
-                    }
-                    return ids
-                }
+                node.content = try treeWriter.storeChunks(content, chunker: chunker)
                 bytes += node.size
                 nodes.append(node)
             }
@@ -506,5 +497,22 @@ public final class Archiver: Sendable {
         metadata.summary = SystemSummary.of(sources: request.sources, generated: request.generated)
         progress.phase = "done"
         return try catalog.commit(metadata: metadata, manifest: manifest)
+    }
+}
+
+extension BlobWriter {
+    /// Chunks bytes held in memory (generated components, sanitized files) as a file of them
+    /// would be chunked, storing each new chunk; returns the chunk ids in order.
+    func storeChunks(_ bytes: [UInt8], chunker: Chunker) throws -> [BlobID] {
+        try bytes.withUnsafeBytes { raw in
+            var ids: [BlobID] = []
+            var start = 0
+            while start < raw.count {
+                let n = chunker.cut(UnsafeRawBufferPointer(rebasing: raw[start...]))
+                ids.append(try store(UnsafeRawBufferPointer(rebasing: raw[start..<start + n]), type: .data).id)
+                start += n
+            }
+            return ids
+        }
     }
 }

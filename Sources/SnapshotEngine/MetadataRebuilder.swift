@@ -129,6 +129,21 @@ extension SnapshotService {
         return report
     }
 
+    /// A component's file count, logical bytes and checksum, from its trees: what
+    /// metadata.json says of a component that rebuild, repair or sanitize writes anew.
+    static func totals(of root: BlobID, component name: String, reader: BlobReader) throws -> (files: Int, bytes: UInt64, checksum: String) {
+        var files = 0
+        var bytes: UInt64 = 0
+        try ComponentDigest.walk(root, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { _, node in
+            if node.kind == .file {
+                files += 1
+                bytes += node.size
+            }
+        }
+        let checksum = try ComponentDigest.compute(root: root) { id, path in try reader.readTree(id, path: path.isEmpty ? name : name + "/" + path) }
+        return (files, bytes, checksum)
+    }
+
     /// metadata.json for a snapshot known only by its manifest.
     static func rebuiltMetadata(_ manifest: SnapshotManifest, manifestBlob: BlobID, repository: Repository) throws -> SnapshotMetadata {
         let reader = BlobReader(repository: repository)
@@ -136,17 +151,10 @@ extension SnapshotService {
         var checksums: [String: String] = [:]
         var total: UInt64 = 0
         for (name, c) in manifest.components {
-            var files = 0
-            var bytes: UInt64 = 0
-            try ComponentDigest.walk(c.treeID, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { _, node in
-                if node.kind == .file {
-                    files += 1
-                    bytes += node.size
-                }
-            }
-            checksums[name] = try ComponentDigest.compute(root: c.treeID) { id, path in try reader.readTree(id, path: path.isEmpty ? name : name + "/" + path) }
-            components[name] = ComponentSummary(kind: c.kind, source: c.source, files: files, bytes: bytes)
-            total += bytes
+            let t = try Self.totals(of: c.treeID, component: name, reader: reader)
+            checksums[name] = t.checksum
+            components[name] = ComponentSummary(kind: c.kind, source: c.source, files: t.files, bytes: t.bytes)
+            total += t.bytes
         }
         let time = SnapshotCatalog.time(ofID: manifest.snapshotID) ?? Timestamp.now()
         return SnapshotMetadata(

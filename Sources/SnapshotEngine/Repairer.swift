@@ -226,18 +226,11 @@ struct Repairer {
             var mc = c
             mc.treeID = root
             components[name] = mc
-            var count = 0
-            var bytes: UInt64 = 0
-            try ComponentDigest.walk(root, prefix: name, loadTree: { id, path in try treeReader.readTree(id, path: path) }) { _, node in
-                if node.kind == .file {
-                    count += 1
-                    bytes += node.size
-                }
-            }
+            let t = try SnapshotService.totals(of: root, component: name, reader: treeReader)
             let old = record?.metadata.components[name]
-            summaries[name] = ComponentSummary(kind: c.kind, source: c.source, files: count, bytes: bytes, skipped: old?.skipped ?? [], details: old?.details ?? ComponentDetails())
-            checksums[name] = try ComponentDigest.compute(root: root) { id, path in try treeReader.readTree(id, path: path.isEmpty ? name : name + "/" + path) }
-            logical += bytes
+            summaries[name] = ComponentSummary(kind: c.kind, source: c.source, files: t.files, bytes: t.bytes, skipped: old?.skipped ?? [], details: old?.details ?? ComponentDetails())
+            checksums[name] = t.checksum
+            logical += t.bytes
         }
         report.lost.sort { $0.path < $1.path }
         report.healed.sort { $0.path < $1.path }

@@ -66,16 +66,7 @@ extension SnapshotService {
                             progress.note("\(child): " + found.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
                             let out = Array(clean.utf8)
                             let chunker = Chunker(scheme: ChunkingPolicy.standard.scheme(forFileNamed: node.name), seed: repository.config.chunkerSeed)
-                            node.content = try out.withUnsafeBytes { raw in
-                                var ids: [BlobID] = []
-                                var start = 0
-                                while start < raw.count {
-                                    let n = chunker.cut(UnsafeRawBufferPointer(rebasing: raw[start...]))
-                                    ids.append(try writer.store(UnsafeRawBufferPointer(rebasing: raw[start..<start + n]), type: .data).id)
-                                    start += n
-                                }
-                                return ids
-                            }
+                            node.content = try writer.storeChunks(out, chunker: chunker)
                             node.size = UInt64(out.count)
                         }
                     }
@@ -97,18 +88,11 @@ extension SnapshotService {
         var checksums: [String: String] = [:]
         var logical: UInt64 = 0
         for (name, c) in components {
-            var files = 0
-            var bytes: UInt64 = 0
-            try ComponentDigest.walk(c.treeID, prefix: name, loadTree: { id, p in try reader.readTree(id, path: p) }) { _, node in
-                if node.kind == .file {
-                    files += 1
-                    bytes += node.size
-                }
-            }
+            let t = try Self.totals(of: c.treeID, component: name, reader: reader)
             let old = record.metadata.components[name]
-            summaries[name] = ComponentSummary(kind: c.kind, source: c.source, files: files, bytes: bytes, skipped: old?.skipped ?? [], details: old?.details ?? ComponentDetails())
-            checksums[name] = try ComponentDigest.compute(root: c.treeID) { id, p in try reader.readTree(id, path: p.isEmpty ? name : name + "/" + p) }
-            logical += bytes
+            summaries[name] = ComponentSummary(kind: c.kind, source: c.source, files: t.files, bytes: t.bytes, skipped: old?.skipped ?? [], details: old?.details ?? ComponentDetails())
+            checksums[name] = t.checksum
+            logical += t.bytes
         }
         progress.phase = "committing"
         let time = Timestamp(iso8601: record.metadata.timestamp) ?? Timestamp.now()
