@@ -35,7 +35,22 @@ public final class Repository: Sendable {
     public let keys: MasterKeys?
     /// What opened it: snapshot files are sealed and opened with the same keys.
     public let keyring: Keyring?
-    private let packFiles = Mutex<[BlobID: Int32]>([:])
+    /// Open pack descriptors, least recently used first out, bounded by `maxOpenPacks` so
+    /// that hundreds of packs work under a small `ulimit -n`; an entry in use is never closed.
+    private let packFiles = Mutex(PackCache())
+
+    struct PackCache {
+        var entries: [BlobID: (fd: Int32, users: Int, lastUse: UInt64)] = [:]
+        var clock: UInt64 = 0
+    }
+
+    /// Half of what the descriptor limit leaves after 32 for everything else, 2 to 256.
+    static let maxOpenPacks: Int = {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 64 }
+        let soft = Int(min(limit.rlim_cur, 1 << 20))  // RLIM_INFINITY is the largest value
+        return max(2, min(256, (soft - 32) / 2))
+    }()
     private let damagedIndex = Mutex<[String]>([])
 
     /// Index files that could not be read when the repository was opened, each with what is
@@ -82,8 +97,8 @@ public final class Repository: Sendable {
     }
 
     deinit {
-        packFiles.withLock { files in
-            for fd in files.values { close(fd) }
+        packFiles.withLock { cache in
+            for e in cache.entries.values { close(e.fd) }
         }
     }
 
@@ -290,7 +305,8 @@ public final class Repository: Sendable {
 
     /// Deletes a pack file, closing a cached descriptor first.
     public func removePack(_ pack: BlobID) throws {
-        if let fd = packFiles.withLock({ $0.removeValue(forKey: pack) }) { close(fd) }
+        // In use elsewhere, the descriptor is closed by its last user (it is no longer listed).
+        if let e = packFiles.withLock({ $0.entries.removeValue(forKey: pack) }), e.users == 0 { close(e.fd) }
         let path = packPath(pack)
         guard unlink(path) == 0 || errno == ENOENT else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
     }
@@ -301,28 +317,63 @@ public final class Repository: Sendable {
         return dataPath + "/" + hex.prefix(2) + "/" + hex
     }
 
-    func packDescriptor(_ pack: BlobID) throws -> Int32 {
-        if let fd = packFiles.withLock({ $0[pack] }) { return fd }
-        let path = packPath(pack)
-        let fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { throw RepositoryError.corrupt(file: path, detail: "pack file missing") }
-            throw RepositoryError.fromErrno(path: path, operation: "open")
+    /// Runs `body` with an open descriptor of `pack`, kept open for later calls while the
+    /// cache has room (the least recently used idle ones are closed to make it).
+    func withPackDescriptor<T>(_ pack: BlobID, _ body: (Int32) throws -> T) throws -> T {
+        let cached: Int32? = packFiles.withLock { c in
+            guard var e = c.entries[pack] else { return nil }
+            c.clock += 1
+            e.users += 1
+            e.lastUse = c.clock
+            c.entries[pack] = e
+            return e.fd
         }
-        return packFiles.withLock { files in
-            if let existing = files[pack] {
-                close(fd)
-                return existing
+        var fd: Int32
+        if let cached {
+            fd = cached
+        } else {
+            let path = packPath(pack)
+            fd = Foundation.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                if errno == ENOENT { throw RepositoryError.corrupt(file: path, detail: "pack file missing") }
+                throw RepositoryError.fromErrno(path: path, operation: "open")
             }
-            files[pack] = fd
-            return fd
+            let opened = fd
+            fd = packFiles.withLock { c -> Int32 in
+                c.clock += 1
+                if var e = c.entries[pack] {  // another thread opened it meanwhile
+                    close(opened)
+                    e.users += 1
+                    e.lastUse = c.clock
+                    c.entries[pack] = e
+                    return e.fd
+                }
+                while c.entries.count >= Self.maxOpenPacks, let idle = c.entries.filter({ $0.value.users == 0 }).min(by: { $0.value.lastUse < $1.value.lastUse }) {
+                    close(idle.value.fd)
+                    c.entries.removeValue(forKey: idle.key)
+                }
+                if c.entries.count < Self.maxOpenPacks { c.entries[pack] = (opened, 1, c.clock) }
+                return opened
+            }
         }
+        defer {
+            packFiles.withLock { c in
+                if var e = c.entries[pack], e.fd == fd {
+                    e.users -= 1
+                    c.entries[pack] = e
+                } else {
+                    close(fd)  // not cached (the cache was full of busy ones), or removed meanwhile
+                }
+            }
+        }
+        return try body(fd)
     }
 
     /// Reads the stored entry of a blob (header byte and payload), undecoded.
     public func readEntry(_ location: BlobLocation) throws -> [UInt8] {
-        let fd = try packDescriptor(location.pack)
-        return try POSIX.pread(fd, count: Int(location.length), offset: Int(location.offset), path: packPath(location.pack))
+        try withPackDescriptor(location.pack) { fd in
+            try POSIX.pread(fd, count: Int(location.length), offset: Int(location.offset), path: packPath(location.pack))
+        }
     }
 }
 
@@ -362,7 +413,6 @@ public final class BlobReader {
     /// buffer (zstd): restore and verify read every byte, so copies matter.
     private func decode(_ location: BlobLocation) throws -> [UInt8] {
         let file = repository.packPath(location.pack)
-        let fd = try repository.packDescriptor(location.pack)
         let length = Int(location.length)
         guard length >= 1 else { throw RepositoryError.corrupt(file: file, detail: "empty entry at \(location.offset)") }
         // No blob is near this size (chunks are at most 2 MiB, trees tens of MiB): a larger
@@ -371,8 +421,10 @@ public final class BlobReader {
             throw RepositoryError.corrupt(file: file, detail: "entry at \(location.offset) claims \(max(length, Int(location.rawLength))) bytes, more than any blob")
         }
         if scratch.count < length { scratch = [UInt8](repeating: 0, count: max(length, 1 << 20)) }
-        try scratch.withUnsafeMutableBytes { buf in
-            try POSIX.preadExactly(fd, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<length]), offset: Int(location.offset), path: file)
+        try repository.withPackDescriptor(location.pack) { fd in
+            try scratch.withUnsafeMutableBytes { buf in
+                try POSIX.preadExactly(fd, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<length]), offset: Int(location.offset), path: file)
+            }
         }
         let rawLength = Int(location.rawLength)
         let header = scratch[0]

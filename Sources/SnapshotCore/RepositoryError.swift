@@ -42,6 +42,15 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
         }
     }
 
+    /// A failure of the machine, not of the data (out of descriptors or memory, an I/O
+    /// error, a denied access): never to be reported as damage.
+    public var isResourceError: Bool {
+        switch self {
+        case .io, .permission: return true
+        default: return false
+        }
+    }
+
     /// The system's words for what went wrong (`Input/output error`), without the path.
     public var systemReason: String {
         switch self {

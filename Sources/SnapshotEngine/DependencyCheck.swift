@@ -80,7 +80,7 @@ extension SnapshotService {
                 let (repository, lock) = try open(.shared, purpose: "check-dependencies")
                 defer { lock.release() }
                 let record = try catalog.resolve(reference)
-                let report = Verifier(repository: repository).verify([record], readData: false)
+                let report = try Verifier(repository: repository).verifyOrFail([record], readData: false)
                 add("snapshot \(record.id) data", report.ok, report.ok ? "every blob it needs is present" : report.snapshots.flatMap(\.errors).prefix(3).joined(separator: "; "))
                 for (name, c) in try catalog.readManifest(record).components.sorted(by: { $0.key < $1.key }) where c.kind == .files {
                     let destination: String

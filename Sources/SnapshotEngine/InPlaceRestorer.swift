@@ -246,7 +246,7 @@ public struct InPlaceRestorer: Sendable {
         // Refuse a damaged snapshot before anything changes: trees, blob presence and
         // checksums now; every data blob is hash-checked while staging, before any swap.
         progress.phase = "checking snapshot"
-        let check = try await Blocking.run { Verifier(repository: repository).verify([record], readData: false) }
+        let check = try await Blocking.run { try Verifier(repository: repository).verifyOrFail([record], readData: false) }
         guard check.ok else {
             throw RepositoryError.corrupt(file: record.directory, detail: "snapshot \(record.id) is damaged, nothing restored: \(check.snapshots.flatMap(\.errors).prefix(3).joined(separator: "; "))")
         }

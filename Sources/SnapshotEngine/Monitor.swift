@@ -253,7 +253,15 @@ extension SnapshotService {
                 let shares = Set([slice]).union((state.damagedSlices ?? []).filter { $0 < n })
                 let packs = n == 0 ? nil : Set(Set(repository.index.allLocations().values.map(\.pack)).sorted { $0.hex < $1.hex }
                     .enumerated().filter { shares.contains($0.offset % n) }.map(\.element))
-                let report = Verifier(repository: repository).verify(records, readData: n > 0, packs: packs)
+                let verifier = Verifier(repository: repository)
+                let report = verifier.verify(records, readData: n > 0, packs: packs)
+                if let failure = verifier.resourceError {
+                    // Not damage, and not a check that passed: critical, saying why, and the
+                    // rolling state stays where it was so this share is read again.
+                    checks.append(CheckResult(check: "snapshot_integrity", level: .critical, value: Double(state.consecutiveFailures),
+                                              threshold: "critical after \(thresholds.integrityFailures) failed checks", message: "could not check: \(failure)"))
+                    return MonitorReport(level: checks.map(\.level).max() ?? .ok, checks: checks)
+                }
                 if n > 0 {
                     state.readDataSlice = (slice + 1) % n
                     state.damagedSlices = report.ok ? [] : shares.sorted()

@@ -141,7 +141,7 @@ extension SnapshotService {
             return (name: name, settings: e)
         }
         let started = Date()
-        let check = timed("check") { Verifier(repository: repository).verify([record], readData: false) }
+        let check = try timed("check") { try Verifier(repository: repository).verifyOrFail([record], readData: false) }
         var errors = check.snapshots.flatMap(\.errors)
         let scratch: String
         if let environment {

@@ -126,7 +126,13 @@ public struct SnapshotService: Sendable {
             }
             records = having
         }
-        var report = Verifier(repository: repository, progress: progress).verify(records, component: options.component, readData: options.readData)
+        let verifier = Verifier(repository: repository, progress: progress)
+        var report = verifier.verify(records, component: options.component, readData: options.readData)
+        if let failure = verifier.resourceError {
+            // Out of descriptors or memory, or an I/O error: the check is incomplete, and
+            // none of it is recorded as the snapshots' outcome.
+            throw failure
+        }
         if !repository.damagedIndexFiles.isEmpty {
             report.repositoryErrors += repository.damagedIndexFiles.map { "\($0); `snapshot rebuild-metadata` rebuilds the index from the packs" }
             report.ok = false

@@ -42,11 +42,30 @@ public final class Verifier: Sendable {
     let repository: Repository
     public let progress: WorkProgress
     let workers: Int
+    private let resource = Mutex<RepositoryError?>(nil)
+
+    /// The first resource error (EMFILE, ENOMEM, EIO…) met while verifying: the report is
+    /// then incomplete, and the caller must fail with it (exit 74), not report damage.
+    public var resourceError: RepositoryError? { resource.withLock { $0 } }
+
+    /// True (and remembered) when `error` is the machine's failure rather than damage.
+    private func isResource(_ error: any Error) -> Bool {
+        guard let e = error as? RepositoryError, e.isResourceError else { return false }
+        resource.withLock { if $0 == nil { $0 = e } }
+        return true
+    }
 
     public init(repository: Repository, progress: WorkProgress = WorkProgress(), workers: Int = 2) {
         self.repository = repository
         self.progress = progress
         self.workers = workers
+    }
+
+    /// `verify`, failing with the resource error, if one stopped part of the check.
+    public func verifyOrFail(_ records: [SnapshotRecord], component: String? = nil, readData: Bool, packs: Set<BlobID>? = nil) throws -> VerifyReport {
+        let report = verify(records, component: component, readData: readData, packs: packs)
+        if let failure = resourceError { throw failure }
+        return report
     }
 
     /// With `packs`, `readData` reads only the blobs in those packs (and checks their
@@ -68,6 +87,8 @@ public final class Verifier: Sendable {
             let manifest: SnapshotManifest
             do {
                 manifest = try catalog.readManifest(record)
+            } catch where isResource(error) {
+                continue
             } catch {
                 errors.append("\(error)")
                 continue
@@ -107,6 +128,8 @@ public final class Verifier: Sendable {
                     }
                 } catch let failure as VerifyFailure {
                     errors.append("component \(name): \(failure.message)")
+                } catch where isResource(error) {
+                    continue
                 } catch {
                     errors.append("component \(name): \(error)")
                 }
@@ -159,6 +182,8 @@ public final class Verifier: Sendable {
             for (blob, loc) in item.toRead.sorted(by: { $0.1.offset < $1.1.offset }) {
                 do {
                     _ = try reader.read(blob, check: true)
+                } catch where self.isResource(error) {
+                    continue
                 } catch {
                     damaged.withLock { $0.append((blob, "\(error)")) }
                 }

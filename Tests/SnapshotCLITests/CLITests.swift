@@ -504,3 +504,40 @@ enum CommandCopy {
         #expect(try run("create_snapshot.sh", ["--type", "weekly"]) == 64)
     }
 }
+
+@Suite struct ManyPacksTests {
+    /// Hundreds of packs under `ulimit -n 40`: the pack descriptor cache is bounded, so
+    /// verify and restore work; with too few descriptors to work at all the failure is exit
+    /// 74 naming the cause, never damage.
+    @Test func hundredsOfPacksUnderASmallDescriptorLimit() throws {
+        let dir = TemporaryDirectory("snapshot-packs")
+        let src = dir.sub("src"), repo = dir.sub("repo")
+        for i in 0..<100 {
+            Fixture.write(src + "/f\(i).bin", Fixture.bytes(20_000, seed: UInt64(i)))
+            #expect(try CLI.run(["--repo", repo, "create", "--path", src, "--quiet"]).status == 0)
+        }
+        var packs = 0
+        for d in try POSIX.listDirectory(repo + "/.store/data") { packs += try POSIX.listDirectory(repo + "/.store/data/" + d).count }
+        #expect(packs >= 200, "\(packs) packs")
+        func limited(_ n: Int, _ args: String) throws -> CLI.Result {
+            try CLI.shell("ulimit -n \(n) && '\(CLI.binary)' --repo '\(repo)' \(args)", in: dir.path)
+        }
+        let verify = try limited(40, "verify --all --read-data")
+        #expect(verify.status == 0 && verify.stdout.contains("no errors in 100 snapshots"), "\(verify.stdout) \(verify.stderr)")
+        let restore = try limited(40, "restore --snapshot latest --target '\(dir.sub("out"))'")
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(TreeComparison.differences(src, dir.sub("out/src")) == [])
+        // Below some limit the process runs out of descriptors (where exactly depends on what
+        // it inherits): every such run is exit 74 naming the cause, none reports damage.
+        var starvedRuns = 0
+        for n in 6...14 {
+            let starved = try limited(n, "verify --all --read-data")
+            #expect(starved.status == 0 || starved.status == 74, "ulimit \(n): exit \(starved.status) \(starved.stdout) \(starved.stderr)")
+            #expect(!starved.stdout.contains("damaged") && !starved.stderr.contains("damage"), "ulimit \(n): \(starved.stdout) \(starved.stderr)")
+            if starved.status == 74 && starved.stderr.contains("Too many open files") { starvedRuns += 1 }
+        }
+        #expect(starvedRuns > 0, "no limit tried was low enough to starve it")
+        // The starved run recorded nothing: no snapshot says it failed verification.
+        #expect(!(try CLI.run(["--repo", repo, "list"]).stdout.contains("FAILED")))
+    }
+}
