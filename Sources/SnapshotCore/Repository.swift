@@ -52,6 +52,9 @@ public final class Repository: Sendable {
         return max(2, min(256, (soft - 32) / 2))
     }()
     private let damagedIndex = Mutex<[String]>([])
+    /// Index files read so far (by name): a reader that meets a blob it cannot place reads
+    /// the ones written since it opened — by a create that ran beside it.
+    private let loadedIndexFiles = Mutex<Set<String>>([])
 
     /// Index files that could not be read when the repository was opened, each with what is
     /// wrong. The rest of the index is loaded: the blobs only they named read as missing
@@ -253,6 +256,7 @@ public final class Repository: Sendable {
     /// `damagedIndexFiles`), a resource error stops the open.
     func loadIndex() throws {
         for name in try POSIX.listDirectory(indexPath) where !name.contains(".tmp") {
+            guard loadedIndexFiles.withLock({ $0.insert(name).inserted }) else { continue }
             let file = indexPath + "/" + name
             do {
                 index.add(try IndexFile.decode(try openFile(try POSIX.readFile(file), context: "index", file: file), file: file))
@@ -261,6 +265,17 @@ public final class Repository: Sendable {
                 damagedIndex.withLock { $0.append("\(e)") }
             }
         }
+    }
+
+    /// Where a blob is: from the index as loaded, or else after reading the index files that
+    /// appeared since (a snapshot committed by a create running beside this reader has its
+    /// index file written before its directory appears).
+    public func location(of id: BlobID) -> BlobLocation? {
+        if let l = index.location(of: id) { return l }
+        let present = ((try? POSIX.listDirectory(indexPath)) ?? []).filter { !$0.contains(".tmp") }
+        guard loadedIndexFiles.withLock({ !Set(present).isSubset(of: $0) }) else { return nil }
+        try? loadIndex()
+        return index.location(of: id)
     }
 
     /// The index files present, by name.
@@ -393,7 +408,7 @@ public final class BlobReader {
     /// The plaintext of a blob. With `check`, its SHA-256 is recomputed and compared with its
     /// id, so corrupted data is never returned.
     public func read(_ id: BlobID, check: Bool = true) throws -> [UInt8] {
-        guard let location = repository.index.location(of: id) else {
+        guard let location = repository.location(of: id) else {
             throw RepositoryError.missingBlob(id: id, context: "not in any index")
         }
         return try read(id, at: location, check: check)

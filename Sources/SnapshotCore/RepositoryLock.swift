@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
+import Foundation
 
 /// The repository lock: `flock(2)` on `.store/lock`, shared for readers and exclusive for
 /// writers.
@@ -19,21 +20,38 @@ public final class RepositoryLock: Sendable {
     private let descriptor: Mutex<Int32>
     public let mode: Mode
 
-    /// Takes the lock without waiting; throws `RepositoryError.locked` naming the holder.
-    public init(storePath: String, mode: Mode, purpose: String) throws {
-        let path = storePath + "/lock"
+    /// Takes the store lock (`.store/lock`); with `wait` > 0 retries for up to that many
+    /// seconds. Throws `RepositoryError.locked` naming the holder (for a shared holder that
+    /// blocks an exclusive request: the running creates, from their own lock files).
+    public convenience init(storePath: String, mode: Mode, purpose: String, wait: Double = 0) throws {
+        try self.init(path: storePath + "/lock", mode: mode, purpose: purpose, wait: wait, repository: POSIX.parent(of: storePath))
+    }
+
+    /// A lock on any file (`.store/locks/create-<type>`, `.store/locks/commit`).
+    public init(path: String, mode: Mode, purpose: String, wait: Double = 0, repository: String) throws {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, RepositoryModes.storeFile)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open lock") }
         self.mode = mode
-        if !Self.take(fd, mode: mode, path: path) {
+        let deadline = Date.timeIntervalSinceReferenceDate + wait
+        while !Self.take(fd, mode: mode, path: path) {
             let e = errno
+            if e == EWOULDBLOCK && Date.timeIntervalSinceReferenceDate < deadline {
+                usleep(100_000)
+                continue
+            }
             let holder = (try? POSIX.readFile(path)).map { String(decoding: $0, as: UTF8.self) } ?? ""
             close(fd)
             descriptor = Mutex(-1)
             guard e == EWOULDBLOCK else { throw RepositoryError.fromErrno(path: path, operation: "lock", errno: e) }
-            let who = holder.isEmpty || mode == .exclusive && holder.hasPrefix("released")
-                ? "another process (reading)" : holder.trimmingCharacters(in: "\n ")
-            throw RepositoryError.locked(path: POSIX.parent(of: storePath), holder: who)
+            // Who: the running creates (shared holders that say so in their own lock files),
+            // else the exclusive holder the file names, if that process still lives here.
+            var who = "another process (reading)"
+            if let creates = Self.runningCreates(POSIX.parent(of: path) + "/locks"), !creates.isEmpty {
+                who = creates.joined(separator: "; ")
+            } else if !holder.isEmpty && !holder.hasPrefix("released") && Self.mayBeAlive(holder) {
+                who = holder.trimmingCharacters(in: "\n ")
+            }
+            throw RepositoryError.locked(path: repository, holder: who + (wait > 0 ? " (waited \(Int(wait)) s)" : ""))
         }
         descriptor = Mutex(fd)
         if mode == .exclusive {
@@ -41,6 +59,32 @@ public final class RepositoryLock: Sendable {
             _ = ftruncate(fd, 0)
             try? POSIX.writeAll(fd, Array(info.utf8), path: path)
         }
+    }
+
+    /// False when `holder` (`PID n on host h …`) names a process of this host that is gone
+    /// (a killed holder never wrote "released").
+    static func mayBeAlive(_ holder: String) -> Bool {
+        let words = holder.split(separator: " ")
+        guard words.count >= 5, words[0] == "PID", let pid = Int32(words[1]), words[3] == "host", String(words[4]) == POSIX.hostName() else { return true }
+        return kill(pid, 0) == 0 || errno != ESRCH
+    }
+
+    /// Who holds the per-type create locks now (what their files say).
+    static func runningCreates(_ directory: String) -> [String]? {
+        guard let names = try? POSIX.listDirectory(directory) else { return nil }
+        var out: [String] = []
+        for name in names.sorted() where name.hasPrefix("create-") {
+            let path = directory + "/" + name
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+                flock(fd, LOCK_UN)
+                continue
+            }
+            if let text = try? POSIX.readFile(path), !text.isEmpty { out.append(String(decoding: text, as: UTF8.self).trimmingCharacters(in: "\n ")) }
+        }
+        return out
     }
 
     /// flock without waiting. A writer that has released the lock (its file says so) may

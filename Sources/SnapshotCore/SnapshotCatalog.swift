@@ -315,7 +315,19 @@ public struct SnapshotCatalog: Sendable {
         try POSIX.writeFileAtomically(record.directory + "/metadata.json", try metadataBytes(metadata), mode: RepositoryModes.snapshotFile)
     }
 
-    /// Removes hidden staging directories left by a killed create.
+    /// Runs `body` holding the commit lock (`.store/locks/commit`): naming a snapshot and
+    /// committing it, which concurrent creates must not interleave (two could otherwise take
+    /// the same id). Held for milliseconds; others wait up to five minutes for it.
+    public func withCommitLock<T>(_ body: () throws -> T) throws -> T {
+        let locks = repositoryPath + "/.store/locks"
+        try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
+        let lock = try RepositoryLock(path: locks + "/commit", mode: .exclusive, purpose: "commit", wait: 300, repository: repositoryPath)
+        defer { lock.release() }
+        return try body()
+    }
+
+    /// Removes hidden staging directories left by a killed create (call it holding the
+    /// commit lock: a running create stages only inside it).
     public func removeStaleStaging() {
         for t in (try? types()) ?? [] {
             let dir = repositoryPath + "/" + t.name

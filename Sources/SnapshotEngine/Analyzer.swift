@@ -85,7 +85,7 @@ extension SnapshotService {
         for (name, list) in mine.sorted(by: { $0.key < $1.key }) {
             var stored: UInt64 = 0, raw: UInt64 = 0, shared: UInt64 = 0
             for blob in Set(list.flatMap(\.node.content)) {
-                guard let loc = repository.index.location(of: blob) else { continue }
+                guard let loc = repository.location(of: blob) else { continue }
                 stored += UInt64(loc.length)
                 raw += UInt64(loc.rawLength)
                 if parentBlobs.contains(blob) { shared += UInt64(loc.rawLength) }

@@ -359,7 +359,6 @@ public final class Archiver: Sendable {
     /// other than unreadable files, which are recorded in the component's `skipped`.
     public func create(_ request: CreateRequest) throws -> SnapshotRecord {
         let started = Timestamp.now()
-        catalog.removeStaleStaging()
         let records = try catalog.all()
         let reader = BlobReader(repository: repository)
         let treeWriter = repository.makeBlobWriter(compressionLevel: request.compressionLevel)
@@ -479,24 +478,27 @@ public final class Archiver: Sendable {
         if cancellation.isCancelled { throw EngineError.cancelled }
 
         progress.phase = "committing"
-        let id = try catalog.allocateID(at: request.time ?? started)
-        let manifest = SnapshotManifest(snapshotID: id, type: request.type.name, components: manifestComponents)
-        let manifestID = try treeWriter.store(Array(try JSONEncoder.snapshot.encode(manifest)), type: .manifest)
-        try treeWriter.flush()
-        raw += treeWriter.newRawBytes
-        stored += treeWriter.newStoredBytes
-        try repository.commitIndex()
-        let duration = Timestamp.now().timeInterval - started.timeInterval
-        var metadata = SnapshotMetadata(
-            snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type.name, name: request.name,
-            components: summaries, checksums: checksums, sizeBytes: logical, storedBytes: UInt64(stored),
-            compressionRatio: raw > 0 ? (Double(stored) / Double(raw) * 1000).rounded() / 1000 : 1,
-            durationS: (duration * 1000).rounded() / 1000,
-            parent: request.type == .full ? nil : parentIDs.first, hostname: POSIX.hostName(), tags: request.tags,
-            auto: request.auto, manifest: manifestID.hex)
-        metadata.summary = SystemSummary.of(sources: request.sources, generated: request.generated)
-        progress.phase = "done"
-        return try catalog.commit(metadata: metadata, manifest: manifest)
+        return try catalog.withCommitLock {
+            catalog.removeStaleStaging()
+            let id = try catalog.allocateID(at: request.time ?? started)
+            let manifest = SnapshotManifest(snapshotID: id, type: request.type.name, components: manifestComponents)
+            let manifestID = try treeWriter.store(Array(try JSONEncoder.snapshot.encode(manifest)), type: .manifest)
+            try treeWriter.flush()
+            raw += treeWriter.newRawBytes
+            stored += treeWriter.newStoredBytes
+            try repository.commitIndex()
+            let duration = Timestamp.now().timeInterval - started.timeInterval
+            var metadata = SnapshotMetadata(
+                snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type.name, name: request.name,
+                components: summaries, checksums: checksums, sizeBytes: logical, storedBytes: UInt64(stored),
+                compressionRatio: raw > 0 ? (Double(stored) / Double(raw) * 1000).rounded() / 1000 : 1,
+                durationS: (duration * 1000).rounded() / 1000,
+                parent: request.type == .full ? nil : parentIDs.first, hostname: POSIX.hostName(), tags: request.tags,
+                auto: request.auto, manifest: manifestID.hex)
+            metadata.summary = SystemSummary.of(sources: request.sources, generated: request.generated)
+            progress.phase = "done"
+            return try catalog.commit(metadata: metadata, manifest: manifest)
+        }
     }
 }
 

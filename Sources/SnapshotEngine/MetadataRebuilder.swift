@@ -39,7 +39,7 @@ extension SnapshotService {
     public func rebuildMetadata(_ options: RebuildOptions, progress: WorkProgress = WorkProgress()) throws -> RebuildReport {
         var report = RebuildReport()
         guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
-        let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: .exclusive, purpose: "rebuild-metadata")
+        let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: .exclusive, purpose: "rebuild-metadata", wait: lockWait)
         defer { lock.release() }
         let opened: Repository
         do {

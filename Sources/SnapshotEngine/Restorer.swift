@@ -159,7 +159,7 @@ public final class Restorer: Sendable {
                     }
                     plan.firstOfInode[key] = child
                 }
-                for id in node.content where repository.index.location(of: id) == nil {
+                for id in node.content where repository.location(of: id) == nil {
                     throw RepositoryError.missingBlob(id: id, context: "content of \(relative)/\(node.name)")
                 }
                 plan.files.append(FileJob(path: child, node: node, dir: dir))
@@ -301,7 +301,7 @@ public final class Restorer: Sendable {
         defer { close(fd) }
         var offset = 0
         for id in job.node.content {
-            guard let loc = repository.index.location(of: id) else { return false }
+            guard let loc = repository.location(of: id) else { return false }
             let bytes = try POSIX.pread(fd, count: Int(loc.rawLength), offset: offset, path: job.path)
             if repository.blobID(bytes) != id { return false }
             offset += bytes.count

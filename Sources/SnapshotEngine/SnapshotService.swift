@@ -12,6 +12,9 @@ public struct SnapshotService: Sendable {
     public let broker: BrokerSettings?
     /// With `--debug`: notes on the lock, the repository opened and what was found.
     public var trace: WorkProgress?
+    /// `--lock-wait`: how long a command waits for a lock another command holds (0: fail
+    /// at once with exit 75 naming the holder).
+    public var lockWait: Double = 0
 
     /// The repository's password (when it is encrypted), opened once per process.
     public let keyring: Keyring
@@ -41,7 +44,7 @@ public struct SnapshotService: Sendable {
         }
         guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
         let started = Date()
-        let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose)
+        let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose, wait: lockWait)
         let locked = Date()
         let repository = try Repository.open(at: repositoryPath, keyring: keyring)
         if let trace, trace.isTracing {
@@ -102,8 +105,15 @@ public struct SnapshotService: Sendable {
     /// Blocking and CPU-bound: call it from a thread of its own, not from the cooperative pool.
     public func commitCreate(_ request: CreateRequest, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> SnapshotRecord {
         defer { for d in request.temporaryDirectories { try? POSIX.removeTree(d) } }
-        let (repository, lock) = try open(.exclusive, purpose: "create", createIfMissing: true)
+        // Readers (list, verify, restore --target…) and creates of other types run beside a
+        // create: it holds the store lock shared, its type's create lock alone, and the
+        // commit lock for the moment it names and commits the snapshot (docs/design.md).
+        let (repository, lock) = try open(.shared, purpose: "create", createIfMissing: true)
         defer { lock.release() }
+        let locks = repositoryPath + "/.store/locks"
+        try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
+        let typeLock = try RepositoryLock(path: locks + "/create-\(request.type.name)", mode: .exclusive, purpose: "create --type \(request.type.name)", wait: lockWait, repository: repositoryPath)
+        defer { typeLock.release() }
         try repository.ensureConfigCopy()
         return try Archiver(repository: repository, progress: progress, cancellation: cancellation).create(request)
     }

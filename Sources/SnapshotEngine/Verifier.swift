@@ -105,7 +105,7 @@ public final class Verifier: Sendable {
                             for node in t.nodes where node.kind == .file {
                                 let file = name + "/" + (path.isEmpty ? node.name : path + "/" + node.name)
                                 for blob in node.content {
-                                    guard let loc = repository.index.location(of: blob) else {
+                                    guard let loc = repository.location(of: blob) else {
                                         throw VerifyFailure("file \(file): content blob \(blob.short) missing from the index")
                                     }
                                     if packsPresent[loc.pack] == nil {

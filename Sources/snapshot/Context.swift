@@ -17,6 +17,8 @@ struct Context {
     let password: [UInt8]?
     /// One per process, so that the password is turned into keys (scrypt) once.
     let keyring: Keyring
+    /// `--lock-wait`, in seconds.
+    let lockWait: Double
 
     init(_ options: GlobalOptions) throws {
         self.options = options
@@ -42,6 +44,14 @@ struct Context {
             throw Context.fail(error)
         }
         keyring = Keyring(repositoryPath: repositoryPath, password: password)
+        if let text = options.lockWait {
+            guard let seconds = AlertThresholds.parseDuration(text) ?? Double(text), seconds >= 0, seconds <= 86400 * 7 else {
+                throw Context.fail(EngineError.usage("--lock-wait \(text): expected a duration such as 30s, 5m or 1h"))
+            }
+            lockWait = seconds
+        } else {
+            lockWait = 0
+        }
         debug("config \(config.file.map { POSIX.absolute($0, relativeTo: cwd) } ?? "(none found: built-in defaults)"), root \(config.root), repository \(repositoryPath)")
     }
 
@@ -68,6 +78,7 @@ struct Context {
     /// The operations, on this repository and config.
     var service: SnapshotService {
         var s = SnapshotService(config: config, repositoryPath: repositoryPath, keyring: keyring)
+        s.lockWait = lockWait
         if options.debug { s.trace = makeProgress() }
         return s
     }

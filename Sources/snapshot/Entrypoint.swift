@@ -4,7 +4,7 @@ import ArgumentParser
 /// users and the benchmark write them) to after it, where every subcommand parses them.
 @main
 enum Entrypoint {
-    static let valued: Set<String> = ["--repo", "--config", "--password-file"]
+    static let valued: Set<String> = ["--repo", "--config", "--password-file", "--lock-wait"]
     static let flags: Set<String> = ["--json", "--quiet", "--debug"]
     static let groups: Set<String> = ["key"]
 

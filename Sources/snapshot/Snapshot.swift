@@ -23,6 +23,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Key for an encrypted repository (env SNAPSHOT_PASSWORD_FILE or SNAPSHOT_PASSWORD).", valueName: "path"))
     var passwordFile: String?
 
+    @Option(name: .long, help: ArgumentHelp("How long to wait for a lock another command holds: 30s, 5m, 1h (default 0: exit 75 at once, naming the holder).", valueName: "duration"))
+    var lockWait: String?
+
     @Flag(name: .long, help: "Machine-readable output: one JSON document on stdout; progress as JSON lines on stderr.")
     var json = false
 

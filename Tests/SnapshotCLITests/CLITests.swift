@@ -541,3 +541,36 @@ enum CommandCopy {
         #expect(!(try CLI.run(["--repo", repo, "list"]).stdout.contains("FAILED")))
     }
 }
+
+@Suite struct ReadersBesideWritersTests {
+    /// While a create runs: readers and a create of another type work and see only what was
+    /// committed before; a second create of the same type, delete and prune wait their turn
+    /// (exit 75 naming the create, or with --lock-wait until it ends).
+    @Test func readersAndOtherTypesRunBesideACreate() throws {
+        let dir = TemporaryDirectory("snapshot-beside")
+        let big = dir.sub("big"), small = dir.sub("small"), repo = dir.sub("repo")
+        for i in 0..<8 { Fixture.write(big + "/part\(i).bin", Fixture.bytes(40_000_000, seed: UInt64(i))) }
+        Fixture.write(small + "/a.txt", Array("small\n".utf8))
+        #expect(try CLI.run(["--repo", repo, "create", "--path", small, "--type", "config", "--quiet"]).status == 0)
+        let running = try CLI.start(["--repo", repo, "create", "--path", big, "--type", "full", "--debug"])
+        #expect(running.waitForStderr("now reading"), "the create never started reading")
+        // What needs the repository alone, or the same type, is told who has it.
+        let same = try CLI.run(["--repo", repo, "create", "--path", small, "--type", "full"])
+        #expect(same.status == 75 && same.stderr.contains("create --type full"), "\(same.stderr)")
+        let delete = try CLI.run(["--repo", repo, "delete", "--snapshot", "config/latest"])
+        #expect(delete.status == 75 && delete.stderr.contains("create --type full"), "\(delete.stderr)")
+        // Readers see the snapshots committed before they started.
+        let list = try CLI.run(["--repo", repo, "list", "--json"])
+        #expect(list.status == 0 && list.stdout.components(separatedBy: "\"snapshot_id\"").count == 2, "\(list.stdout)")
+        #expect(try CLI.run(["--repo", repo, "verify", "--all", "--read-data"]).status == 0)
+        #expect(try CLI.run(["--repo", repo, "restore", "--snapshot", "config/latest", "--target", dir.sub("out")]).status == 0)
+        #expect(try CLI.run(["--repo", repo, "create", "--path", small, "--type", "data", "--quiet"]).status == 0)
+        // With --lock-wait, delete waits for the create to end, then runs.
+        let waited = try CLI.run(["--repo", repo, "--lock-wait", "10m", "delete", "--snapshot", "config/latest"])
+        #expect(waited.status == 0, "\(waited.stderr)")
+        #expect(running.finish() == 0)
+        let listed = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["--repo", repo, "list", "--json"]).stdout.utf8)) as? [[String: Any]])
+        #expect(Set(listed.compactMap { $0["type"] as? String }) == ["full", "data"])
+        #expect(try CLI.run(["--repo", repo, "verify", "--all", "--read-data"]).status == 0)
+    }
+}

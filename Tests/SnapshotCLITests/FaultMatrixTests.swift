@@ -79,6 +79,7 @@ import TestSupport
         }
         let path = file.replacingOccurrences(of: t.repo, with: repo)
         var bytes = try POSIX.readFile(path)
+        if bytes.isEmpty { bytes = Array("PID 1 on host elsewhere\n".utf8) }  // a lock file no one has written to yet
         let text = [.manifest, .metadata, .lock, .config].contains(kind)
         switch damage {
         case .flip:

@@ -76,6 +76,26 @@ public enum CLI {
         public let process: Process
         let outPipe: Pipe
         let errPipe: Pipe
+
+        /// Reads stderr until it contains `text` (true) or the stream ends (false): waits for
+        /// what the process says it is doing, not for time.
+        public func waitForStderr(_ text: String) -> Bool {
+            var seen = ""
+            while true {
+                let data = errPipe.fileHandleForReading.availableData
+                if data.isEmpty { return false }
+                seen += String(decoding: data, as: UTF8.self)
+                if seen.contains(text) { return true }
+            }
+        }
+
+        /// Waits for the exit; its status.
+        public func finish() -> Int32 {
+            _ = outPipe.fileHandleForReading.readDataToEndOfFile()
+            _ = errPipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
     }
 
     /// Starts without waiting (for kill tests). Output goes to pipes nobody reads, so keep it small.
