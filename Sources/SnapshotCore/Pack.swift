@@ -133,7 +133,8 @@ final class PackWriter {
         let dir = dataDirectory + "/" + hex.prefix(2)
         try POSIX.makeDirectories(dir, mode: RepositoryModes.storeDirectory)
         finalPath = dir + "/" + hex
-        tmpPath = finalPath + ".tmp"
+        // Whose it is, so that the next writer removes it if this process dies mid-pack.
+        tmpPath = finalPath + ".tmp-\(POSIX.hostName())-\(getpid())"
         file = try DirectFileWriter(path: tmpPath, mode: RepositoryModes.storeFile, extraFlags: O_EXCL, buffer: buffer)
     }
 

@@ -44,6 +44,8 @@ public struct CreateRequest: Sendable {
     public var compressionLevel: Int
     public var chunking: ChunkingPolicy
     public var workers: Int
+    /// The name gets `-<the new snapshot's id>` appended (pre-restore snapshots).
+    public var appendIDToName = false
 
     public init(
         type: SnapshotType, name: String = "", auto: Bool = false, time: Timestamp? = nil, tags: [String: String] = [:],
@@ -489,7 +491,8 @@ public final class Archiver: Sendable {
             try repository.commitIndex()
             let duration = Timestamp.now().timeInterval - started.timeInterval
             var metadata = SnapshotMetadata(
-                snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type.name, name: request.name,
+                snapshotID: id, timestamp: (request.time ?? started).iso8601, type: request.type.name,
+                name: request.appendIDToName ? request.name + "-" + id : request.name,
                 components: summaries, checksums: checksums, sizeBytes: logical, storedBytes: UInt64(stored),
                 compressionRatio: raw > 0 ? (Double(stored) / Double(raw) * 1000).rounded() / 1000 : 1,
                 durationS: (duration * 1000).rounded() / 1000,

@@ -48,7 +48,7 @@ public struct PlannedChange: Codable, Sendable, Equatable {
 /// `--target`):
 ///
 /// 1. `stop_services`; if it fails nothing is touched (and `start_services` still runs);
-/// 2. a `pre-restore` snapshot named `pre-restore-<id>` of what is there now (unless
+/// 2. a `pre-restore` snapshot named `pre-restore-<id>-<its own id>` of what is there now (unless
 ///    `noBackup`);
 /// 3. every files component is restored into a staging directory beside its destination
 ///    and re-read against the snapshot;
@@ -266,6 +266,8 @@ public struct InPlaceRestorer: Sendable {
             let stagingParent = parent + "/.snapshot-restore-\(record.id)-\(getpid())-\(t.name)"
             try POSIX.removeTree(stagingParent)
             try POSIX.makeDirectories(stagingParent)
+            // Whose it is: the next writing command removes it if this process is killed.
+            try POSIX.writeFileAtomically(stagingParent + "/" + Leftovers.ownerFile, Array(Leftovers.owner.utf8))
             let stagedPath: String
             if t.manifest.rootIsFile == true {
                 stagedPath = stagingParent + "/" + t.name + "/" + POSIX.lastComponent(t.destination)
@@ -365,8 +367,9 @@ public struct InPlaceRestorer: Sendable {
             }
         }
         guard !sources.isEmpty || !generated.isEmpty else { return nil }
-        let request = CreateRequest(type: .preRestore, name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
-        return try await Blocking.run { try Archiver(repository: repository, cancellation: cancellation).create(request).id }
+        var request = CreateRequest(type: .preRestore, name: "pre-restore-\(record.id)", sources: sources, generated: generated, compressionLevel: service.config.compressionLevel)
+        request.appendIDToName = true  // pre-restore-<restored id>-<its own id>: one name, one snapshot
+        return try await Blocking.run { [request] in try Archiver(repository: repository, cancellation: cancellation).create(request).id }
     }
 
     static func qdrantClient(_ t: Target, config: SnapshotConfig) -> QdrantClient {

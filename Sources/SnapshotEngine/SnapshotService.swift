@@ -15,6 +15,8 @@ public struct SnapshotService: Sendable {
     /// `--lock-wait`: how long a command waits for a lock another command holds (0: fail
     /// at once with exit 75 naming the holder).
     public var lockWait: Double = 0
+    /// Told about what the service did on its own (leftovers of killed runs removed).
+    public var notice: (@Sendable (String) -> Void)?
 
     /// The repository's password (when it is encrypted), opened once per process.
     public let keyring: Keyring
@@ -47,6 +49,7 @@ public struct SnapshotService: Sendable {
         let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose, wait: lockWait)
         let locked = Date()
         let repository = try Repository.open(at: repositoryPath, keyring: keyring)
+        if mode == .exclusive || purpose == "create" { removeLeftovers() }
         if let trace, trace.isTracing {
             let packs = Set(repository.index.allLocations().values.map(\.pack)).count
             trace.note(String(format: "%@ lock for %@ taken in %.3f s; index read in %.3f s: %d blobs in %d packs from %d index files", mode == .exclusive ? "exclusive" : "shared", purpose, locked.timeIntervalSince(started), Date().timeIntervalSince(locked), repository.index.count, packs, (try? repository.indexFileNames().count) ?? 0))

@@ -79,6 +79,7 @@ struct Context {
     var service: SnapshotService {
         var s = SnapshotService(config: config, repositoryPath: repositoryPath, keyring: keyring)
         s.lockWait = lockWait
+        s.notice = { line in FileHandle.standardError.write(Data("snapshot: \(line)\n".utf8)) }
         if options.debug { s.trace = makeProgress() }
         return s
     }

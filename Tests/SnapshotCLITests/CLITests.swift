@@ -270,9 +270,21 @@ enum FileStatLink {
                 CommandCopy.copy(new + "/" + c, to: root)
             }
         }
+        // The killed runs may have left staging directories beside the live data; so did
+        // this one (its process is gone). The next writing command removes them and says so.
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let staged = root + "/.snapshot-restore-2026-01-01_00-00-00-\(gone.processIdentifier)-storage"
+        Fixture.write(staged + "/storage/big.bin", Fixture.bytes(100_000, seed: 9))
+        Fixture.write(staged + "/.owner", Array("PID \(gone.processIdentifier) on host \(POSIX.hostName())\n".utf8))
         let finished = try CLI.run(["--config", config, "restore", "--snapshot", "old", "--no-backup"])
         #expect(finished.status == 0, "\(finished.stderr)")
         for c in ["configs", "storage"] { #expect(TreeComparison.differences(old + "/" + c, root + "/" + c) == []) }
+        let leftovers = try POSIX.listDirectory(root).filter { $0.hasPrefix(".snapshot-restore-") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+        #expect(finished.stderr.contains("removed the staging directory \(staged) of an in-place restore that was killed"), "\(finished.stderr)")
         #expect(try CLI.run(["--config", config, "verify", "--all", "--read-data"]).status == 0)
     }
 }
@@ -571,6 +583,35 @@ enum CommandCopy {
         #expect(running.finish() == 0)
         let listed = try #require(try JSONSerialization.jsonObject(with: Data(try CLI.run(["--repo", repo, "list", "--json"]).stdout.utf8)) as? [[String: Any]])
         #expect(Set(listed.compactMap { $0["type"] as? String }) == ["full", "data"])
+        #expect(try CLI.run(["--repo", repo, "verify", "--all", "--read-data"]).status == 0)
+    }
+}
+
+@Suite struct LeftoverTests {
+    @Test func theNextWriterRemovesWhatDeadProcessesLeftAndSaysSo() throws {
+        let dir = TemporaryDirectory("snapshot-leftovers")
+        Fixture.write(dir.sub("src/a.txt"), Array("a\n".utf8))
+        let repo = dir.sub("repo")
+        #expect(try CLI.run(["--repo", repo, "create", "--path", dir.sub("src"), "--quiet"]).status == 0)
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let pid = gone.processIdentifier
+        let partial = repo + "/.store/data/ab/" + String(repeating: "ab", count: 32) + ".tmp-\(POSIX.hostName())-\(pid)"
+        Fixture.write(partial, Fixture.bytes(1000, seed: 1))
+        let ours = repo + "/.store/data/ab/" + String(repeating: "cd", count: 32) + ".tmp-\(POSIX.hostName())-\(getpid())"
+        Fixture.write(ours, Fixture.bytes(1000, seed: 2))
+        let scratch = repo + "/.store/tmp/export-\(pid)-2026-01-01_00-00-00"
+        Fixture.write(scratch + "/snapshot/x", [1])
+        // A reader leaves them; the next writer removes those of dead processes only.
+        #expect(try CLI.run(["--repo", repo, "list"]).status == 0 && POSIX.exists(partial))
+        let r = try CLI.run(["--repo", repo, "create", "--path", dir.sub("src")])
+        #expect(r.status == 0)
+        #expect(!POSIX.exists(partial) && !POSIX.exists(scratch) && POSIX.exists(ours))
+        #expect(r.stderr.contains("removed a partial pack \(partial) of PID \(pid), which is gone"), "\(r.stderr)")
+        #expect(r.stderr.contains("removed the scratch directory \(scratch)"), "\(r.stderr)")
+        unlink(ours)
         #expect(try CLI.run(["--repo", repo, "verify", "--all", "--read-data"]).status == 0)
     }
 }

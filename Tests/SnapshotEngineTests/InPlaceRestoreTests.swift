@@ -97,7 +97,7 @@ final class LiveSystem {
         // What was there before is in the pre-restore snapshot, which never becomes latest.
         let pre = try #require(summary.preRestore)
         let preRecord = try service.catalog.resolve(pre)
-        #expect(preRecord.type == .preRestore && preRecord.metadata.name == "pre-restore-\(original.id)")
+        #expect(preRecord.type == .preRestore && preRecord.metadata.name == "pre-restore-\(original.id)-\(preRecord.id)")
         #expect(try service.catalog.resolve("latest").id == original.id)
         let back = live.dir.sub("back")
         _ = try service.restore({ var o = options(pre); o.target = back; return o }())
