@@ -74,6 +74,9 @@ extension SnapshotService {
         defer { lock.release() }
         let record = try catalog.resolve(options.snapshot)
         let manifest = try catalog.readManifest(record)
+        if repository.keys != nil && recipients.isEmpty {
+            notice?("warning: \(options.output) holds the snapshot of an encrypted repository in the clear; give --recipient to encrypt it")
+        }
         let work = repositoryPath + "/.store/tmp/export-\(getpid())-\(record.id)"
         try POSIX.removeTree(work)
         try POSIX.makeDirectories(work, mode: RepositoryModes.storeDirectory)
