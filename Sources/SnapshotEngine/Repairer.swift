@@ -88,13 +88,17 @@ struct Repairer {
         var contentBlobs = Set<BlobID>()
         var usedPacks = Set<BlobID>()
         var liveTrees: [BlobID: [UInt8]] = [:]
+        /// Listings healed in this pass (not yet readable from the store): a directory stored
+        /// once may sit at several paths, and is healed once.
+        var healedTrees: [BlobID: Tree] = [:]
         var files: [(file: DamagedFile, blobs: [BlobID])] = []
         for (name, c) in manifest.components.sorted(by: { $0.key < $1.key }) {
             var stack: [(BlobID, String)] = [(c.treeID, "")]
             while let (treeID, relative) = stack.popLast() {
+                if lostTrees[treeID] != nil { continue }
                 let tree: Tree
                 do {
-                    tree = try reader.readTree(treeID, path: relative.isEmpty ? name : name + "/" + relative)
+                    tree = try healedTrees[treeID] ?? reader.readTree(treeID, path: relative.isEmpty ? name : name + "/" + relative)
                 } catch {
                     let shown = relative.isEmpty ? name + "/" : name + "/" + relative + "/"
                     // (A healed tree is decoded from the bytes stored: it becomes readable from
@@ -103,12 +107,14 @@ struct Repairer {
                         let t = try? Tree.decode(bytes)
                     {
                         tree = t
+                        healedTrees[treeID] = t
                         report.healed.append((shown, "another copy of its listing in the store"))
                     } else if let live = liveDirectory(of: c, relative: relative),
                         let bytes = try healTreeFromLive(treeID, directory: live, rootIsFile: relative.isEmpty && c.rootIsFile == true, computed: &liveTrees, healing: &healing),
                         let t = try? Tree.decode(bytes)
                     {
                         tree = t
+                        healedTrees[treeID] = t
                         report.healed.append((shown, "the live directory \(live), unchanged since"))
                     } else {
                         lostTrees[treeID] = "\(error)"
