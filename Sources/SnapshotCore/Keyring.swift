@@ -85,15 +85,14 @@ public final class Keyring: Sendable {
     /// Whether the repository's config says it is encrypted (config or its copy).
     public var repositoryIsEncrypted: Bool {
         if let known = encrypted.withLock({ $0 }) { return known }
-        var answer = POSIX.isDirectory(keysPath)
         for file in ["config", "config.copy"] {
             if let c = try? Repository.readConfig(repositoryPath + "/.store/" + file) {
-                answer = c.encryption != "none"
-                break
+                // Known once a config says so (not before: the repository may not exist yet).
+                encrypted.withLock { $0 = c.encryption != "none" }
+                return c.encryption != "none"
             }
         }
-        encrypted.withLock { $0 = answer }
-        return answer
+        return POSIX.isDirectory(keysPath)
     }
 
     /// The master keys, or nil for an unencrypted repository. Throws `permission` (exit 77)
