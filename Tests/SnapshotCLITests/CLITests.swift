@@ -615,3 +615,29 @@ enum CommandCopy {
         #expect(try CLI.run(["--repo", repo, "verify", "--all", "--read-data"]).status == 0)
     }
 }
+
+@Suite struct SmallFilesTests {
+    /// The small-files tree at a size the suite can afford: 20,000 files of 1–4 KiB in 200
+    /// directories round-trip exactly (content, modes, mtimes), and an unchanged second
+    /// snapshot reads none of them.
+    @Test func twentyThousandSmallFilesRoundTripExactly() throws {
+        let dir = TemporaryDirectory("snapshot-small")
+        let src = dir.sub("tree"), repo = dir.sub("repo")
+        var state: UInt64 = 7
+        for d in 0..<200 {
+            for f in 0..<100 {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                let size = 1024 + Int(state >> 52) % 3072
+                Fixture.write(src + "/d\(d)/f\(f).txt", Array(Fixture.text(lines: size / 40 + 1, seed: d * 100 + f).prefix(size)),
+                              mode: f % 7 == 0 ? 0o600 : 0o644, mtime: 1_700_000_000 + d * 100 + f)
+            }
+        }
+        #expect(try CLI.run(["--repo", repo, "create", "--path", src, "--type", "data", "--quiet"]).status == 0)
+        let second = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "data", "--debug"])
+        #expect(second.status == 0 && second.stderr.contains("reading 0 files, 0 bytes"), "\(second.stderr.suffix(600))")
+        let out = dir.sub("out")
+        #expect(try CLI.run(["--repo", repo, "restore", "--snapshot", "latest", "--target", out, "--verify", "--quiet"]).status == 0)
+        #expect(TreeComparison.differences(src, out + "/tree") == [])
+        #expect(try CLI.run(["--repo", repo, "verify", "--all", "--read-data"]).status == 0)
+    }
+}
