@@ -152,12 +152,8 @@ public enum Age {
 
         let nonce = Crypto.random(16)
         let payloadKey = hkdf(ikm: fileKey, salt: nonce, info: "payload")
-        let inFD = open(input, O_RDONLY | O_CLOEXEC)
-        guard inFD >= 0 else { throw RepositoryError.fromErrno(path: input, operation: "open") }
-        defer { close(inFD) }
-        let outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard outFD >= 0 else { throw RepositoryError.fromErrno(path: output, operation: "create") }
-        defer { close(outFD) }
+        let (inFD, outFD) = try POSIX.openTransform(input: input, output: output)
+        defer { close(inFD); close(outFD) }
         try POSIX.writeAll(outFD, Array(header.utf8) + nonce, path: output)
         // 64 KiB chunks; the last one (possibly short, empty only for empty input) is flagged.
         let chunk = 64 << 10

@@ -83,12 +83,8 @@ extension Compressor {
         step: (OpaquePointer, inout ZSTD_inBuffer, inout ZSTD_outBuffer, Bool) -> Int,
         make: () -> OpaquePointer, free: (OpaquePointer) -> Void
     ) throws {
-        let inFD = open(input, O_RDONLY | O_CLOEXEC)
-        guard inFD >= 0 else { throw RepositoryError.fromErrno(path: input, operation: "open") }
-        defer { close(inFD) }
-        let outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard outFD >= 0 else { throw RepositoryError.fromErrno(path: output, operation: "create") }
-        defer { close(outFD) }
+        let (inFD, outFD) = try POSIX.openTransform(input: input, output: output)
+        defer { close(inFD); close(outFD) }
         let ctx = make()
         defer { free(ctx) }
         var outBytes = [UInt8](repeating: 0, count: 1 << 20)

@@ -58,6 +58,20 @@ public enum POSIX {
         try syncDirectory(parent(of: path))
     }
 
+    /// Opens `input` to read and `output` to write anew (owner-only): the two ends of a file
+    /// transformed whole (compressed, encrypted).
+    public static func openTransform(input: String, output: String) throws -> (input: Int32, output: Int32) {
+        let inFD = open(input, O_RDONLY | O_CLOEXEC)
+        guard inFD >= 0 else { throw RepositoryError.fromErrno(path: input, operation: "open") }
+        let outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard outFD >= 0 else {
+            let e = errno
+            close(inFD)
+            throw RepositoryError.fromErrno(path: output, operation: "create", errno: e)
+        }
+        return (inFD, outFD)
+    }
+
     /// Reads up to `count` bytes (fewer only at the end of the file).
     public static func readUpTo(_ fd: Int32, _ count: Int, path: String) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
