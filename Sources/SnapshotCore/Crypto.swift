@@ -45,30 +45,29 @@ public enum Crypto {
         plain.withUnsafeBytes { seal($0, key: key, context: context) }
     }
 
-    /// Opens what `seal` made; nil when the key, the context or any byte is wrong.
+    /// Opens what `seal` made; nil when the key, the context or any byte is wrong. (The
+    /// output is never zero-filled first: restores and checks open every blob.)
     public static func open(_ sealed: UnsafeRawBufferPointer, key: [UInt8], context: String) -> [UInt8]? {
         guard sealed.count >= overhead, key.count == keySize else { return nil }
         let length = sealed.count - overhead
-        var out = [UInt8](repeating: 0, count: max(length, 1))
         let ctx = EVP_CIPHER_CTX_new()!
         defer { EVP_CIPHER_CTX_free(ctx) }
-        var n: Int32 = 0
         let aad = Array(context.utf8)
         let base = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var tag = Array(UnsafeBufferPointer(start: base + nonceSize + length, count: tagSize))
-        let ok = out.withUnsafeMutableBufferPointer { o -> Bool in
+        var ok = false
+        let out = [UInt8](unsafeUninitializedCapacity: max(length, 1)) { o, count in
+            count = length
+            var n: Int32 = 0
             guard EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nil, key, base) == 1,
                 EVP_DecryptUpdate(ctx, nil, &n, aad, Int32(aad.count)) == 1
-            else { return false }
+            else { return }
             if length > 0 {
-                guard EVP_DecryptUpdate(ctx, o.baseAddress!, &n, base + nonceSize, Int32(length)) == 1 else { return false }
+                guard EVP_DecryptUpdate(ctx, o.baseAddress!, &n, base + nonceSize, Int32(length)) == 1 else { return }
             }
-            guard EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, Int32(tagSize), &tag) == 1 else { return false }
-            return EVP_DecryptFinal_ex(ctx, o.baseAddress! + length, &n) == 1
+            guard EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, Int32(tagSize), UnsafeMutableRawPointer(mutating: base + nonceSize + length)) == 1 else { return }
+            ok = EVP_DecryptFinal_ex(ctx, o.baseAddress! + length, &n) == 1
         }
-        guard ok else { return nil }
-        if length == 0 { out.removeAll() }
-        return out
+        return ok ? out : nil
     }
 
     public static func open(_ sealed: [UInt8], key: [UInt8], context: String) -> [UInt8]? {
