@@ -56,8 +56,10 @@ public struct SnapshotCatalog: Sendable {
     /// The plaintext of a snapshot file: opened when sealed; refused unsealed in an
     /// encrypted repository.
     func plaintext(_ bytes: [UInt8], path: String, context: String) throws -> [UInt8] {
-        let sealed = (try? JSONDecoder().decode(Sealed.self, from: Data(bytes)))?.sealed
         let keys = try keys()
+        // A plain repository's file without the key is read as it is (one JSON parse, not two).
+        if keys == nil && !Data(bytes).contains(Data("\"sealed\"".utf8)) { return bytes }
+        let sealed = (try? JSONDecoder().decode(Sealed.self, from: Data(bytes)))?.sealed
         guard let sealed else {
             if keys != nil { throw RepositoryError.corrupt(file: path, detail: "not sealed, in an encrypted repository") }
             return bytes
