@@ -71,14 +71,14 @@ public struct AgentSettings: Sendable {
         }
         var key: [UInt8]?
         if !q.hmacKeyFile.isEmpty {
-            try POSIX.checkPrivate(q.hmacKeyFile, what: "mqtt.hmac_key_file")
             do {
-                var bytes = try POSIX.readFile(q.hmacKeyFile)
-                while bytes.last == 0x0a || bytes.last == 0x0d { bytes.removeLast() }
+                let bytes = try POSIX.readSecret(q.hmacKeyFile, what: "mqtt.hmac_key_file")
                 guard !bytes.isEmpty else { throw EngineError.config(file: q.hmacKeyFile, line: nil, message: "mqtt.hmac_key_file is empty") }
                 key = bytes
             } catch let e as EngineError {
                 throw e
+            } catch RepositoryError.key(let path, let detail) {
+                throw RepositoryError.key(path: path, detail: detail)  // open to others: exit 77 as it says
             } catch {
                 throw EngineError.config(file: q.hmacKeyFile, line: nil, message: "mqtt.hmac_key_file: \(error)")
             }

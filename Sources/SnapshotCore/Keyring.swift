@@ -199,10 +199,7 @@ public final class Keyring: Sendable {
     /// trailing newline stripped) or SNAPSHOT_PASSWORD; nil when none.
     public static func readPassword(file: String?, environment: [String: String]) throws -> [UInt8]? {
         if let file = file ?? environment["SNAPSHOT_PASSWORD_FILE"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            try POSIX.checkPrivate(file, what: "the password file")
-            var bytes = try POSIX.readFile(file)
-            while bytes.last == 0x0a || bytes.last == 0x0d { bytes.removeLast() }
-            return bytes
+            return try POSIX.readSecret(file, what: "the password file")
         }
         if let text = environment["SNAPSHOT_PASSWORD"], !text.isEmpty { return Array(text.utf8) }
         return nil

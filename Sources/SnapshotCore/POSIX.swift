@@ -230,6 +230,15 @@ public enum POSIX {
         }
     }
 
+    /// A secret from a file (a password, a key): refused unless only its owner can read it
+    /// (`checkPrivate`), its trailing newlines stripped.
+    public static func readSecret(_ path: String, what: String) throws -> [UInt8] {
+        try checkPrivate(path, what: what)
+        var bytes = try readFile(path)
+        while bytes.last == 0x0a || bytes.last == 0x0d { bytes.removeLast() }
+        return bytes
+    }
+
     /// Removes a file or a whole directory tree; a missing path is not an error.
     public static func removeTree(_ path: String) throws {
         var st = stat()

@@ -213,11 +213,10 @@ public struct MQTTSection: Sendable, Equatable {
     public func brokerSettings(overrideURL: String? = nil) throws -> BrokerSettings {
         var password: String?
         if !passwordFile.isEmpty {
-            try POSIX.checkPrivate(passwordFile, what: "mqtt.password_file")
             do {
-                var text = String(decoding: try POSIX.readFile(passwordFile), as: UTF8.self)
-                while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
-                password = text
+                password = String(decoding: try POSIX.readSecret(passwordFile, what: "mqtt.password_file"), as: UTF8.self)
+            } catch RepositoryError.key(let path, let detail) {
+                throw RepositoryError.key(path: path, detail: detail)  // open to others: exit 77 as it says
             } catch {
                 throw EngineError.config(file: passwordFile, line: nil, message: "mqtt.password_file: \(error)")
             }

@@ -13,9 +13,7 @@ extension Snapshot {
         static func newPassword(_ file: String?) throws -> [UInt8] {
             let env = ProcessInfo.processInfo.environment
             if let file {
-                try POSIX.checkPrivate(file, what: "the new password file")
-                var bytes = try POSIX.readFile(file)
-                while bytes.last == 0x0a || bytes.last == 0x0d { bytes.removeLast() }
+                let bytes = try POSIX.readSecret(file, what: "the new password file")
                 guard !bytes.isEmpty else { throw ValidationError("the new password file \(file) is empty") }
                 return bytes
             }
