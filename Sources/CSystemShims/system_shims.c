@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <malloc.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -17,6 +18,8 @@ unsigned int snapshot_rename_exchange(void) { return RENAME_EXCHANGE; }
 int snapshot_o_direct(void) { return O_DIRECT; }
 
 int snapshot_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int snapshot_malloc_trim(void) { return malloc_trim(0); }
 
 int snapshot_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 

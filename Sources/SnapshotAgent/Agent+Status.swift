@@ -21,6 +21,9 @@ extension Agent {
                 await publishState()
                 await publishMetrics()
                 await republishAlerts()
+                if let status = memory.withLock({ $0.continuousStatus }) {
+                    try? await publish(settings.continuousTopic, status, retain: true)
+                }
             case .disconnected(let code, let reason):
                 logger.warning("disconnected from \(settings.broker.url): \(reason) (\(code))")
             }

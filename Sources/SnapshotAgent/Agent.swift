@@ -56,10 +56,18 @@ public final class Agent: Service, Sendable {
         /// Response Topics of redeliveries of a request still queued or running: each gets
         /// the final response too (topics.md: exactly one per command that asks).
         var waitingReplies: [String: [(topic: String, correlation: [UInt8]?)]] = [:]
+        /// The last `continuous` status published (again after a reconnect).
+        var continuousStatus: [UInt8]?
     }
 
     public init(settings: AgentSettings, service: SnapshotService, logger: Logger = Logger(label: "snapshot.agent")) throws {
         self.settings = settings
+        var service = service
+        if !service.config.continuous.isEmpty && service.lockWait == 0 {
+            // A continuous snapshot holds the repository for moments at a time: a job that
+            // needs it alone (prune, delete) waits for it rather than failing at once.
+            service.lockWait = 30
+        }
         self.service = service
         self.logger = logger
         parser = CommandParser(settings: settings)
@@ -94,6 +102,8 @@ public final class Agent: Service, Sendable {
                 .init(service: Loop(description: "alert checks") { await self.alertTimer() }),
                 // With no schedule: entries there is nothing to run, and it ends at once.
                 .init(service: Loop(description: "schedule") { await self.runSchedule() }, successTerminationBehavior: .ignore),
+                // With no continuous: entry it ends at once too.
+                .init(service: Loop(description: "continuous snapshots") { await self.runContinuous() }, successTerminationBehavior: .ignore),
                 .init(service: JobRunner(agent: self), successTerminationBehavior: .gracefullyShutdownGroup),
             ],
             logger: logger))

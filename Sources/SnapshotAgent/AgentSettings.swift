@@ -107,6 +107,7 @@ public struct AgentSettings: Sendable {
     public var stateTopic: String { statusBase + "/state" }
     public var progressTopic: String { statusBase + "/progress" }
     public var metricsTopic: String { statusBase + "/metrics" }
+    public var continuousTopic: String { statusBase + "/continuous" }
     public func responseTopic(_ action: String) -> String { statusBase + "/response/" + action }
     public func alertTopic(_ check: String) -> String { statusBase + "/alerts/" + check }
 }

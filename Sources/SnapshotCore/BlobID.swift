@@ -94,6 +94,19 @@ public struct BlobID: Hashable, Sendable, Comparable, CustomStringConvertible {
         withUnsafeBytes(of: &words) { out.append(contentsOf: $0) }
     }
 
+    /// Appends the 64 lowercase hex digits of the id to `out`.
+    public func appendHex(to out: inout [UInt8]) {
+        var words = (w0, w1, w2, w3)
+        withUnsafeBytes(of: &words) { raw in
+            for b in raw {
+                out.append(Self.hexDigits[Int(b >> 4)])
+                out.append(Self.hexDigits[Int(b & 15)])
+            }
+        }
+    }
+
+    static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
     public var hex: String {
         let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8]()

@@ -300,6 +300,16 @@ public final class Repository: Sendable {
         for dir in dirs { try POSIX.syncDirectory(dir) }
         let name = BlobID.random().hex
         try POSIX.writeFileAtomically(indexPath + "/" + name, sealFile(IndexFile.encode(packs), context: "index"))
+        // Its entries are in `index` already: a later miss need not read it back.
+        loadedIndexFiles.withLock { _ = $0.insert(name) }
+    }
+
+    /// Whether an index file read by this process is gone: prune or rebuild-metadata
+    /// rewrote the index (and may have moved or removed blobs) since. A process that keeps
+    /// the repository open across commands (a continuous watch) opens it again then.
+    public var indexWasRewritten: Bool {
+        let present = Set(((try? POSIX.listDirectory(indexPath)) ?? []).filter { !$0.contains(".tmp") })
+        return loadedIndexFiles.withLock { !$0.isSubset(of: present) }
     }
 
     /// Writes one index file (atomically) for the given packs; used by prune to replace all

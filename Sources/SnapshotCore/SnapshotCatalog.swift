@@ -229,9 +229,29 @@ public struct SnapshotCatalog: Sendable {
     }
 
     /// Resolves a reference: an id, `latest` (newest of any type except pre-restore),
-    /// `TYPE/latest`, `TYPE/ID`, or a unique snapshot name. With `type` (the seed's
+    /// `TYPE/latest`, `TYPE/ID`, `TYPE@ISO8601` (the newest of the type at or before that
+    /// time), or a unique snapshot name. With `type` (the seed's
     /// `--snapshot ID --type T`), only snapshots of that type are considered.
     public func resolve(_ reference: String, type narrowed: SnapshotType? = nil) throws -> SnapshotRecord {
+        if let at = reference.firstIndex(of: "@") {
+            // TYPE@ISO8601: the newest of the type at or before that time.
+            let typeName = String(reference[..<at]), when = String(reference[reference.index(after: at)...])
+            guard let type = SnapshotType(typeName) else {
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "\(typeName) is not a snapshot type (\(SnapshotType.nameRule))")
+            }
+            guard let time = Timestamp(iso8601: when) else {
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "\(when) is not an ISO 8601 time such as 2026-11-28T10:15:00Z")
+            }
+            if let narrowed, narrowed != type {
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "it names a \(type) snapshot, but --type is \(narrowed)")
+            }
+            let candidates = try all(type: type)
+            guard let r = candidates.first(where: { Timestamp(iso8601: $0.metadata.timestamp).map { $0.timeInterval <= time.timeInterval } ?? false }) else {
+                let oldest = candidates.last.map { "; the oldest is \($0.id) (\($0.metadata.timestamp))" } ?? ""
+                throw RepositoryError.snapshotNotFound(reference: reference, detail: "no \(type) snapshot at or before \(time.iso8601)\(oldest)")
+            }
+            return r
+        }
         if let slash = reference.firstIndex(of: "/") {
             let typeName = String(reference[..<slash]), rest = String(reference[reference.index(after: slash)...])
             guard let type = SnapshotType(typeName) else {
@@ -293,8 +313,34 @@ public struct SnapshotCatalog: Sendable {
         let final = typeDir + "/" + metadata.snapshotID
         guard rename(staging, final) == 0 else { throw RepositoryError.fromErrno(path: final, operation: "rename") }
         try POSIX.syncDirectory(typeDir)
-        try updateLatest(type: type)
+        if try !latestIsNewer(type: type, than: metadata) { try pointLatest(typeDir: typeDir, at: metadata.snapshotID) }
         return SnapshotRecord(type: type, id: metadata.snapshotID, directory: final, metadata: metadata)
+    }
+
+    /// Whether `<type>/latest` names a snapshot newer than `metadata`'s. Reads one
+    /// metadata.json, not every one of the type (continuous snapshots come by the thousand);
+    /// with no readable link it rescans the type.
+    private func latestIsNewer(type: SnapshotType, than metadata: SnapshotMetadata) throws -> Bool {
+        let typeDir = repositoryPath + "/" + type.name
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = readlink(typeDir + "/latest", &buffer, buffer.count)
+        guard n > 0, let current = String(validating: buffer[..<n], as: UTF8.self), Self.isValidID(current),
+            let m = try? readMetadata(typeDir + "/" + current + "/metadata.json")
+        else {
+            guard let newest = try all(type: type).first else { return false }
+            return newest.id != metadata.snapshotID
+        }
+        if current == metadata.snapshotID { return false }
+        return m.timestamp != metadata.timestamp ? m.timestamp > metadata.timestamp : Self.idOrder(current, metadata.snapshotID)
+    }
+
+    private func pointLatest(typeDir: String, at id: String) throws {
+        let link = typeDir + "/latest"
+        let tmp = typeDir + "/.latest.tmp"
+        unlink(tmp)
+        guard symlink(id, tmp) == 0 else { throw RepositoryError.fromErrno(path: tmp, operation: "symlink") }
+        guard rename(tmp, link) == 0 else { throw RepositoryError.fromErrno(path: link, operation: "rename") }
+        try POSIX.syncDirectory(typeDir)
     }
 
     /// Points `<type>/latest` at the newest snapshot of the type (or removes it when none).
@@ -305,11 +351,7 @@ public struct SnapshotCatalog: Sendable {
             unlink(link)
             return
         }
-        let tmp = typeDir + "/.latest.tmp"
-        unlink(tmp)
-        guard symlink(newest.id, tmp) == 0 else { throw RepositoryError.fromErrno(path: tmp, operation: "symlink") }
-        guard rename(tmp, link) == 0 else { throw RepositoryError.fromErrno(path: link, operation: "rename") }
-        try POSIX.syncDirectory(typeDir)
+        try pointLatest(typeDir: typeDir, at: newest.id)
     }
 
     /// Rewrites a committed snapshot's metadata.json atomically (verification results).

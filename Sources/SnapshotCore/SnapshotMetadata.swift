@@ -142,8 +142,12 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     public var sanitizedFrom: String?
     public var sanitized: [String: Int]?
 
-    /// The value of `version`: the metadata format.
-    public static let currentVersion = "1"
+    /// The value of `version`: the metadata format. "2": `checksums` are version 2 digests
+    /// (ComponentDigest); "1" (or none): version 1.
+    public static let currentVersion = "2"
+
+    /// Which ComponentDigest version `checksums` holds.
+    public var checksumVersion: Int { version == "1" ? 1 : 2 }
 
     public init(
         snapshotID: String, timestamp: String, type: String, name: String,
@@ -190,7 +194,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         timestamp = try c.decode(String.self, forKey: .timestamp)
         type = try c.decode(String.self, forKey: .type)
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? ""
-        version = try c.decodeIfPresent(String.self, forKey: .version) ?? Self.currentVersion
+        version = try c.decodeIfPresent(String.self, forKey: .version) ?? "1"
         components = try c.decodeIfPresent([String: ComponentSummary].self, forKey: .components) ?? [:]
         checksums = try c.decodeIfPresent([String: String].self, forKey: .checksums) ?? [:]
         sizeBytes = try c.decodeIfPresent(UInt64.self, forKey: .sizeBytes) ?? 0

@@ -81,7 +81,12 @@ public final class Archiver: Sendable {
     /// parent snapshot).
     public var lastRead: (files: Int, bytes: Int) { readCounts.withLock { $0 } }
 
-    public init(repository: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) {
+    /// Tree digests kept by the caller across snapshots (a continuous watch): the checksum
+    /// of a component then costs the directories that changed.
+    public let digestCache: DigestCache?
+
+    public init(repository: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag(), digestCache: DigestCache? = nil) {
+        self.digestCache = digestCache
         self.repository = repository
         self.catalog = SnapshotCatalog(repository: repository)
         self.progress = progress
@@ -126,10 +131,68 @@ public final class Archiver: Sendable {
         var bytes: UInt64 = 0
     }
 
+    /// What a continuous snapshot re-reads of one component: the directories on the way to a
+    /// changed path are listed again; every other directory keeps the parent's tree as is.
+    final class PartialScan {
+        let changes: ComponentChanges
+        /// Every directory that holds a changed path, up to the root (`""`).
+        let onPath: Set<String>
+        let parentRoot: Tree
+        let reader: BlobReader
+        /// Directories listed again, and those scanned whole (new or moved in).
+        var listed: Set<String> = []
+        var scannedWhole: [String] = []
+        private var trees: [String: Tree] = [:]
+
+        init(changes: ComponentChanges, parentRoot: Tree, reader: BlobReader) {
+            self.changes = changes
+            self.parentRoot = parentRoot
+            self.reader = reader
+            var dirs: Set<String> = [""]
+            for p in changes.paths.union(changes.moved.values) {
+                var d = p
+                while let slash = d.lastIndex(of: "/") {
+                    d = String(d[..<slash])
+                    if !dirs.insert(d).inserted { break }
+                }
+            }
+            onPath = dirs
+        }
+
+        /// The parent's node at a relative path (where a moved entry came from).
+        func oldNode(at path: String) -> Node? {
+            var tree = parentRoot
+            var prefix = ""
+            let parts = path.split(separator: "/").map(String.init)
+            for (i, part) in parts.enumerated() {
+                guard let n = tree.nodes.first(where: { $0.name == part }) else { return nil }
+                if i == parts.count - 1 { return n }
+                prefix = prefix.isEmpty ? part : prefix + "/" + part
+                guard n.kind == .directory, let sub = n.subtree else { return nil }
+                if let t = trees[prefix] {
+                    tree = t
+                } else {
+                    guard let t = try? reader.readTree(sub, path: prefix) else { return nil }
+                    trees[prefix] = t
+                    tree = t
+                }
+            }
+            return nil
+        }
+
+        /// Whether an entry the parent lists here under `relative/…` was left as it was.
+        func isUntouched(_ relative: String) -> Bool {
+            let parent = relative.lastIndex(of: "/").map { String(relative[..<$0]) } ?? ""
+            if listed.contains(parent) { return false }
+            return !scannedWhole.contains { relative == $0 || relative.hasPrefix($0 + "/") }
+        }
+    }
+
     private func scan(
         directory path: String, relative: String, node: Node, parent: Tree?, excludes: ExcludeMatcher,
-        reader: BlobReader, state: inout ScanState
+        reader: BlobReader, state: inout ScanState, partial: PartialScan? = nil
     ) throws -> ScanDir {
+        partial?.listed.insert(relative)
         let dir = ScanDir(node: node)
         let names: [String]
         do {
@@ -157,16 +220,33 @@ public final class Archiver: Sendable {
             }
             guard var child = FileStat.node(name: name, st) else { continue }
             if child.kind == .file || child.kind == .directory { child.xattrs = FileStat.xattrs(childPath) }
-            let old = parentNodes[name]
+            var old = parentNodes[name]
+            // A rename seen whole: compare with what the entry was at its old path (its ctime
+            // changed with the rename, nothing else).
+            var renamed = false
+            if let partial, let from = partial.changes.moved[childRel], let n = partial.oldNode(at: from), n.kind == child.kind {
+                old = n
+                renamed = true
+            }
             switch child.kind {
             case .directory:
-                var oldTree: Tree?
-                if let old, old.kind == .directory, let sub = old.subtree {
-                    oldTree = try? reader.readTree(sub, path: childRel)
+                let oldSub = old?.kind == .directory ? old?.subtree : nil
+                if let partial, let oldSub, !renamed, !partial.changes.rescan.contains(childRel), !partial.onPath.contains(childRel),
+                    repository.index.location(of: oldSub) != nil
+                {
+                    // Nothing changed below: the parent's tree stands.
+                    child.subtree = oldSub
+                    dir.entries.append(.node(child))
+                    continue
                 }
+                var oldTree: Tree?
+                if let oldSub { oldTree = try? reader.readTree(oldSub, path: childRel) }
+                // New, moved in, or listed again since something below it changed.
+                let whole = partial != nil && (oldSub == nil || renamed || partial!.changes.rescan.contains(childRel))
+                if whole { partial?.scannedWhole.append(childRel) }
                 let sub = try scan(
                     directory: childPath, relative: childRel, node: child, parent: oldTree,
-                    excludes: excludes, reader: reader, state: &state)
+                    excludes: excludes, reader: reader, state: &state, partial: whole ? nil : partial)
                 dir.entries.append(.dir(sub))
             case .file:
                 state.files += 1
@@ -174,7 +254,7 @@ public final class Archiver: Sendable {
                 progress.bytesTotal.add(Int(child.size), ordering: .relaxed)
                 progress.filesTotal.add(1, ordering: .relaxed)
                 if let old, old.kind == .file, old.size == child.size, old.mtime == child.mtime,
-                    old.ctime == child.ctime, old.inode == child.inode, old.sparse == child.sparse,
+                    old.ctime == child.ctime || renamed, old.inode == child.inode, old.sparse == child.sparse,
                     old.content.allSatisfy({ repository.index.location(of: $0) != nil })
                 {
                     child.content = old.content
@@ -360,8 +440,44 @@ public final class Archiver: Sendable {
     /// Takes a snapshot and commits it. Throws without committing anything on any error
     /// other than unreadable files, which are recorded in the component's `skipped`.
     public func create(_ request: CreateRequest) throws -> SnapshotRecord {
+        try run(request, continuous: nil)!
+    }
+
+    /// A continuous snapshot: compared with `parent` (the last one this watch took; nil: the
+    /// newest snapshot holding each component, as `create` finds it), reading only what
+    /// `changes` names — directories on the way to a changed path are listed again, every
+    /// other directory keeps the parent's tree, a component without changes keeps the
+    /// parent's tree whole. Returns nil, committing nothing, when the parent is a `continuous`
+    /// snapshot and nothing it holds changed.
+    public func createContinuous(_ request: CreateRequest, parent: SnapshotRecord?, changes: [String: ComponentChanges]) throws -> SnapshotRecord? {
+        let manifest = try parent.map { try catalog.readManifest($0) }
+        return try run(request, continuous: ContinuousPlan(parent: parent, manifest: manifest, changes: changes))
+    }
+
+    struct ContinuousPlan {
+        var parent: SnapshotRecord?
+        var manifest: SnapshotManifest?
+        var changes: [String: ComponentChanges]
+
+        /// The parent's component of the same kind and source.
+        func parentComponent(_ source: FileSource) -> (record: SnapshotRecord, component: ManifestComponent)? {
+            guard let parent, let mc = manifest?.components[source.name], mc.kind == source.kind, mc.source == source.label,
+                let c = parent.metadata.components[source.name], c.kind == source.kind, c.source == source.label
+            else { return nil }
+            return (parent, mc)
+        }
+    }
+
+    private func run(_ request: CreateRequest, continuous plan: ContinuousPlan?) throws -> SnapshotRecord? {
         let started = Timestamp.now()
-        let records = try catalog.all()
+        // A continuous snapshot knows its parent; every other one (and a component the
+        // parent lacks) looks among all snapshots.
+        var loaded: [SnapshotRecord]?
+        func records() throws -> [SnapshotRecord] {
+            if let loaded { return loaded }
+            loaded = try catalog.all()
+            return loaded!
+        }
         let reader = BlobReader(repository: repository)
         let treeWriter = repository.makeBlobWriter(compressionLevel: request.compressionLevel)
         var summaries: [String: ComponentSummary] = [:]
@@ -372,19 +488,40 @@ public final class Archiver: Sendable {
         var logical: UInt64 = 0
 
         progress.phase = "scanning"
-        var scans: [(source: FileSource, root: ScanDir, state: ScanState, isFile: Bool)] = []
+        var scans: [(source: FileSource, root: ScanDir, state: ScanState, isFile: Bool, partial: PartialScan?, parentSkipped: [String])] = []
         for source in request.sources {
             var st = stat()
             guard stat(source.path, &st) == 0 else { throw EngineError.sourceMissing(component: source.name, path: source.path) }
             let excludes = ExcludeMatcher(source.excludes)
-            let parent = parent(for: source, type: request.type, records: records)
+            let known = plan?.parentComponent(source)
+            let parent: (record: SnapshotRecord, tree: BlobID)?
+            if let known, repository.index.location(of: known.component.treeID) != nil {
+                parent = (known.record, known.component.treeID)
+            } else {
+                parent = self.parent(for: source, type: request.type, records: try records())
+            }
             if let parent, !parentIDs.contains(parent.record.id) { parentIDs.append(parent.record.id) }
+            let change = plan?.changes[source.name] ?? ComponentChanges()
+            if plan != nil, let known, parent != nil, change.isEmpty, let summary = known.record.metadata.components[source.name],
+                let checksum = known.record.metadata.checksums[source.name]
+            {
+                // Nothing changed here since the parent: its tree, counts and checksum stand.
+                summaries[source.name] = summary
+                checksums[source.name] = checksum
+                manifestComponents[source.name] = known.component
+                logical += summary.bytes
+                continue
+            }
             let parentTree = try parent.map { try reader.readTree($0.tree, path: source.name) }
             var state = ScanState()
             let root: ScanDir
+            var partial: PartialScan?
             if (st.st_mode & S_IFMT) == S_IFDIR {
                 let node = FileStat.node(name: source.name, st)!
-                root = try scan(directory: source.path, relative: "", node: node, parent: parentTree, excludes: excludes, reader: reader, state: &state)
+                if plan != nil, !change.whole, let parentTree {
+                    partial = PartialScan(changes: change, parentRoot: parentTree, reader: reader)
+                }
+                root = try scan(directory: source.path, relative: "", node: node, parent: parentTree, excludes: excludes, reader: reader, state: &state, partial: partial)
             } else {
                 // A single file: the component holds one entry, named like the file.
                 let fileName = POSIX.lastComponent(source.path)
@@ -411,12 +548,20 @@ public final class Archiver: Sendable {
                     root.entries.append(.job(job))
                 }
             }
-            scans.append((source, root, state, (st.st_mode & S_IFMT) != S_IFDIR))
+            let parentSkipped = partial.map { p in (known?.record.metadata.components[source.name]?.skipped ?? []).filter { entry in
+                let path = entry.range(of: ": ").map { String(entry[..<$0.lowerBound]) } ?? entry
+                return p.isUntouched(path)
+            } } ?? []
+            scans.append((source, root, state, (st.st_mode & S_IFMT) != S_IFDIR, partial, parentSkipped))
             if progress.isTracing {
                 let toRead = state.jobs.reduce(0) { $0 + Int($1.node.size) }
-                let basis = parent.map { "\(state.files - state.jobs.count) unchanged since \($0.record.type)/\($0.record.id) (same size, mtime, ctime and inode) not read" }
-                    ?? (request.type == .full ? "type full reads every file" : "no earlier snapshot of this component to compare with")
-                progress.note("component \(source.name) (\(source.path)): \(state.files) files, \(state.bytes) bytes; reading \(state.jobs.count) files, \(toRead) bytes; \(basis)")
+                if let partial {
+                    progress.note("component \(source.name) (\(source.path)): \(change.paths.count) changed paths; listed \(partial.listed.count) directories again, \(partial.scannedWhole.count) whole; reading \(state.jobs.count) files, \(toRead) bytes; the rest as in \(parent!.record.type)/\(parent!.record.id)")
+                } else {
+                    let basis = parent.map { "\(state.files - state.jobs.count) unchanged since \($0.record.type)/\($0.record.id) (same size, mtime, ctime and inode) not read" }
+                        ?? (request.type == .full ? "type full reads every file" : "no earlier snapshot of this component to compare with")
+                    progress.note("component \(source.name) (\(source.path)): \(state.files) files, \(state.bytes) bytes; reading \(state.jobs.count) files, \(toRead) bytes; \(basis)")
+                }
                 for e in state.excluded.prefix(50) { progress.note("  excluded \(source.name)/\(e) (matches one of \(source.excludes.joined(separator: ", ")))") }
                 if state.excluded.count > 50 { progress.note("  … and \(state.excluded.count - 50) more excluded") }
                 for s in state.skipped { progress.note("  skipped \(source.name)/\(s)") }
@@ -431,16 +576,22 @@ public final class Archiver: Sendable {
         stored += totals.stored
 
         progress.phase = "writing trees"
-        for (source, root, scanState, isFile) in scans {
+        for (source, root, scanState, isFile, partial, parentSkipped) in scans {
             var state = scanState
             var trees: [BlobID: Tree] = [:]
             let rootID = try buildTree(root, relative: "", writer: treeWriter, trees: &trees, state: &state)
-            let digest = try ComponentDigest.compute(root: rootID) { id, path in
+            let summary = try ComponentDigest.summarize(root: rootID, cache: digestCache) { id, path in
                 if let t = trees[id] { return t }
                 return try reader.readTree(id, path: path)
             }
+            if partial != nil {
+                // Only part of the tree was scanned: the counts come from the whole of it.
+                state.files = summary.files
+                state.bytes = summary.bytes
+                state.skipped = parentSkipped + state.skipped
+            }
             summaries[source.name] = ComponentSummary(kind: source.kind, source: source.label, files: state.files, bytes: state.bytes, skipped: state.skipped)
-            checksums[source.name] = digest
+            checksums[source.name] = summary.digest
             var mc = ManifestComponent(kind: source.kind, source: source.label, tree: rootID)
             if isFile {
                 mc.rootIsFile = true
@@ -478,6 +629,15 @@ public final class Archiver: Sendable {
             logical += bytes
         }
         if cancellation.isCancelled { throw EngineError.cancelled }
+        if let plan, let parent = plan.parent, parent.type == request.type, let old = plan.manifest,
+            old.components == manifestComponents, request.generated.isEmpty
+        {
+            // The same trees as the last continuous snapshot: nothing to commit.
+            try treeWriter.flush()
+            try repository.commitIndex()
+            progress.phase = "done"
+            return nil
+        }
 
         progress.phase = "committing"
         return try catalog.withCommitLock {

@@ -22,6 +22,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case componentFailed(component: String, detail: String)
     /// A hook (stop_services, start_services, health_check) failed.
     case hookFailed(name: String, detail: String)
+    /// The kernel's change notifications could not watch what `continuous:` names.
+    case watch(String)
 
     /// A command that needs `--snapshot REF` (or the payload field `snapshot`) got none.
     public static var snapshotRequired: EngineError { .usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
@@ -39,6 +41,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .pathNotInSnapshot(let s, let p): return "snapshot \(s) has no \(p)"
         case .componentFailed(let c, let d): return "component \(c): \(d)"
         case .hookFailed(let n, let d): return "hook \(n) failed: \(d)"
+        case .watch(let d): return "watch: \(d)"
         }
     }
 }

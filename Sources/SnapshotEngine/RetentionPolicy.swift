@@ -3,24 +3,26 @@ import SnapshotCore
 import Yams
 
 /// How many snapshots of one type to keep: the newest snapshot of each of the last `n`
-/// calendar buckets (UTC days, ISO weeks Monday to Sunday, months, years) per rule, plus the
+/// calendar buckets (UTC hours, days, ISO weeks Monday to Sunday, months, years) per rule, plus the
 /// `last` n snapshots.
 public struct RetentionRule: Sendable, Equatable {
     public var last = 0
+    public var hourly = 0
     public var daily = 0
     public var weekly = 0
     public var monthly = 0
     public var yearly = 0
 
-    public init(last: Int = 0, daily: Int = 0, weekly: Int = 0, monthly: Int = 0, yearly: Int = 0) {
+    public init(last: Int = 0, hourly: Int = 0, daily: Int = 0, weekly: Int = 0, monthly: Int = 0, yearly: Int = 0) {
         self.last = last
+        self.hourly = hourly
         self.daily = daily
         self.weekly = weekly
         self.monthly = monthly
         self.yearly = yearly
     }
 
-    public var isEmpty: Bool { last + daily + weekly + monthly + yearly == 0 }
+    public var isEmpty: Bool { last + hourly + daily + weekly + monthly + yearly == 0 }
 }
 
 /// A snapshot's verdict with the rules that keep it (`prune --dry-run`).
@@ -77,13 +79,14 @@ public struct RetentionPolicy: Sendable, Equatable {
                 throw r.error(keyNode, "unknown key \"\(key)\" in retention (allowed: \(allowed.joined(separator: ", ")); a type of your own needs its entry under types: in the config)")
             }
             guard rules[type] == nil else { throw r.error(keyNode, "retention has two sections for \(type)") }
-            let m = try r.mapping(value, "retention.\(key)", allowed: ["last", "daily", "weekly", "monthly", "yearly"])
+            let m = try r.mapping(value, "retention.\(key)", allowed: ["last", "hourly", "daily", "weekly", "monthly", "yearly"])
             var rule = RetentionRule()
             for (k, v) in m {
                 let n = try r.int(v, "retention.\(key).\(k)")
                 guard n >= 0 else { throw r.error(v, "retention.\(key).\(k) must be 0 or more") }
                 switch k {
                 case "last": rule.last = n
+                case "hourly": rule.hourly = n
                 case "daily": rule.daily = n
                 case "weekly": rule.weekly = n
                 case "monthly": rule.monthly = n
@@ -101,10 +104,14 @@ public struct RetentionPolicy: Sendable, Equatable {
         return c
     }()
 
-    /// The bucket of a time for a rule: `2024-01-15`, `2024-W03` (ISO week), `2024-01`, `2024`.
+    /// The bucket of a time for a rule: `2024-01-15T10`, `2024-01-15`, `2024-W03` (ISO week),
+    /// `2024-01`, `2024`.
     static func bucket(_ rule: String, _ t: Timestamp) -> String {
         let date = Date(timeIntervalSince1970: TimeInterval(t.seconds))
         switch rule {
+        case "hourly":
+            // Hours of UTC: whole multiples of 3600 s since the epoch.
+            return String(t.seconds >= 0 ? t.seconds / 3600 : (t.seconds - 3599) / 3600)
         case "daily":
             let c = utc.dateComponents([.year, .month, .day], from: date)
             return String(format: "%04d-%02d-%02d", c.year!, c.month!, c.day!)
@@ -141,7 +148,7 @@ public struct RetentionPolicy: Sendable, Equatable {
                     for i in 0..<min(rule.last, sorted.count) { reasons[i].append("last snapshot") }
                     if rule.last > sorted.count, !sorted.isEmpty { reasons[sorted.count - 1].append("oldest last snapshot") }
                 }
-                for (name, count) in [("daily", rule.daily), ("weekly", rule.weekly), ("monthly", rule.monthly), ("yearly", rule.yearly)] where count > 0 {
+                for (name, count) in [("hourly", rule.hourly), ("daily", rule.daily), ("weekly", rule.weekly), ("monthly", rule.monthly), ("yearly", rule.yearly)] where count > 0 {
                     var left = count
                     var lastBucket: String?
                     for i in sorted.indices where left > 0 {

@@ -83,6 +83,42 @@ extension SnapshotConfig {
         }
     }
 
+    /// `continuous:` — `[{components: [...], debounce: "2s", max_interval: "60s"}]`; every
+    /// component a files component, named once.
+    mutating func readContinuous(_ v: Yams.Node, _ r: ConfigReader) throws {
+        guard case .sequence(let items) = v else { throw r.error(v, "continuous must be a list of {components, debounce, max_interval}") }
+        var seen = Set<String>()
+        for item in items {
+            let m = try r.mapping(item, "continuous entry", allowed: ["components", "debounce", "max_interval"])
+            guard let c = m["components"] else { throw r.error(item, "continuous entry needs components (files components to watch)") }
+            let names = try r.strings(c, "continuous.components")
+            guard !names.isEmpty else { throw r.error(c, "continuous.components must name at least one files component") }
+            for n in names {
+                guard let source = component(n) else {
+                    throw r.error(c, "continuous.components names unknown component \"\(n)\" (configured: \(components.map(\.name).joined(separator: ", ")))")
+                }
+                guard case .files = source else { throw r.error(c, "continuous.components: \(n) is a \(source.kind) component; only files components can be watched") }
+                guard seen.insert(n).inserted else { throw r.error(c, "continuous.components: \(n) is named twice") }
+            }
+            func duration(_ key: String, _ fallback: Double) throws -> Double {
+                guard let n = m[key] else { return fallback }
+                guard let d = AlertThresholds.parseDuration(try r.string(n, "continuous.\(key)")), d >= 0.05, d <= 86400 else {
+                    throw r.error(n, "continuous.\(key) must be a duration from 0.05s to 1d, like 2s or 1m")
+                }
+                return d
+            }
+            let entry = ContinuousEntry(components: names, debounce: try duration("debounce", 1), maxInterval: try duration("max_interval", 60))
+            guard entry.maxInterval >= entry.debounce else {
+                throw r.error(m["max_interval"] ?? item, "continuous.max_interval (\(Self.seconds(entry.maxInterval))) must not be shorter than debounce (\(Self.seconds(entry.debounce)))")
+            }
+            continuous.append(entry)
+        }
+    }
+
+    static func seconds(_ d: Double) -> String {
+        d == d.rounded() ? "\(Int(d)) s" : "\(d) s"
+    }
+
     /// `environments:` — named places for `test-recovery --environment`.
     mutating func readEnvironments(_ v: Yams.Node, _ r: ConfigReader) throws {
         for (keyNode, value) in try r.orderedMapping(v, "environments") {

@@ -52,6 +52,8 @@ public struct SnapshotConfig: Sendable {
     /// `sanitize:` — PII rules of one's own besides the built-in ones.
     public var sanitizePatterns: [(name: String, regex: String)] = []
     public var sanitizeKeys: [String] = []
+    /// `continuous:` — files components the agent and `snapshot watch` snapshot as they change.
+    public var continuous: [ContinuousEntry] = []
 
     public func component(_ name: String) -> ComponentSource? {
         components.first { $0.name == name }?.source
@@ -120,7 +122,7 @@ public struct SnapshotConfig: Sendable {
         }
         let r = ConfigReader(file: file)
         guard let node else { return defaults(root: workingDirectory) }
-        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments", "sanitize"])
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments", "sanitize", "continuous"])
         var rootDir = workingDirectory
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
@@ -138,6 +140,7 @@ public struct SnapshotConfig: Sendable {
         if let v = top["types"] { try config.readTypes(v, r) }
         if let v = top["environments"] { try config.readEnvironments(v, r) }
         if let v = top["sanitize"] { try config.readSanitize(v, r) }
+        if let v = top["continuous"] { try config.readContinuous(v, r) }
         if let v = top["hooks"] { try config.readHooks(v, r) }
         if let v = top["mqtt"] { try config.readMQTT(v, r) }
         if let v = top["schedule"] { try config.readSchedule(v, r) }

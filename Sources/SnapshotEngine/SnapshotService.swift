@@ -70,7 +70,7 @@ public struct SnapshotService: Sendable {
     /// Every type this repository and configuration know of: the built-in ones, the
     /// configured ones, and any that has snapshots in the repository.
     public var knownTypes: Set<SnapshotType> {
-        Set(SnapshotType.builtIn).union(config.types.keys).union([.preRestore, .sanitized]).union((try? catalog.types()) ?? [])
+        Set(SnapshotType.builtIn).union(config.types.keys).union([.preRestore, .sanitized, .continuous]).union((try? catalog.types()) ?? [])
     }
 
     /// Captures the components and commits a snapshot.

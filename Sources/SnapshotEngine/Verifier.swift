@@ -99,7 +99,7 @@ public final class Verifier: Sendable {
             for (name, c) in manifest.components.sorted(by: { $0.key < $1.key }) {
                 if let component, name != component { continue }
                 do {
-                    let digest = try ComponentDigest.compute(root: c.treeID) { id, path in
+                    let digest = try ComponentDigest.compute(root: c.treeID, version: record.metadata.checksumVersion) { id, path in
                         let t = try reader.readTree(id, path: path.isEmpty ? name : name + "/" + path)
                         do {
                             for node in t.nodes where node.kind == .file {

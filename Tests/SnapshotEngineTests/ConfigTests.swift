@@ -24,7 +24,11 @@ import TestSupport
     }
 
     @Test func badInputNamesFileLineAndKey() {
-        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, environments, hooks, mqtt, prune, repository, retention, root, sanitize, schedule, timezone, types)")
+        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, continuous, environments, hooks, mqtt, prune, repository, retention, root, sanitize, schedule, timezone, types)")
+        #expect(error("components:\n  c: {path: x}\n  m: {mqtt: [\"a/#\"]}\ncontinuous:\n  - {components: [m]}\n") == "snapshots.yaml:5: continuous.components: m is a mqtt component; only files components can be watched")
+        #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [d]}\n").hasPrefix("snapshots.yaml:4: continuous.components names unknown component \"d\""))
+        #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c], debounce: soon}\n").hasPrefix("snapshots.yaml:4: continuous.debounce must be a duration"))
+        #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c]}\n  - {components: [c]}\n") == "snapshots.yaml:5: continuous.components: c is named twice")
         #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
         #expect(error("compression: {level: 40}\n").contains("1..19"))
         #expect(error("components:\n  a: {path: x}\n  a: {path: y}\n") == "snapshots.yaml:3: duplicate key \"a\"")

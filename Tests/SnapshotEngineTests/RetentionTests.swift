@@ -11,7 +11,8 @@ import TestSupport
         var keep = Set<Int>()
         let newestFirst = times.sorted(by: >)
         keep.insert(newestFirst[0])
-        for (name, n) in [("daily", rule.daily), ("weekly", rule.weekly), ("monthly", rule.monthly), ("yearly", rule.yearly)] where n > 0 {
+        keep.formUnion(newestFirst.prefix(rule.last))
+        for (name, n) in [("hourly", rule.hourly), ("daily", rule.daily), ("weekly", rule.weekly), ("monthly", rule.monthly), ("yearly", rule.yearly)] where n > 0 {
             let groups = Dictionary(grouping: newestFirst) { bucket(name, $0) }
             let buckets = groups.keys.sorted { groups[$0]!.max()! > groups[$1]!.max()! }
             for b in buckets.prefix(n) { keep.insert(groups[b]!.max()!) }
@@ -27,6 +28,7 @@ import TestSupport
         c.firstWeekday = 2
         c.minimumDaysInFirstWeek = 4
         switch rule {
+        case "hourly": return "\(c.component(.year, from: d))-\(c.ordinality(of: .hour, in: .year, for: d)!)"
         case "daily": return "\(c.component(.year, from: d))-\(c.ordinality(of: .day, in: .year, for: d)!)"
         case "weekly":
             let comps = c.dateComponents([.yearForWeekOfYear, .weekOfYear], from: d)
@@ -64,6 +66,19 @@ import TestSupport
         #expect(keptTimes == Self.reference(times, rule: rule, bucket: Self.bucket))
     }
 
+    /// Continuous snapshots: one a minute for three days, thinned by `{last: 60, hourly: 24, daily: 7}`.
+    @Test func continuousSnapshotsThinByHour() {
+        let start = 1_764_288_000  // 2025-11-28T00:00:00Z
+        let times = (0..<(3 * 1440)).map { start + $0 * 60 + 7 }
+        let rule = RetentionRule(last: 60, hourly: 24, daily: 7)
+        let decisions = RetentionPolicy(rules: [.continuous: rule]).decide(times.map { record(.continuous, $0) })
+        let keptTimes = Set(zip(times.sorted(by: >), decisions).filter { $0.1.keep }.map(\.0))
+        #expect(keptTimes == Self.reference(times, rule: rule, bucket: Self.bucket))
+        // The last hour whole, then one per hour back to a day ago, then one per day.
+        #expect(keptTimes.count == 60 + 23 + 3)
+        #expect(decisions.first { $0.keep && $0.reasons == ["hourly snapshot"] } != nil)
+    }
+
     @Test func aYoungRepositoryKeepsItsFirstBackupAndReasonsAreNamed() {
         let start = 1_717_200_000  // 2024-06-01
         let times = [start, start + 86400, start + 2 * 86400]
@@ -87,7 +102,7 @@ import TestSupport
         #expect(p.rules[.system] == RetentionRule(daily: 7, weekly: 4, monthly: 12))
         #expect(p.rules[.models] == RetentionRule(daily: 7, weekly: 4))
         let dir = TemporaryDirectory()
-        Fixture.write(dir.sub("r.yaml"), Array("retention:\n  system_snapshots: {daily: 7, hourly: 3}\n".utf8))
+        Fixture.write(dir.sub("r.yaml"), Array("retention:\n  system_snapshots: {daily: 7, minutely: 3}\n".utf8))
         #expect(throws: EngineError.self) { try RetentionPolicy.load(path: dir.sub("r.yaml"), knownTypes: known) }
         // A type of one's own has a section once the config defines it; a typo is an error.
         Fixture.write(dir.sub("n.yaml"), Array("retention:\n  nightly_snapshots: {last: 3}\n".utf8))

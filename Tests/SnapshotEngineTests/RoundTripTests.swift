@@ -7,6 +7,33 @@ import Testing
 import TestSupport
 
 @Suite struct RoundTripTests {
+    /// Snapshots written before checksum version 2 (metadata version "1") keep verifying with
+    /// version 1; a checksum of the wrong version is a mismatch.
+    @Test func snapshotsWithVersionOneChecksumsStillVerify() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/a/b.txt", Array("b\n".utf8))
+        Fixture.write(h.source + "/c.txt", Array("c\n".utf8))
+        let record = try h.create()
+        #expect(record.metadata.version == "2")
+        let repository = try h.open()
+        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
+        let tree = try catalog.readManifest(record).components["src"]!.treeID
+        let reader = BlobReader(repository: repository)
+        let v1 = try ComponentDigest.compute(root: tree, version: 1) { id, path in try reader.readTree(id, path: path) }
+        #expect(v1 != record.metadata.checksums["src"])
+        var old = record.metadata
+        old.version = "1"
+        old.checksums["src"] = v1
+        try catalog.rewriteMetadata(record, old)
+        try h.expectVerifies()
+        old.checksums["src"] = record.metadata.checksums["src"]
+        try catalog.rewriteMetadata(record, old)
+        let report = try h.verify()
+        #expect(!report.ok && report.snapshots.flatMap(\.errors).contains { $0.contains("checksum mismatch") })
+        try catalog.rewriteMetadata(record, record.metadata)
+        try h.expectVerifies()
+    }
+
     @Test func everyFidelityCaseRestoresExactly() throws {
         let h = try EngineHarness()
         Fixture.fidelityTree(at: h.source)

@@ -76,6 +76,23 @@ public enum CLI {
         public let process: Process
         let outPipe: Pipe
         let errPipe: Pipe
+        private let seenOut = OutputSoFar()
+
+        final class OutputSoFar: @unchecked Sendable {
+            var text = ""
+        }
+
+        /// Reads stdout until it holds `count` whole lines (returned) or the stream ends (nil):
+        /// for commands that print one line per event (`watch`).
+        public func waitForStdoutLines(_ count: Int) -> [String]? {
+            while true {
+                let lines = seenOut.text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+                if seenOut.text.hasSuffix("\n") || lines.count > count, lines.count >= count { return Array(lines.prefix(count)) }
+                let data = outPipe.fileHandleForReading.availableData
+                if data.isEmpty { return nil }
+                seenOut.text += String(decoding: data, as: UTF8.self)
+            }
+        }
 
         /// Reads stderr until it contains `text` (true) or the stream ends (false): waits for
         /// what the process says it is doing, not for time.

@@ -20,6 +20,10 @@ int snapshot_set_thread_niceness(int niceness);
 /// child spawned by another thread inherits them).
 int snapshot_pipe_cloexec(int fds[2]);
 
+/// malloc_trim(0): gives memory freed by a large piece of work (a full scan) back to the
+/// system; 1 when some was released.
+int snapshot_malloc_trim(void);
+
 /// pidfd_open(2): a descriptor that polls readable when the process exits; -1 with errno
 /// (ENOSYS before Linux 5.3).
 int snapshot_pidfd_open(int pid);
