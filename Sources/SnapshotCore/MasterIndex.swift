@@ -2,13 +2,97 @@ import Synchronization
 
 /// The in-memory map from blob id to location, built from all index files, plus the blobs
 /// being written by the current session. Thread-safe.
+///
+/// Compact, because a repository of small files has hundreds of thousands of blobs and a
+/// long-running process (a continuous watch) keeps it for hours: what the index files list
+/// is one sorted array of 56-byte entries naming packs by number (binary searched), not a
+/// hash table of 80-byte entries at a load factor of at most 3/4 (200,000 blobs: 11 MiB
+/// instead of 42). Blobs packed by this process sit in a small table until there are enough
+/// of them to merge.
 public final class MasterIndex: Sendable {
+    struct Entry {
+        var id: BlobID
+        var pack: UInt32
+        var offset: UInt32
+        var length: UInt32
+        var rawLength: UInt32
+        var type: BlobType
+
+        static func before(_ a: Entry, _ b: Entry) -> Bool { a.id.wordsPrecede(b.id) }
+    }
+
     private struct State {
-        var locations: [BlobID: BlobLocation] = [:]
+        var packs: [BlobID] = []
+        var packNumbers: [BlobID: UInt32] = [:]
+        /// Sorted by id (duplicates allowed: the same blob in two packs).
+        var sorted: [Entry] = []
+        /// Added since the last lookup; merged into `sorted` by the next one.
+        var unsorted: [Entry] = []
+        /// Finished by this process, not yet merged.
+        var recent: [BlobID: BlobLocation] = [:]
         /// Blobs reserved by a writer in this session but not yet in a finished pack.
         var pending: Set<BlobID> = []
         /// Packs finished in this session, not yet recorded in an index file.
         var newPacks: [(pack: BlobID, entries: [PackEntry])] = []
+
+        mutating func number(of pack: BlobID) -> UInt32 {
+            if let n = packNumbers[pack] { return n }
+            let n = UInt32(packs.count)
+            packs.append(pack)
+            packNumbers[pack] = n
+            return n
+        }
+
+        mutating func append(_ e: PackEntry, pack: UInt32) {
+            unsorted.append(Entry(id: e.id, pack: pack, offset: e.offset, length: e.length, rawLength: e.rawLength, type: e.type))
+        }
+
+        mutating func merge() {
+            guard !unsorted.isEmpty else { return }
+            unsorted.sort(by: Entry.before)
+            if sorted.isEmpty {
+                swap(&sorted, &unsorted)
+                return
+            }
+            var out: [Entry] = []
+            out.reserveCapacity(sorted.count + unsorted.count)
+            var i = 0, j = 0
+            while i < sorted.count && j < unsorted.count {
+                if Entry.before(unsorted[j], sorted[i]) {
+                    out.append(unsorted[j])
+                    j += 1
+                } else {
+                    out.append(sorted[i])
+                    i += 1
+                }
+            }
+            out.append(contentsOf: sorted[i...])
+            out.append(contentsOf: unsorted[j...])
+            sorted = out
+            unsorted = []
+        }
+
+        mutating func location(of id: BlobID) -> BlobLocation? {
+            if let l = recent[id] { return l }
+            merge()
+            var lo = 0, hi = sorted.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if sorted[mid].id.wordsPrecede(id) { lo = mid + 1 } else { hi = mid }
+            }
+            guard lo < sorted.count, sorted[lo].id == id else { return nil }
+            let e = sorted[lo]
+            return BlobLocation(pack: packs[Int(e.pack)], type: e.type, offset: e.offset, length: e.length, rawLength: e.rawLength)
+        }
+
+        /// Moves this session's finished blobs into the compact entries once they are many.
+        mutating func foldRecent() {
+            guard recent.count >= max(4096, sorted.count / 8) else { return }
+            for (id, l) in recent {
+                unsorted.append(Entry(id: id, pack: number(of: l.pack), offset: l.offset, length: l.length, rawLength: l.rawLength, type: l.type))
+            }
+            recent = [:]
+        }
     }
     private let state = Mutex(State())
 
@@ -18,23 +102,23 @@ public final class MasterIndex: Sendable {
     func add(_ packs: [(pack: BlobID, entries: [PackEntry])]) {
         state.withLock { s in
             for (pack, entries) in packs {
-                for e in entries {
-                    s.locations[e.id] = BlobLocation(pack: pack, type: e.type, offset: e.offset, length: e.length, rawLength: e.rawLength)
-                }
+                let n = s.number(of: pack)
+                s.unsorted.reserveCapacity(s.unsorted.count + entries.count)
+                for e in entries { s.append(e, pack: n) }
             }
         }
     }
 
     /// The location of a blob, if a finished pack holds it.
     public func location(of id: BlobID) -> BlobLocation? {
-        state.withLock { $0.locations[id] }
+        state.withLock { $0.location(of: id) }
     }
 
     /// Claims a blob for writing: true when nobody has stored or claimed it yet, so exactly
     /// one writer stores each new blob.
     func reserve(_ id: BlobID) -> Bool {
         state.withLock { s in
-            if s.locations[id] != nil { return false }
+            if s.location(of: id) != nil { return false }
             return s.pending.insert(id).inserted
         }
     }
@@ -44,9 +128,10 @@ public final class MasterIndex: Sendable {
         state.withLock { s in
             for e in entries {
                 s.pending.remove(e.id)
-                s.locations[e.id] = BlobLocation(pack: pack, type: e.type, offset: e.offset, length: e.length, rawLength: e.rawLength)
+                s.recent[e.id] = BlobLocation(pack: pack, type: e.type, offset: e.offset, length: e.length, rawLength: e.rawLength)
             }
             s.newPacks.append((pack, entries))
+            s.foldRecent()
         }
     }
 
@@ -58,10 +143,31 @@ public final class MasterIndex: Sendable {
         }
     }
 
-    /// Every blob with its location.
+    /// Every blob with its location (one of them for a blob stored twice).
     public func allLocations() -> [BlobID: BlobLocation] {
-        state.withLock { $0.locations }
+        state.withLock { s in
+            s.merge()
+            var out: [BlobID: BlobLocation] = [:]
+            out.reserveCapacity(s.sorted.count + s.recent.count)
+            for e in s.sorted {
+                out[e.id] = BlobLocation(pack: s.packs[Int(e.pack)], type: e.type, offset: e.offset, length: e.length, rawLength: e.rawLength)
+            }
+            for (id, l) in s.recent { out[id] = l }
+            return out
+        }
     }
 
-    public var count: Int { state.withLock { $0.locations.count } }
+    /// Blobs known (a blob stored in two packs counts twice).
+    public var count: Int { state.withLock { $0.sorted.count + $0.unsorted.count + $0.recent.count } }
+}
+
+extension BlobID {
+    /// A total order on the four words (cheaper than comparing hex; not the byte order).
+    @inline(__always)
+    func wordsPrecede(_ b: BlobID) -> Bool {
+        if w0 != b.w0 { return w0 < b.w0 }
+        if w1 != b.w1 { return w1 < b.w1 }
+        if w2 != b.w2 { return w2 < b.w2 }
+        return w3 < b.w3
+    }
 }

@@ -132,16 +132,8 @@ extension SnapshotService {
     /// A component's file count, logical bytes and checksum, from its trees: what
     /// metadata.json says of a component that rebuild, repair or sanitize writes anew.
     static func totals(of root: BlobID, component name: String, reader: BlobReader) throws -> (files: Int, bytes: UInt64, checksum: String) {
-        var files = 0
-        var bytes: UInt64 = 0
-        try ComponentDigest.walk(root, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { _, node in
-            if node.kind == .file {
-                files += 1
-                bytes += node.size
-            }
-        }
-        let checksum = try ComponentDigest.compute(root: root) { id, path in try reader.readTree(id, path: path.isEmpty ? name : name + "/" + path) }
-        return (files, bytes, checksum)
+        let s = try ComponentDigest.summarize(root: root) { id, path in try reader.readTree(id, path: path.isEmpty ? name : name + "/" + path) }
+        return (s.files, s.bytes, s.digest)
     }
 
     /// metadata.json for a snapshot known only by its manifest.

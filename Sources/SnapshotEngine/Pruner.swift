@@ -70,13 +70,15 @@ public struct Pruner: Sendable {
 
     /// Removes a snapshot directory (out of sight in one rename, then deleted) and points
     /// its type's `latest` at the newest one left.
-    public func delete(directory: String, type: SnapshotType, id: String) throws {
+    /// `pointLatest: false` leaves the link to the caller (prune moves it once per type, not
+    /// once per snapshot: each move reads every metadata.json of the type).
+    public func delete(directory: String, type: SnapshotType, id: String, pointLatest: Bool = true) throws {
         let hidden = POSIX.parent(of: directory) + "/.deleting-" + id
         try POSIX.removeTree(hidden)
         guard rename(directory, hidden) == 0 else { throw RepositoryError.fromErrno(path: directory, operation: "remove snapshot") }
         try POSIX.syncDirectory(POSIX.parent(of: directory))
         try POSIX.removeTree(hidden)
-        try catalog.updateLatest(type: type)
+        if pointLatest { try catalog.updateLatest(type: type) }
     }
 
     /// Applies `policy` (to `type` only, when given), deletes what falls out and reclaims.
@@ -99,7 +101,18 @@ public struct Pruner: Sendable {
                 return report
             }
             progress.phase = "removing snapshots"
-            for r in removing { try delete(r) }
+            progress.filesTotal.add(removing.count, ordering: .relaxed)
+            let types = Set(removing.map(\.type)).sorted()
+            do {
+                for r in removing {
+                    try delete(directory: r.directory, type: r.type, id: r.id, pointLatest: false)
+                    progress.filesDone.add(1, ordering: .relaxed)
+                }
+            } catch {
+                for t in types { try? catalog.updateLatest(type: t) }
+                throw error
+            }
+            for t in types { try catalog.updateLatest(type: t) }
             let result = try reclaim(progress: progress)
             report.reclaimedBytes = result.reclaimed
             report.packsDeleted = result.deleted
