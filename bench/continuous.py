@@ -77,6 +77,7 @@ def main():
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
     rss_after_start = status("VmRSS")
+    anon_after_start = status("RssAnon")
     # One changed file at a time: from the write to the line naming its snapshot.
     rng = random.Random(7)
     latencies, durations, reads = [], [], []
@@ -92,6 +93,7 @@ def main():
         reads.append(int(m.group(1)))
         durations.append(float(m.group(2)))
     steady_rss = status("VmRSS")
+    steady_anon, steady_file = status("RssAnon"), status("RssFile")
 
     # Idle: no changes for 20 s.
     c0, w0 = cputime(), status("voluntary_ctxt_switches") + status("nonvoluntary_ctxt_switches")
@@ -139,7 +141,8 @@ def main():
         "files_read_per_change": {"median": statistics.median(reads), "max": max(reads)},
         "idle_cpu_percent": round(idle_cpu, 3),
         "idle_wakeups_20s": w1 - w0,
-        "rss_kib": {"after_startup": rss_after_start, "steady": steady_rss, "peak": peak},
+        "rss_kib": {"after_startup": rss_after_start, "steady": steady_rss, "peak": peak,
+                    "anonymous_after_startup": anon_after_start, "anonymous_steady": steady_anon, "file_backed_steady": steady_file},
         "storm": {"writes": 100, "seconds": 5, "snapshots": storm_snapshots, "line": storm_line},
         "incremental_create_one_change_s": round(incremental, 3),
         "verify_all_ok": ok.returncode == 0,
@@ -149,7 +152,8 @@ def main():
     print(f"start-up scan {out['startup_scan_s']} s; write→snapshot median {out['latency_s']['median']} s, p99 {out['latency_s']['p99']} s (debounce 1 s)")
     print(f"one changed file: snapshot {out['snapshot_s']['median'] * 1000:.1f} ms median, {out['snapshot_s']['p99'] * 1000:.1f} ms p99, reading {out['files_read_per_change']['median']} file; "
           f"a normal incremental create of the same change: {incremental:.2f} s")
-    print(f"idle: {idle_cpu:.3f} % of a core, {w1 - w0} wake-ups in 20 s; RSS {steady_rss / 1024:.1f} MiB steady, {peak / 1024:.1f} MiB peak")
+    print(f"idle: {idle_cpu:.3f} % of a core, {w1 - w0} wake-ups in 20 s; RSS {steady_rss / 1024:.1f} MiB steady "
+          f"({steady_anon / 1024:.1f} MiB the process's own, {steady_file / 1024:.1f} MiB shared libraries), {peak / 1024:.1f} MiB peak (the start-up scan)")
     print(f"storm of 100 writes in 5 s: {storm_snapshots} snapshot(s): {storm_line}")
     print(f"verify --all of {len(lines)} continuous snapshots + 2 system: {'ok' if ok.returncode == 0 else 'FAILED'} in {verify_s:.2f} s")
     print(json.dumps(out))

@@ -47,6 +47,14 @@ import TestSupport
         #expect(h.agent?.stop(SIGTERM) == 0, "the agent stops cleanly with a watch running: \(h.agentLog)")
         let ls = try CLI.run(["--repo", h.repo, "ls", "--snapshot", "continuous/latest", "data/b.txt"])
         #expect(ls.status == 0 && ls.stdout.contains("data/b.txt"), "\(ls.stdout) \(ls.stderr)")
+
+        // Changed while the agent was down: its start-up comparison catches it.
+        Fixture.write(h.data + "/while-down.txt", Array("written while no agent ran\n".utf8))
+        try await h.startAgent()
+        #expect(await h.waitFor { _ in lastID().map { $0 != second } ?? false }, "a snapshot after the restart: \(h.agentLog)")
+        #expect(h.agent?.stop(SIGTERM) == 0)
+        let after = try CLI.run(["--repo", h.repo, "ls", "--snapshot", "continuous/latest", "data/while-down.txt"])
+        #expect(after.status == 0 && after.stdout.contains("data/while-down.txt"), "\(after.stdout) \(after.stderr)")
         let v = try CLI.run(["--repo", h.repo, "verify", "--all", "--read-data"])
         #expect(v.status == 0, "\(v.stdout) \(v.stderr)")
     }

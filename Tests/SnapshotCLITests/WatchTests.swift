@@ -84,8 +84,12 @@ import TestSupport
         #expect(bad.status == 65 && bad.stderr.contains("snapshots.yaml:4") && bad.stderr.contains("max_interval (2 s) must not be shorter than debounce (10 s)"), "\(bad.stderr)")
         // --component watches a files component the config does not name in continuous:.
         project(dir, continuous: false)
-        let watch = try CLI.start(["watch", "--component", "logs"], in: dir.path)
-        #expect(watch.waitForStdoutLines(1)?.first?.hasPrefix("continuous/") == true)
+        // With --json, each snapshot's metadata.json object on one line.
+        let watch = try CLI.start(["--json", "watch", "--component", "logs"], in: dir.path)
+        let line = try #require(watch.waitForStdoutLines(1)?.first)
+        let meta = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        #expect(meta["type"] as? String == "continuous" && (meta["components"] as? [String: Any])?.keys.sorted() == ["logs"])
+        #expect(meta["version"] as? String == "2")
         kill(watch.process.processIdentifier, SIGTERM)
         #expect(watch.finish() == 0)
         let v = try CLI.run(["verify", "--all", "--read-data"], in: dir.path)
