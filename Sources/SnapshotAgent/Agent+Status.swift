@@ -24,6 +24,7 @@ extension Agent {
                 if let status = memory.withLock({ $0.continuousStatus }) {
                     try? await publish(settings.continuousTopic, status, retain: true)
                 }
+                await publishDiscovery()
             case .disconnected(let code, let reason):
                 logger.warning("disconnected from \(settings.broker.url): \(reason) (\(code))")
             }

@@ -34,6 +34,17 @@ public struct AgentSettings: Sendable {
     public var alertInterval: Double = 60
     /// The types `create` accepts (built-in and configured): others are refused at once.
     public var createTypes: Set<SnapshotType> = Set(SnapshotType.builtIn)
+    /// Home Assistant discovery prefix (`mqtt.homeassistant`); nil: off, and documents
+    /// published before are cleared.
+    public var homeAssistantPrefix: String?
+    /// Where the agent remembers which discovery documents it published.
+    public var discoveryPath: String = ""
+    /// The types the config defines (`types:`), and whether continuous snapshots run: what
+    /// the Home Assistant entities cover.
+    public var configuredTypes: [SnapshotType] = []
+    public var continuous = false
+    /// The alert checks the agent publishes.
+    public static let alertChecks = ["snapshot_age", "snapshot_size", "snapshot_integrity"]
     /// The scheduler's clock (tests inject one).
     public var clock: any ScheduleClock = SystemScheduleClock()
 
@@ -96,6 +107,10 @@ public struct AgentSettings: Sendable {
         settings.schedule = config.schedule
         settings.timeZone = config.timeZone
         settings.schedulePath = repositoryPath + "/.store/agent/\(agentID)-schedule.json"
+        settings.homeAssistantPrefix = q.homeAssistantPrefix
+        settings.discoveryPath = repositoryPath + "/.store/agent/\(agentID)-homeassistant.json"
+        settings.configuredTypes = config.types.keys.sorted()
+        settings.continuous = !config.continuous.isEmpty
         return settings
     }
 

@@ -162,7 +162,7 @@ extension SnapshotConfig {
 
     /// `mqtt:` — the agent's broker and what it accepts.
     mutating func readMQTT(_ v: Yams.Node, _ r: ConfigReader) throws {
-        let m = try r.mapping(v, "mqtt", allowed: ["broker", "id", "groups", "prefix", "username", "password_file", "tls", "allow", "max_payload", "restore_targets", "create_paths", "hmac_key_file"])
+        let m = try r.mapping(v, "mqtt", allowed: ["broker", "id", "groups", "prefix", "username", "password_file", "tls", "allow", "max_payload", "restore_targets", "create_paths", "hmac_key_file", "homeassistant"])
         var q = MQTTSection()
         if let n = m["broker"] {
             q.broker = try r.string(n, "mqtt.broker")
@@ -202,6 +202,14 @@ extension SnapshotConfig {
         }
         if let n = m["restore_targets"] { q.restoreTargets = try r.strings(n, "mqtt.restore_targets").map { path($0) } }
         if let n = m["create_paths"] { q.createPaths = try r.strings(n, "mqtt.create_paths").map { path($0) } }
+        if let n = m["homeassistant"] {
+            let h = try r.mapping(n, "mqtt.homeassistant", allowed: ["discovery_prefix"])
+            let prefix = try h["discovery_prefix"].map { try r.string($0, "mqtt.homeassistant.discovery_prefix") } ?? "homeassistant"
+            guard !prefix.isEmpty, !prefix.contains("+"), !prefix.contains("#"), !prefix.hasPrefix("/"), !prefix.hasSuffix("/") else {
+                throw r.error(h["discovery_prefix"] ?? n, "mqtt.homeassistant.discovery_prefix must be a topic without wildcards or a leading or trailing '/' (Home Assistant's default: homeassistant)")
+            }
+            q.homeAssistantPrefix = prefix
+        }
         if let n = m["hmac_key_file"] { q.hmacKeyFile = try r.string(n, "mqtt.hmac_key_file").isEmpty ? "" : path(try r.string(n, "mqtt.hmac_key_file")) }
         self.mqtt = q
     }

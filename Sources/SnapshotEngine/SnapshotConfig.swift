@@ -209,6 +209,9 @@ public struct MQTTSection: Sendable, Equatable {
     /// Paths besides the configured files components that `create --path` over MQTT may read.
     public var createPaths: [String] = []
     public var hmacKeyFile = ""
+    /// `homeassistant: {discovery_prefix: …}`: Home Assistant MQTT discovery under this
+    /// prefix; nil when the option is absent (documents published before are cleared).
+    public var homeAssistantPrefix: String?
 
     public init() {}
 
