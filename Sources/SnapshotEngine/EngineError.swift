@@ -24,6 +24,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case hookFailed(name: String, detail: String)
     /// The kernel's change notifications could not watch what `continuous:` names.
     case watch(String)
+    /// The broker could not be reached (a command that needs one: `fleet`).
+    case brokerUnreachable(url: String, detail: String)
 
     /// A command that needs `--snapshot REF` (or the payload field `snapshot`) got none.
     public static var snapshotRequired: EngineError { .usage("snapshot is required (an id, latest, TYPE/latest or a name)") }
@@ -42,6 +44,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .componentFailed(let c, let d): return "component \(c): \(d)"
         case .hookFailed(let n, let d): return "hook \(n) failed: \(d)"
         case .watch(let d): return "watch: \(d)"
+        case .brokerUnreachable(let url, let d): return "cannot reach the broker \(url): \(d)"
         }
     }
 }

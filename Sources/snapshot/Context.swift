@@ -155,7 +155,7 @@ struct Context {
         case let e as EngineError:
             switch e {
             case .sourceMissing, .config, .unsafePath: code = 65
-            case .watch: code = 74
+            case .watch, .brokerUnreachable: code = 74
             case .unknownComponent, .unknownType, .usage: code = 64
             case .cancelled, .pathNotInSnapshot, .componentFailed, .hookFailed: code = 1
             }

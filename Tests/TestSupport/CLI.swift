@@ -82,6 +82,22 @@ public enum CLI {
             var text = ""
         }
 
+        /// Reads stdout until a whole line contains `text` (true) or the stream ends (false).
+        public func waitForStdoutLine(containing text: String) -> Bool {
+            while true {
+                let lines = seenOut.text.split(separator: "\n", omittingEmptySubsequences: true)
+                let complete = seenOut.text.hasSuffix("\n") ? lines[...] : lines.dropLast()
+                if complete.contains(where: { $0.contains(text) }) {
+                    // Consumed: the next wait looks at what comes after.
+                    seenOut.text = ""
+                    return true
+                }
+                let data = outPipe.fileHandleForReading.availableData
+                if data.isEmpty { return false }
+                seenOut.text += String(decoding: data, as: UTF8.self)
+            }
+        }
+
         /// Reads stdout until it holds `count` whole lines (returned) or the stream ends (nil):
         /// for commands that print one line per event (`watch`).
         public func waitForStdoutLines(_ count: Int) -> [String]? {
