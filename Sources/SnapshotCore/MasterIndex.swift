@@ -26,6 +26,10 @@ public final class MasterIndex: Sendable {
         var packNumbers: [BlobID: UInt32] = [:]
         /// Sorted by id (duplicates allowed: the same blob in two packs).
         var sorted: [Entry] = []
+        /// `buckets[k]`: the first entry of `sorted` whose id's top 16 bits (of its first
+        /// word) are at least k, so that a lookup searches a few entries, not all of them
+        /// (ids are hashes: uniformly spread).
+        var buckets: [UInt32] = []
         /// Added since the last lookup; merged into `sorted` by the next one.
         var unsorted: [Entry] = []
         /// Finished by this process, not yet merged.
@@ -49,6 +53,7 @@ public final class MasterIndex: Sendable {
 
         mutating func merge() {
             guard !unsorted.isEmpty else { return }
+            defer { indexBuckets() }
             unsorted.sort(by: Entry.before)
             if sorted.isEmpty {
                 swap(&sorted, &unsorted)
@@ -72,10 +77,28 @@ public final class MasterIndex: Sendable {
             unsorted = []
         }
 
+        mutating func indexBuckets() {
+            buckets = [UInt32](repeating: 0, count: 65537)
+            var k = 0
+            for (i, e) in sorted.enumerated() {
+                let top = Int(e.id.w0 >> 48)
+                while k <= top {
+                    buckets[k] = UInt32(i)
+                    k += 1
+                }
+            }
+            while k <= 65536 {
+                buckets[k] = UInt32(sorted.count)
+                k += 1
+            }
+        }
+
         mutating func location(of id: BlobID) -> BlobLocation? {
             if let l = recent[id] { return l }
             merge()
-            var lo = 0, hi = sorted.count
+            guard !sorted.isEmpty else { return nil }
+            let top = Int(id.w0 >> 48)
+            var lo = Int(buckets[top]), hi = Int(buckets[top + 1])
             while lo < hi {
                 let mid = (lo + hi) / 2
                 if sorted[mid].id.wordsPrecede(id) { lo = mid + 1 } else { hi = mid }
