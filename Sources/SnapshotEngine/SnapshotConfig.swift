@@ -127,7 +127,11 @@ public struct SnapshotConfig: Sendable {
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
         config.file = file
-        if let v = top["repository"] { config.repository = config.path(try r.string(v, "repository")) }
+        if let v = top["repository"] {
+            let text = try r.string(v, "repository")
+            if let problem = Self.repositoryURLProblem(text) { throw r.error(v, "repository: \(problem)") }
+            config.repository = config.path(text)
+        }
         if let v = top["compression"] {
             let m = try r.mapping(v, "compression", allowed: ["level"])
             if let l = m["level"] {
@@ -149,6 +153,18 @@ public struct SnapshotConfig: Sendable {
         if let v = top["retention"] { config.retention = config.path(try r.string(v, "retention")) }
         if let v = top["alerts"] { config.alerts = config.path(try r.string(v, "alerts")) }
         return config
+    }
+
+    /// Why a repository given as `scheme://…` cannot be used (nil for a plain path): it is
+    /// never taken for a local directory named `scheme:`.
+    public static func repositoryURLProblem(_ text: String) -> String? {
+        guard let r = text.range(of: "://") else { return nil }
+        let scheme = text[..<r.lowerBound]
+        guard !scheme.isEmpty, scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) else { return nil }
+        if scheme.lowercased() == "s3" {
+            return "\(text): S3 repositories are not supported by this build yet; give a local path"
+        }
+        return "\(text): \(scheme):// is not a repository location (a local path, or s3://BUCKET/PREFIX)"
     }
 
     static func isValidName(_ s: String) -> Bool {

@@ -34,6 +34,9 @@ struct Context {
             throw Context.fail(error)
         }
         if let repo = options.repo ?? env["SNAPSHOT_REPO"] {
+            if let problem = SnapshotConfig.repositoryURLProblem(repo) {
+                throw Context.fail(EngineError.usage("--repo \(problem)"))
+            }
             repositoryPath = POSIX.absolute(repo, relativeTo: cwd)
         } else {
             repositoryPath = config.repository

@@ -96,3 +96,17 @@ import TestSupport
         #expect(v.status == 0, "\(v.stdout) \(v.stderr)")
     }
 }
+
+@Suite struct RepositoryURLTests {
+    /// `--repo scheme://…` is never a local directory named `scheme:`.
+    @Test func aRepositoryURLIsNeverTakenForAPath() throws {
+        let dir = TemporaryDirectory("snapshot-url")
+        for (repo, text) in [("s3://bucket/prefix", "S3 repositories are not supported by this build yet"), ("https://example.org/r", "https:// is not a repository location")] {
+            let r = try CLI.run(["--repo", repo, "create", "--path", dir.path], in: dir.path)
+            #expect(r.status == 64 && r.stderr.contains(text), "\(r.stderr)")
+            let env = try CLI.run(["list"], in: dir.path, environment: ["SNAPSHOT_REPO": repo])
+            #expect(env.status == 64, "\(env.stderr)")
+        }
+        #expect(try POSIX.listDirectory(dir.path).isEmpty, "nothing created")
+    }
+}

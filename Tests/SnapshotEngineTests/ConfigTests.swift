@@ -29,6 +29,8 @@ import TestSupport
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [d]}\n").hasPrefix("snapshots.yaml:4: continuous.components names unknown component \"d\""))
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c], debounce: soon}\n").hasPrefix("snapshots.yaml:4: continuous.debounce must be a duration"))
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c]}\n  - {components: [c]}\n") == "snapshots.yaml:5: continuous.components: c is named twice")
+        #expect(error("repository: s3://backups/agents\n") == "snapshots.yaml:1: repository: s3://backups/agents: S3 repositories are not supported by this build yet; give a local path")
+        #expect(error("repository: sftp://host/x\n").hasSuffix("sftp:// is not a repository location (a local path, or s3://BUCKET/PREFIX)"))
         #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
         #expect(error("compression: {level: 40}\n").contains("1..19"))
         #expect(error("components:\n  a: {path: x}\n  a: {path: y}\n") == "snapshots.yaml:3: duplicate key \"a\"")
