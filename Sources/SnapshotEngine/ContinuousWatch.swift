@@ -140,6 +140,8 @@ public final class ContinuousWatch: @unchecked Sendable {
             if let d = deadline, d <= now {
                 watcher.rewatchLostRoots()
                 let changes = watcher.take()
+                // take() read what was still queued: those events are in this snapshot.
+                for (c, n) in watcher.activity { seen[c] = n }
                 let oldest = first.values.min()
                 first = [:]
                 last = [:]

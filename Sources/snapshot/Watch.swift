@@ -37,7 +37,7 @@ extension Snapshot {
                     case .watching(let directories):
                         if !quiet && !json {
                             let timing = entries.map { "\($0.components.joined(separator: ", ")): debounce \(Self.seconds($0.debounce)), at least every \(Self.seconds($0.maxInterval))" }
-                            Self.err("snapshot: watching \(directories) directories (\(timing.joined(separator: "; "))); SIGINT stops")
+                            Self.err("snapshot: watching \(directories) director\(directories == 1 ? "y" : "ies") (\(timing.joined(separator: "; "))); SIGINT stops")
                         }
                     case .snapshot(let record, let changed, let files, let bytes, let seconds, let rescan):
                         if json {
