@@ -43,7 +43,7 @@ let package = Package(
         .executableTarget(
             name: "snapshot",
             dependencies: [
-                "SnapshotEngine", "SnapshotCore", "SnapshotAgent",
+                "SnapshotEngine", "SnapshotCore", "SnapshotAgent", "CSystemShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -21,6 +21,8 @@ int snapshot_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int snapshot_malloc_trim(void) { return malloc_trim(0); }
 
+int snapshot_limit_malloc_arenas(int n) { return mallopt(M_ARENA_MAX, n); }
+
 int snapshot_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int snapshot_spawn_addchdir(void *actions, const char *path) {

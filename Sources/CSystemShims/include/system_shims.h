@@ -24,6 +24,11 @@ int snapshot_pipe_cloexec(int fds[2]);
 /// system; 1 when some was released.
 int snapshot_malloc_trim(void);
 
+/// mallopt(M_ARENA_MAX, n): at most n malloc arenas. glibc gives each thread that allocates
+/// under contention an arena of its own (up to 8 per core) and keeps what they held after a
+/// large piece of work; a long-running process (the agent, `watch`) caps them.
+int snapshot_limit_malloc_arenas(int n);
+
 /// pidfd_open(2): a descriptor that polls readable when the process exits; -1 with errno
 /// (ENOSYS before Linux 5.3).
 int snapshot_pidfd_open(int pid);
