@@ -48,15 +48,21 @@ enum Leftovers {
             guard let pidPart = parts.first(where: { Int32($0) != nil }), let pid = Int32(pidPart), isGone(pid: pid, host: POSIX.hostName()) else { continue }
             if (try? POSIX.removeTree(tmp + "/" + name)) != nil { removed.append("the scratch directory \(tmp)/\(name) of PID \(pid), which is gone") }
         }
-        // In-place restore staging beside each configured files component.
-        var parents = Set<String>()
-        for (_, source) in config.components {
-            if case .files(let path, _) = source { parents.insert(POSIX.parent(of: path)) }
+        // In-place restore staging beside each configured files component:
+        // `.snapshot-restore-<snapshot id>-<pid>-<component>`, with the owner inside.
+        var componentsByParent: [String: [String]] = [:]
+        for (name, source) in config.components {
+            if case .files(let path, _) = source { componentsByParent[POSIX.parent(of: path), default: []].append(name) }
         }
-        for parent in parents.sorted() {
+        for (parent, components) in componentsByParent.sorted(by: { $0.key < $1.key }) {
             for name in (try? POSIX.listDirectory(parent)) ?? [] where name.hasPrefix(".snapshot-restore-") {
                 let dir = parent + "/" + name
-                let owner = (try? POSIX.readFile(dir + "/" + ownerFile)).map { String(decoding: $0, as: UTF8.self) }
+                var owner = (try? POSIX.readFile(dir + "/" + ownerFile)).map { String(decoding: $0, as: UTF8.self) }
+                if owner == nil, let pid = stagingPID(name, components: components) {
+                    // Killed between creating the directory and writing its owner: the
+                    // name says whose it is (a staging directory lives on this host).
+                    owner = "PID \(pid) on host \(POSIX.hostName())"
+                }
                 guard let owner, isGone(ownerText: owner) else { continue }
                 if (try? POSIX.removeTree(dir)) != nil {
                     removed.append("the staging directory \(dir) of an in-place restore that was killed (\(owner.trimmingCharacters(in: .whitespacesAndNewlines)))")
@@ -64,6 +70,22 @@ enum Leftovers {
             }
         }
         return removed
+    }
+}
+
+extension Leftovers {
+    /// The PID in a staging directory's name, `.snapshot-restore-<id>-<pid>-<component>`
+    /// for one of `components` (whose names may hold '-' too, hence matched whole).
+    static func stagingPID(_ name: String, components: [String]) -> Int32? {
+        let body = name.dropFirst(".snapshot-restore-".count)
+        for c in components where body.hasSuffix("-" + c) {
+            let rest = body.dropLast(c.count + 1)
+            guard let dash = rest.lastIndex(of: "-"), SnapshotCatalog.isValidID(String(rest[..<dash])),
+                let pid = Int32(rest[rest.index(after: dash)...])
+            else { continue }
+            return pid
+        }
+        return nil
     }
 }
 
