@@ -151,9 +151,9 @@ struct Repairer {
         progress.note("\(contentBlobs.count) content blobs read: \(damagedBlobs.count) damaged; \(lostTrees.count) directory listings unreadable")
         let damagedFiles = files.filter { $0.blobs.contains { damagedBlobs[$0] != nil } }.map(\.file)
         let byPack = Dictionary(grouping: repository.index.allLocations().map { ($0.key, $0.value) }, by: { $0.1.pack })
-        let damagedPacks = usedPacks.filter { pack in
+        let damagedPacks = try usedPacks.filter { pack in
             let path = repository.packPath(pack)
-            return POSIX.exists(path) && Verifier.checkTrailer(path, indexed: byPack[pack] ?? []) != nil
+            return try POSIX.exists(path) && Verifier.checkTrailer(path, indexed: byPack[pack] ?? []) != nil
         }
         if damagedBlobs.isEmpty && lostTrees.isEmpty && healing.written == 0 && damagedPacks.isEmpty {
             return report

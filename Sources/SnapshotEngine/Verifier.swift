@@ -176,8 +176,12 @@ public final class Verifier: Sendable {
         // A damaged blob is a finding, not a failure: every blob is read whatever happens.
         try? WorkerThreads.forEach(work, threads: workers, state: { BlobReader(repository: repository) }) { item, reader in
             let path = repository.packPath(item.pack)
-            if POSIX.exists(path), let problem = Self.checkTrailer(path, indexed: item.indexed) {
-                badPacks.withLock { $0.append(problem) }
+            do {
+                if POSIX.exists(path), let problem = try Self.checkTrailer(path, indexed: item.indexed) {
+                    badPacks.withLock { $0.append(problem) }
+                }
+            } catch {
+                _ = self.isResource(error)  // out of descriptors or memory: not damage
             }
             for (blob, loc) in item.toRead.sorted(by: { $0.1.offset < $1.1.offset }) {
                 do {
@@ -196,10 +200,13 @@ public final class Verifier: Sendable {
     /// What is wrong with a pack's trailer, or nil: it must decode (magic, version,
     /// checksum), list entries that follow each other from offset 0 up to the trailer itself
     /// (nothing appended, nothing missing), and agree with every index entry of the pack.
-    static func checkTrailer(_ path: String, indexed: [(BlobID, BlobLocation)]) -> String? {
+    /// A resource error (EMFILE, EIO…) is thrown, never reported as damage.
+    static func checkTrailer(_ path: String, indexed: [(BlobID, BlobLocation)]) throws -> String? {
         let entries: [PackEntry]
         do {
             entries = try PackFormat.readTrailer(path: path)
+        } catch let e as RepositoryError where e.isResourceError {
+            throw e
         } catch {
             return "\(error); its blobs still read back, but the index could not be rebuilt from it"
         }
