@@ -14,14 +14,15 @@ public struct FleetView: Sendable {
         public var queue: Int?
         /// The running job's action.
         public var job: String?
-        /// Newest snapshot per type: id and ISO time.
-        public var last: [String: (id: String, timestamp: String, ok: Bool)] = [:]
+        /// Newest snapshot per type.
+        public var last: [String: Last] = [:]
         /// Alert level per check.
         public var alerts: [String: String] = [:]
 
-        public static func == (a: Agent, b: Agent) -> Bool {
-            a.id == b.id && a.availability == b.availability && a.state == b.state && a.queue == b.queue && a.job == b.job
-                && a.alerts == b.alerts && a.last.mapValues { "\($0.id) \($0.timestamp) \($0.ok)" } == b.last.mapValues { "\($0.id) \($0.timestamp) \($0.ok)" }
+        public struct Last: Sendable, Equatable {
+            public var id: String
+            public var timestamp: String
+            public var ok: Bool
         }
 
         /// The worst alert: its level and check (nil when none is raised).
@@ -69,7 +70,7 @@ public struct FleetView: Sendable {
             a.last = [:]
             for (type, v) in doc["last"] as? [String: Any] ?? [:] {
                 guard let o = v as? [String: Any], let ts = o["timestamp"] as? String else { continue }
-                a.last[type] = (o["id"] as? String ?? "", ts, o["ok"] as? Bool ?? true)
+                a.last[type] = Agent.Last(id: o["id"] as? String ?? "", timestamp: ts, ok: o["ok"] as? Bool ?? true)
             }
         default:
             guard rest.hasPrefix("alerts/") else { return false }

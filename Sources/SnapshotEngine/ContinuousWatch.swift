@@ -200,11 +200,10 @@ public final class ContinuousWatch: @unchecked Sendable {
             try repo.ensureConfigCopy()
             repository = repo
         }
+        // The locks `create --type continuous` takes (the repository stays open in between).
         let lock = try RepositoryLock(storePath: path + "/.store", mode: .shared, purpose: "create", wait: service.lockWait)
         defer { lock.release() }
-        let locks = path + "/.store/locks"
-        try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
-        let typeLock = try RepositoryLock(path: locks + "/create-continuous", mode: .exclusive, purpose: "watch (continuous snapshots)", wait: max(service.lockWait, 5), repository: path)
+        let typeLock = try service.createLock(type: .continuous, purpose: "watch (continuous snapshots)", wait: max(service.lockWait, 5))
         defer { typeLock.release() }
         if repository!.indexWasRewritten {
             // prune or rebuild-metadata ran since: blobs may have moved; start from what is there.

@@ -115,8 +115,9 @@ extension SnapshotConfig {
         }
     }
 
-    static func seconds(_ d: Double) -> String {
-        d == d.rounded() ? "\(Int(d)) s" : "\(d) s"
+    /// `2 s`, `0.25 s`: a duration from the config, for messages.
+    public static func seconds(_ d: Double) -> String {
+        d == d.rounded() ? "\(Int(d)) s" : String(format: "%.2f s", d)
     }
 
     /// `environments:` — named places for `test-recovery --environment`.

@@ -113,12 +113,18 @@ public struct SnapshotService: Sendable {
         // commit lock for the moment it names and commits the snapshot (docs/design.md).
         let (repository, lock) = try open(.shared, purpose: "create", createIfMissing: true)
         defer { lock.release() }
-        let locks = repositoryPath + "/.store/locks"
-        try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
-        let typeLock = try RepositoryLock(path: locks + "/create-\(request.type.name)", mode: .exclusive, purpose: "create --type \(request.type.name)", wait: lockWait, repository: repositoryPath)
+        let typeLock = try createLock(type: request.type, purpose: "create --type \(request.type.name)")
         defer { typeLock.release() }
         try repository.ensureConfigCopy()
         return try Archiver(repository: repository, progress: progress, cancellation: cancellation).create(request)
+    }
+
+    /// `.store/locks/create-<type>`, alone: one create of a type at a time (with the store
+    /// lock held shared). `wait` defaults to `--lock-wait`.
+    public func createLock(type: SnapshotType, purpose: String, wait: Double? = nil) throws -> RepositoryLock {
+        let locks = repositoryPath + "/.store/locks"
+        try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
+        return try RepositoryLock(path: locks + "/create-\(type.name)", mode: .exclusive, purpose: purpose, wait: wait ?? lockWait, repository: repositoryPath)
     }
 
     /// Verifies snapshots and records the outcome in each one's metadata.json.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import Dispatch
 import Foundation
 import SnapshotCore
 import SnapshotEngine
@@ -139,6 +140,19 @@ struct Context {
         } catch {
             printer.stop()
             throw Context.fail(error)
+        }
+    }
+
+    /// Calls `handler` on SIGINT or SIGTERM instead of dying (`watch`, `fleet --watch`), until
+    /// the returned sources are cancelled.
+    static func onTerminationSignals(_ handler: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        return [SIGINT, SIGTERM].map { sig in
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler(handler: handler)
+            s.resume()
+            return s
         }
     }
 

@@ -84,15 +84,8 @@ extension Snapshot {
             }
             show()
             guard watch else { return }
-            signal(SIGINT, SIG_IGN)
-            signal(SIGTERM, SIG_IGN)
             let stop = AsyncStream.makeStream(of: Void.self)
-            let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-                let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                s.setEventHandler { stop.continuation.yield() }
-                s.resume()
-                return s
-            }
+            let sources = Context.onTerminationSignals { stop.continuation.yield() }
             defer { for s in sources { s.cancel() } }
             // Ages move on: a redraw every 5 s besides every change.
             let ticks = Task {

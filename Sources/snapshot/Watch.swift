@@ -40,7 +40,7 @@ extension Snapshot {
                     switch event {
                     case .watching(let directories):
                         if !quiet && !json {
-                            let timing = entries.map { "\($0.components.joined(separator: ", ")): debounce \(Self.seconds($0.debounce)), at least every \(Self.seconds($0.maxInterval))" }
+                            let timing = entries.map { "\($0.components.joined(separator: ", ")): debounce \(SnapshotConfig.seconds($0.debounce)), at least every \(SnapshotConfig.seconds($0.maxInterval))" }
                             Self.err("snapshot: watching \(directories) director\(directories == 1 ? "y" : "ies") (\(timing.joined(separator: "; "))); SIGINT stops")
                         }
                     case .snapshot(let record, let changed, let files, let bytes, let seconds, let rescan):
@@ -58,21 +58,14 @@ extension Snapshot {
                     case .unchanged(let changed):
                         if debug { Context.debugLine("\(changed) changed paths, nothing different from the last continuous snapshot: none taken") }
                     case .failed(let message, let retry):
-                        Self.err("snapshot: warning: continuous snapshot failed: \(message)\(retry > 0 ? " (trying again in \(Self.seconds(retry)))" : "")")
+                        Self.err("snapshot: warning: continuous snapshot failed: \(message)\(retry > 0 ? " (trying again in \(SnapshotConfig.seconds(retry)))" : "")")
                     case .status(let s):
                         if debug { Context.debugLine("continuous: \(s.pendingPaths) paths pending, lag \(s.lagSeconds) s, last \(s.lastID ?? "none")") }
                     }
                 }
             }
             // SIGINT/SIGTERM end the watch (after a last snapshot of what is pending).
-            signal(SIGINT, SIG_IGN)
-            signal(SIGTERM, SIG_IGN)
-            let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-                let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                s.setEventHandler { watch.stop() }
-                s.resume()
-                return s
-            }
+            let sources = Context.onTerminationSignals { watch.stop() }
             defer { for s in sources { s.cancel() } }
             try await context.run {
                 try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
@@ -111,10 +104,6 @@ extension Snapshot {
             for c in components where !rest.contains(c) && !out.contains(where: { $0.components.contains(c) }) { rest.append(c) }
             if !rest.isEmpty { out.append(ContinuousEntry(components: rest)) }
             return out
-        }
-
-        static func seconds(_ s: Double) -> String {
-            s == s.rounded() ? "\(Int(s)) s" : String(format: "%.2f s", s)
         }
 
         static func err(_ line: String) {
