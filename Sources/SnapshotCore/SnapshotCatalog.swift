@@ -240,6 +240,9 @@ public struct SnapshotCatalog: Sendable {
                 throw RepositoryError.snapshotNotFound(reference: reference, detail: "\(typeName) is not a snapshot type (\(SnapshotType.nameRule))")
             }
             guard let time = Timestamp(iso8601: when) else {
+                // A snapshot name may hold '@' too.
+                let named = try all(type: narrowed).filter { $0.metadata.name == reference }
+                if named.count == 1 { return named[0] }
                 throw RepositoryError.snapshotNotFound(reference: reference, detail: "\(when) is not an ISO 8601 time such as 2026-11-28T10:15:00Z")
             }
             if let narrowed, narrowed != type {
@@ -317,9 +320,10 @@ public struct SnapshotCatalog: Sendable {
         return SnapshotRecord(type: type, id: metadata.snapshotID, directory: final, metadata: metadata)
     }
 
-    /// Whether `<type>/latest` names a snapshot newer than `metadata`'s. Reads one
-    /// metadata.json, not every one of the type (continuous snapshots come by the thousand);
-    /// with no readable link it rescans the type.
+    /// Whether `<type>/latest` names a snapshot newer than `metadata`'s (then it stays). Reads
+    /// one metadata.json, not every one of the type (continuous snapshots come by the
+    /// thousand); with no readable link it points the link at the newest of the type itself
+    /// and answers true.
     private func latestIsNewer(type: SnapshotType, than metadata: SnapshotMetadata) throws -> Bool {
         let typeDir = repositoryPath + "/" + type.name
         var buffer = [UInt8](repeating: 0, count: 256)
@@ -327,8 +331,9 @@ public struct SnapshotCatalog: Sendable {
         guard n > 0, let current = String(validating: buffer[..<n], as: UTF8.self), Self.isValidID(current),
             let m = try? readMetadata(typeDir + "/" + current + "/metadata.json")
         else {
-            guard let newest = try all(type: type).first else { return false }
-            return newest.id != metadata.snapshotID
+            // No readable link: point it at the newest of the type, whichever that is.
+            try updateLatest(type: type)
+            return true
         }
         if current == metadata.snapshotID { return false }
         return m.timestamp != metadata.timestamp ? m.timestamp > metadata.timestamp : Self.idOrder(current, metadata.snapshotID)

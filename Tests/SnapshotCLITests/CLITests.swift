@@ -213,14 +213,6 @@ import TestSupport
     }
 }
 
-enum FileStatLink {
-    static func target(_ path: String) -> String? {
-        var buf = [UInt8](repeating: 0, count: 4096)
-        let n = buf.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096) }
-        return n < 0 ? nil : String(decoding: buf[0..<n], as: UTF8.self)
-    }
-}
-
 @Suite struct InPlaceKillTests {
     @Test func anInPlaceRestoreKilledAtRandomLeavesEachComponentWhollyOldOrNew() throws {
         let dir = TemporaryDirectory("snapshot-ipkill")

@@ -298,6 +298,15 @@ struct ContinuousTests {
         #expect(throws: RepositoryError.self) { try catalog.resolve("continuous@2026-11-28T09:59:59Z") }
         #expect(throws: RepositoryError.self) { try catalog.resolve("continuous@yesterday") }
         #expect(throws: RepositoryError.self) { try catalog.resolve("continuous@2026-11-28T10:15:00Z", type: .system) }
+        // A name with '@' in it still resolves by name.
+        let named = try Archiver(repository: repository).create(CreateRequest(type: .continuous, name: "ops@host", time: Timestamp(iso8601: "2026-11-28T09:00:00Z"), sources: [FileSource(name: "src", path: h.src)]))
+        #expect(try catalog.resolve("ops@host").id == named.id)
+        // `latest` follows the newest, also when an older one is committed after it, and a
+        // lost link is made again by the next commit.
+        #expect(FileStatLink.target(h.repo + "/continuous/latest") == "2026-11-28_10-20-00")
+        unlink(h.repo + "/continuous/latest")
+        _ = try Archiver(repository: repository).create(CreateRequest(type: .continuous, time: Timestamp(iso8601: "2026-11-28T08:00:00Z"), sources: [FileSource(name: "src", path: h.src)]))
+        #expect(FileStatLink.target(h.repo + "/continuous/latest") == "2026-11-28_10-20-00")
         try h.expectVerifies()
     }
 }

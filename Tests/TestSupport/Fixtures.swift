@@ -121,3 +121,12 @@ public enum Damage {
         _ = pwrite(fd, &byte, 1, at)
     }
 }
+
+/// Where a symlink points (nil when it is not one).
+public enum FileStatLink {
+    public static func target(_ path: String) -> String? {
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = buf.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), 4096) }
+        return n < 0 ? nil : String(decoding: buf[0..<n], as: UTF8.self)
+    }
+}
