@@ -139,6 +139,7 @@ extension Agent {
             case .snapshotNotFound: return CommandError("not_found", "\(e)")
             case .permission, .key: return CommandError("permission", "\(e)")
             case .notFound, .io: return CommandError("io_error", "\(e)")
+            case .remote(_, _, let status, _): return CommandError(status == 403 ? "permission" : "io_error", "\(e)")
             case .corrupt, .unsupportedVersion, .missingBlob: return CommandError("damaged", "\(e)")
             }
         case let e as EngineError:

@@ -25,6 +25,9 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
     case unsupportedVersion(path: String, version: Int)
     /// A blob that the index or a tree refers to is missing.
     case missingBlob(id: BlobID, context: String)
+    /// An object store refused or failed a request after its retries: what was asked of
+    /// which object, the HTTP status (0 when no answer came) and the store's words.
+    case remote(path: String, operation: String, status: Int, detail: String)
 
     /// Builds an error from the current `errno`, separating permission problems.
     public static func fromErrno(path: String, operation: String, errno code: Int32 = errno) -> RepositoryError {
@@ -46,7 +49,7 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
     /// error, a denied access): never to be reported as damage.
     public var isResourceError: Bool {
         switch self {
-        case .io, .permission: return true
+        case .io, .permission, .remote: return true
         default: return false
         }
     }
@@ -80,6 +83,8 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
             return "repository \(path) has format version \(version); this snapshot build reads up to \(Repository.formatVersion)"
         case .missingBlob(let id, let context):
             return "blob \(id.short) missing (\(context))"
+        case .remote(let path, let operation, let status, let detail):
+            return "\(operation) \(path): \(status > 0 ? "HTTP \(status) " : "")\(detail)"
         }
     }
 }

@@ -168,6 +168,7 @@ struct Context {
             case .locked: code = 75
             case .permission, .key: code = 77
             case .snapshotNotFound: code = 64
+            case .remote(_, _, let status, _): code = status == 403 ? 77 : 74
             }
         case let e as EngineError:
             switch e {
