@@ -71,28 +71,43 @@ public struct KeyInfo: Codable, Sendable, Equatable {
 /// is deliberately slow), and manages its key files. Thread-safe.
 public final class Keyring: Sendable {
     public let repositoryPath: String
+    public let storage: any RepositoryStorage
     public let password: [UInt8]?
     private let state = Mutex<(keys: MasterKeys, keyID: String)?>(nil)
     private let encrypted = Mutex<Bool?>(nil)
 
-    public init(repositoryPath: String, password: [UInt8]?) {
-        self.repositoryPath = repositoryPath
+    public convenience init(repositoryPath: String, password: [UInt8]?) {
+        self.init(storage: LocalStorage(root: repositoryPath), password: password)
+    }
+
+    public init(storage: any RepositoryStorage, password: [UInt8]?) {
+        self.storage = storage
+        self.repositoryPath = storage.location
         self.password = password
     }
 
-    var keysPath: String { repositoryPath + "/.store/keys" }
+    var keysPath: String { storage.describe(".store/keys") }
+
+    /// The key files' names.
+    private func keyNames() throws -> [String] {
+        try storage.list(prefix: ".store/keys/").map { String($0.key.dropFirst(".store/keys/".count)) }.filter { !$0.contains("/") && !$0.contains(".tmp") }.sorted()
+    }
+
+    private func readKeyFile(_ name: String) throws -> KeyFile {
+        try JSONDecoder().decode(KeyFile.self, from: Data(try storage.load(".store/keys/" + name)))
+    }
 
     /// Whether the repository's config says it is encrypted (config or its copy).
     public var repositoryIsEncrypted: Bool {
         if let known = encrypted.withLock({ $0 }) { return known }
         for file in ["config", "config.copy"] {
-            if let c = try? Repository.readConfig(repositoryPath + "/.store/" + file) {
+            if let c = try? Repository.readConfig(storage, ".store/" + file) {
                 // Known once a config says so (not before: the repository may not exist yet).
                 encrypted.withLock { $0 = c.encryption != "none" }
                 return c.encryption != "none"
             }
         }
-        return POSIX.isDirectory(keysPath)
+        return !((try? keyNames()) ?? []).isEmpty
     }
 
     /// The master keys, or nil for an unencrypted repository. Throws `permission` (exit 77)
@@ -108,12 +123,12 @@ public final class Keyring: Sendable {
         guard let password else {
             throw RepositoryError.key(path: repositoryPath, detail: "the repository is encrypted: give its password with --password-file, SNAPSHOT_PASSWORD_FILE or SNAPSHOT_PASSWORD")
         }
-        let names = ((try? POSIX.listDirectory(keysPath)) ?? []).filter { !$0.contains(".tmp") }.sorted()
+        let names = try keyNames()
         guard !names.isEmpty else {
             throw RepositoryError.corrupt(file: keysPath, detail: "an encrypted repository without key files")
         }
         for name in names {
-            guard let file = try? JSONDecoder().decode(KeyFile.self, from: Data(try POSIX.readFile(keysPath + "/" + name))),
+            guard let file = try? readKeyFile(name),
                 let material = Self.open(file, password: password)
             else { continue }
             let opened = (MasterKeys(material), file.id)
@@ -139,59 +154,58 @@ public final class Keyring: Sendable {
     }
 
     /// Writes a new key file for `password` holding `keys`; returns its id.
-    static func writeKeyFile(keys: MasterKeys, password: [UInt8], in directory: String) throws -> String {
+    static func writeKeyFile(keys: MasterKeys, password: [UInt8], in storage: any RepositoryStorage) throws -> String {
         let salt = Crypto.random(32)
         guard let wrap = Crypto.scrypt(password: password, salt: salt, n: KeyFile.defaultN, r: KeyFile.defaultR, p: KeyFile.defaultP) else {
-            throw RepositoryError.io(path: directory, operation: "derive a key (scrypt)", errno: ENOMEM)
+            throw RepositoryError.io(path: storage.describe(".store/keys"), operation: "derive a key (scrypt)", errno: ENOMEM)
         }
         let id = String(BlobID.random().hex.prefix(16))
         let file = KeyFile(
             id: id, created: Timestamp.now().iso8601, hostname: POSIX.hostName(), kdf: "scrypt",
             n: KeyFile.defaultN, r: KeyFile.defaultR, p: KeyFile.defaultP,
             salt: Data(salt).base64EncodedString(), data: Data(Crypto.seal(keys.material, key: wrap, context: "key")).base64EncodedString())
-        try POSIX.makeDirectories(directory, mode: RepositoryModes.storeDirectory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try POSIX.writeFileAtomically(directory + "/" + id, Array(try encoder.encode(file)) + [0x0a])
+        try storage.save(".store/keys/" + id, Array(try encoder.encode(file)) + [0x0a])
         return id
     }
 
     /// New master keys and the first key file (`init --encryption aes-256-gcm`).
-    static func create(in directory: String, password: [UInt8]) throws -> MasterKeys {
+    static func create(in storage: any RepositoryStorage, password: [UInt8]) throws -> MasterKeys {
         let keys = MasterKeys(Crypto.random(2 * Crypto.keySize))
-        _ = try writeKeyFile(keys: keys, password: password, in: directory)
+        _ = try writeKeyFile(keys: keys, password: password, in: storage)
         return keys
     }
 
     /// `key list`.
     public func list() throws -> [KeyInfo] {
         let current = try unlock().keyID
-        return try POSIX.listDirectory(keysPath).filter { !$0.contains(".tmp") }.sorted().compactMap { name in
-            guard let f = try? JSONDecoder().decode(KeyFile.self, from: Data(try POSIX.readFile(keysPath + "/" + name))) else { return nil }
+        return try keyNames().compactMap { name in
+            guard let f = try? readKeyFile(name) else { return nil }
             return KeyInfo(id: f.id, created: f.created, hostname: f.hostname, current: f.id == current)
         }
     }
 
     /// `key add`: another password that opens the same keys; returns the new key's id.
     public func add(password newPassword: [UInt8]) throws -> String {
-        try Self.writeKeyFile(keys: try unlock().keys, password: newPassword, in: keysPath)
+        try Self.writeKeyFile(keys: try unlock().keys, password: newPassword, in: storage)
     }
 
     /// `key remove ID`: never the key this password opened, never the last one.
     public func remove(id: String) throws {
         let current = try unlock().keyID
         guard id != current else { throw RepositoryError.key(path: keysPath + "/" + id, detail: "this is the key the given password opened; remove it with another password") }
-        guard POSIX.exists(keysPath + "/" + id), !id.contains("/"), !id.hasPrefix(".") else {
+        guard !id.contains("/"), !id.hasPrefix("."), try storage.exists(".store/keys/" + id) else {
             throw RepositoryError.snapshotNotFound(reference: id, detail: "no such key (see `snapshot key list`)")
         }
-        guard unlink(keysPath + "/" + id) == 0 else { throw RepositoryError.fromErrno(path: keysPath + "/" + id, operation: "remove") }
+        try storage.remove(".store/keys/" + id)
     }
 
     /// `key passwd`: the key this password opened is replaced by one for `newPassword`.
     public func changePassword(to newPassword: [UInt8]) throws -> String {
         let (keys, current) = try unlock()
-        let id = try Self.writeKeyFile(keys: keys, password: newPassword, in: keysPath)
-        guard unlink(keysPath + "/" + current) == 0 else { throw RepositoryError.fromErrno(path: keysPath + "/" + current, operation: "remove") }
+        let id = try Self.writeKeyFile(keys: keys, password: newPassword, in: storage)
+        try storage.remove(".store/keys/" + current)
         return id
     }
 

@@ -129,6 +129,12 @@ public enum POSIX {
         }
     }
 
+    /// `$TMPDIR`, else /tmp.
+    public static func temporaryDirectory() -> String {
+        if let t = getenv("TMPDIR"), let s = String(validatingCString: t), s.hasPrefix("/") { return s.count > 1 && s.hasSuffix("/") ? String(s.dropLast()) : s }
+        return "/tmp"
+    }
+
     /// fsyncs a directory so that renames and creations in it are durable.
     public static func syncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -85,16 +85,20 @@ public enum PackFormat {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "stat") }
-        let size = Int(st.st_size)
+        return try readTrailer(size: Int(st.st_size), file: path) { offset, count in try POSIX.pread(fd, count: count, offset: offset, path: path) }
+    }
+
+    /// The same from a pack of `size` bytes that `read(offset, count)` reads (an object store).
+    public static func readTrailer(size: Int, file path: String, read: (Int, Int) throws -> [UInt8]) throws -> [PackEntry] {
         guard size >= footerSize + 32 else { throw RepositoryError.corrupt(file: path, detail: "too short for a pack") }
-        var footer = ByteReader(try POSIX.pread(fd, count: footerSize, offset: size - footerSize, path: path))
+        var footer = ByteReader(try read(size - footerSize, footerSize))
         let count = Int(try footer.u32())
         let ver = try footer.u32()
         guard try footer.raw(4) == magic else { throw RepositoryError.corrupt(file: path, detail: "no pack trailer magic") }
         guard ver == version else { throw RepositoryError.corrupt(file: path, detail: "pack version \(ver)") }
         let trailerSize = count * entrySize
         guard trailerSize + 32 + footerSize <= size else { throw RepositoryError.corrupt(file: path, detail: "trailer larger than the pack") }
-        let bytes = try POSIX.pread(fd, count: trailerSize + 32, offset: size - footerSize - 32 - trailerSize, path: path)
+        let bytes = try read(size - footerSize - 32 - trailerSize, trailerSize + 32)
         let body = Array(bytes[0..<trailerSize])
         let stored = bytes[trailerSize...].withUnsafeBytes { BlobID(bytes: $0) }
         guard BlobID.hash(body) == stored else { throw RepositoryError.corrupt(file: path, detail: "pack trailer checksum mismatch") }
@@ -120,10 +124,23 @@ final class PackWriter {
     let id: BlobID
     let finalPath: String
     private let tmpPath: String
-    private let file: DirectFileWriter
+    private let file: DirectFileWriter?
+    /// On an object store the pack is built in memory and saved whole by one request: an
+    /// object appears complete or not at all.
+    private let storage: (any RepositoryStorage)?
+    private var memory: [UInt8] = []
     private(set) var entries: [PackEntry] = []
 
-    var size: Int { file.size }
+    var size: Int { file?.size ?? memory.count }
+
+    init(storage: any RepositoryStorage) {
+        id = BlobID.random()
+        finalPath = Repository.packKey(id)
+        tmpPath = ""
+        file = nil
+        self.storage = storage
+        memory.reserveCapacity(BlobWriter.packTarget + (2 << 20))
+    }
 
     /// - Parameter buffer: a `DirectFileWriter.bufferSize` aligned buffer, owned by the caller
     ///   and used until `finish()` or `discard()`.
@@ -136,27 +153,38 @@ final class PackWriter {
         // Whose it is, so that the next writer removes it if this process dies mid-pack.
         tmpPath = finalPath + ".tmp-\(POSIX.hostName())-\(getpid())"
         file = try DirectFileWriter(path: tmpPath, mode: RepositoryModes.storeFile, extraFlags: O_EXCL, buffer: buffer)
+        storage = nil
+    }
+
+    private func append(_ bytes: UnsafeRawBufferPointer) throws {
+        if let file { try file.append(bytes) } else { memory.append(contentsOf: bytes) }
     }
 
     /// Appends one entry; `payload` is already compressed when `compression` says so.
     func add(id: BlobID, type: BlobType, compression: UInt8, payload: UnsafeRawBufferPointer, rawLength: Int) throws {
         let offset = size
         var header = compression
-        try withUnsafeBytes(of: &header) { try file.append($0) }
-        try file.append(payload)
+        try withUnsafeBytes(of: &header) { try append($0) }
+        try append(payload)
         entries.append(PackEntry(id: id, type: type, offset: UInt32(offset), length: UInt32(payload.count + 1), rawLength: UInt32(rawLength)))
     }
 
     /// Writes the trailer, fsyncs and renames the pack into place. The directory fsync is
     /// left to the caller, once for all packs of a commit.
     func finish() throws {
-        try PackFormat.encodeTrailer(entries).withUnsafeBytes { try file.append($0) }
-        try file.finish(sync: true)
+        try PackFormat.encodeTrailer(entries).withUnsafeBytes { try append($0) }
+        if let storage {
+            try storage.save(finalPath, memory)
+            memory = []
+            return
+        }
+        try file!.finish(sync: true)
         guard rename(tmpPath, finalPath) == 0 else { throw RepositoryError.fromErrno(path: finalPath, operation: "rename") }
     }
 
     /// Removes the unfinished pack (on error or cancellation).
     func discard() {
-        unlink(tmpPath)
+        if file != nil { unlink(tmpPath) }
+        memory = []
     }
 }

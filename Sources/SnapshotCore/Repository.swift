@@ -19,8 +19,8 @@ public struct RepositoryConfig: Codable, Sendable {
     }
 }
 
-/// A snapshot repository on a local directory: `<path>/<type>/<id>/` snapshot directories and
-/// the content-addressed store under `<path>/.store/`.
+/// A snapshot repository: `<type>/<id>/` snapshot directories and the content-addressed store
+/// under `.store/`, in a local directory or on an object store (`storage`).
 ///
 /// Thread-safe for concurrent blob reads and for concurrent `BlobWriter`s; the caller holds a
 /// `RepositoryLock` for the duration of its work.
@@ -28,7 +28,13 @@ public final class Repository: Sendable {
     /// The newest store format this build reads and writes.
     public static let formatVersion = 1
 
+    /// The directory, or the URL of a repository on an object store.
     public let path: String
+    /// Where its files are. A local repository's packs are also read through cached
+    /// descriptors and written with O_DIRECT; everything else goes through the storage.
+    public let storage: any RepositoryStorage
+    /// True for a repository in a local directory.
+    public var isLocal: Bool { storage is LocalStorage }
     public let config: RepositoryConfig
     public let index = MasterIndex()
     /// The master keys of an encrypted repository; nil when it is not encrypted.
@@ -65,8 +71,9 @@ public final class Repository: Sendable {
     var dataPath: String { storePath + "/data" }
     var indexPath: String { storePath + "/index" }
 
-    private init(path: String, config: RepositoryConfig, keys: MasterKeys? = nil, keyring: Keyring? = nil) {
-        self.path = path
+    private init(storage: any RepositoryStorage, config: RepositoryConfig, keys: MasterKeys? = nil, keyring: Keyring? = nil) {
+        self.storage = storage
+        self.path = storage.location
         var c = config
         if let keys { c.chunkerSeed = keys.chunkerSeed }
         self.config = c
@@ -111,15 +118,26 @@ public final class Repository: Sendable {
         POSIX.exists(path + "/.store/config") || POSIX.exists(path + "/.store/config.copy") || POSIX.isDirectory(path + "/.store/index")
     }
 
+    /// The same for any storage.
+    public static func exists(in storage: any RepositoryStorage) throws -> Bool {
+        if let local = storage as? LocalStorage { return exists(at: local.root) }
+        return try storage.exists(".store/config") || storage.exists(".store/config.copy") || !storage.list(prefix: ".store/index/").isEmpty
+    }
+
     /// Problems with the config file or its copy (`verify` reports them; `rebuild-metadata`
     /// rewrites whichever is damaged from the other).
     public var configProblems: [String] { configTrouble.withLock { $0 } }
     private let configTrouble = Mutex<[String]>([])
 
     static func readConfig(_ file: String) throws -> RepositoryConfig {
+        try readConfig(LocalStorage(root: POSIX.parent(of: POSIX.parent(of: file))), ".store/" + POSIX.lastComponent(file))
+    }
+
+    static func readConfig(_ storage: any RepositoryStorage, _ key: String) throws -> RepositoryConfig {
+        let file = storage.describe(key)
         let bytes: [UInt8]
         do {
-            bytes = try POSIX.readFile(file)
+            bytes = try storage.load(key)
         } catch RepositoryError.io(_, _, let code) where code == ENOENT {
             throw RepositoryError.corrupt(file: file, detail: "missing")
         }
@@ -152,7 +170,7 @@ public final class Repository: Sendable {
     /// Writes the config's copy into a repository made before there was one.
     public func ensureConfigCopy() throws {
         let copy = storePath + "/config.copy"
-        guard !POSIX.exists(copy), configProblems.isEmpty else { return }
+        guard isLocal, !POSIX.exists(copy), configProblems.isEmpty else { return }
         try POSIX.writeFileAtomically(copy, try POSIX.readFile(storePath + "/config"))
     }
 
@@ -180,55 +198,72 @@ public final class Repository: Sendable {
     /// Creates a new, empty repository. Throws when one already exists there.
     @discardableResult
     public static func initialize(at path: String, encryption: String = "none", password: [UInt8]? = nil) throws -> Repository {
-        let store = path + "/.store"
-        if exists(at: path) {
-            throw RepositoryError.corrupt(file: store + "/config", detail: "a repository already exists here")
+        try initialize(in: LocalStorage(root: path), encryption: encryption, password: password)
+    }
+
+    /// Creates a new, empty repository in any storage. `like` makes it a sibling of another
+    /// repository (`copy` to a new one): the same chunker seed and, when encrypted, the same
+    /// master keys, so that the same data has the same blob ids in both.
+    @discardableResult
+    public static func initialize(in storage: any RepositoryStorage, encryption: String = "none", password: [UInt8]? = nil, like sibling: Repository? = nil) throws -> Repository {
+        let path = storage.location
+        if try exists(in: storage) {
+            throw RepositoryError.corrupt(file: storage.describe(".store/config"), detail: "a repository already exists here")
         }
         guard encryption == "none" || encryption == "aes-256-gcm" else {
-            throw RepositoryError.corrupt(file: store + "/config", detail: "unknown encryption \(encryption) (aes-256-gcm or none)")
+            throw RepositoryError.corrupt(file: storage.describe(".store/config"), detail: "unknown encryption \(encryption) (aes-256-gcm or none)")
         }
         if encryption != "none" && password == nil {
             throw RepositoryError.key(path: path, detail: "an encrypted repository needs a password: give one with --password-file, SNAPSHOT_PASSWORD_FILE or SNAPSHOT_PASSWORD")
         }
-        try POSIX.makeDirectories(path, mode: RepositoryModes.directory)
-        for dir in [store + "/data", store + "/index", store + "/tmp"] {
-            try POSIX.makeDirectories(dir, mode: RepositoryModes.storeDirectory)
+        if let local = storage as? LocalStorage {
+            try POSIX.makeDirectories(local.root, mode: RepositoryModes.directory)
+            for dir in ["data", "index", "tmp"] {
+                try POSIX.makeDirectories(local.root + "/.store/" + dir, mode: RepositoryModes.storeDirectory)
+            }
         }
-        let config = RepositoryConfig(
-            version: formatVersion, id: BlobID.random().hex, chunkerSeed: encryption == "none" ? randomSeed() : 0,
-            encryption: encryption, created: Timestamp.now().iso8601)
+        let seed = sibling.map { $0.keys == nil ? $0.config.chunkerSeed : 0 } ?? (encryption == "none" ? randomSeed() : 0)
+        let config = RepositoryConfig(version: formatVersion, id: BlobID.random().hex, chunkerSeed: seed, encryption: encryption, created: Timestamp.now().iso8601)
         var keys: MasterKeys?
         if let password, encryption != "none" {
-            keys = try Keyring.create(in: store + "/keys", password: password)
+            if let siblingKeys = sibling?.keys {
+                keys = siblingKeys
+                _ = try Keyring.writeKeyFile(keys: siblingKeys, password: password, in: storage)
+            } else {
+                keys = try Keyring.create(in: storage, password: password)
+            }
         }
         let bytes = try configBytes(config)
         // The copy first: `exists` is true from the first file on, and then both are there.
-        try POSIX.writeFileAtomically(store + "/config.copy", bytes)
-        try POSIX.writeFileAtomically(store + "/config", bytes)
-        return Repository(path: path, config: config, keys: keys, keyring: password.map { Keyring(repositoryPath: path, password: $0) })
+        try storage.save(".store/config.copy", bytes)
+        try storage.save(".store/config", bytes)
+        return Repository(storage: storage, config: config, keys: keys, keyring: password.map { Keyring(storage: storage, password: $0) })
     }
 
     /// Opens a repository and loads its index.
     public static func open(at path: String, keyring: Keyring? = nil) throws -> Repository {
-        let configPath = path + "/.store/config"
-        let copyPath = configPath + ".copy"
-        guard exists(at: path) else { throw RepositoryError.notFound(path: path) }
+        try open(storage: LocalStorage(root: path), keyring: keyring)
+    }
+
+    /// Opens a repository in any storage and loads its index.
+    public static func open(storage: any RepositoryStorage, keyring: Keyring? = nil) throws -> Repository {
+        let path = storage.location
+        let configPath = storage.describe(".store/config")
+        guard try exists(in: storage) else { throw RepositoryError.notFound(path: path) }
         // The config, or its copy when the config is damaged: either opens the repository,
         // and what is wrong with the other is reported by verify.
         var problems: [String] = []
         let config: RepositoryConfig
         do {
-            config = try readConfig(configPath)
-            if POSIX.exists(copyPath) {
-                do {
-                    _ = try readConfig(copyPath)
-                } catch {
-                    problems.append("\(error); `snapshot rebuild-metadata` rewrites it from the config")
-                }
+            config = try readConfig(storage, ".store/config")
+            do {
+                if try storage.exists(".store/config.copy") { _ = try readConfig(storage, ".store/config.copy") }
+            } catch {
+                problems.append("\(error); `snapshot rebuild-metadata` rewrites it from the config")
             }
         } catch let primary as RepositoryError {
             guard case .corrupt(_, let detail) = primary else { throw primary }
-            guard let copy = try? readConfig(copyPath) else {
+            guard let copy = try? readConfig(storage, ".store/config.copy") else {
                 throw RepositoryError.corrupt(file: configPath, detail: "\(detail), and there is no intact copy (config.copy); `snapshot rebuild-metadata` writes a new config")
             }
             config = copy
@@ -242,11 +277,11 @@ public final class Repository: Sendable {
         case "none":
             break
         case "aes-256-gcm":
-            keys = try (keyring ?? Keyring(repositoryPath: path, password: nil)).unlock().keys
+            keys = try (keyring ?? Keyring(storage: storage, password: nil)).unlock().keys
         default:
             throw RepositoryError.corrupt(file: configPath, detail: "encryption \(config.encryption) is not supported by this build")
         }
-        let repo = Repository(path: path, config: config, keys: keys, keyring: keyring)
+        let repo = Repository(storage: storage, config: config, keys: keys, keyring: keyring)
         repo.configTrouble.withLock { $0 = problems }
         try repo.loadIndex()
         return repo
@@ -255,11 +290,11 @@ public final class Repository: Sendable {
     /// Reads every index file into `index`; a damaged one is set aside (see
     /// `damagedIndexFiles`), a resource error stops the open.
     func loadIndex() throws {
-        for name in try POSIX.listDirectory(indexPath) where !name.contains(".tmp") {
+        for name in try indexFileNames() {
             guard loadedIndexFiles.withLock({ $0.insert(name).inserted }) else { continue }
-            let file = indexPath + "/" + name
+            let file = storage.describe(".store/index/" + name)
             do {
-                index.add(try IndexFile.decode(try openFile(try POSIX.readFile(file), context: "index", file: file), file: file))
+                index.add(try IndexFile.decode(try openFile(try storage.load(".store/index/" + name), context: "index", file: file), file: file))
             } catch let e as RepositoryError {
                 guard case .corrupt = e else { throw e }
                 damagedIndex.withLock { $0.append("\(e)") }
@@ -272,7 +307,7 @@ public final class Repository: Sendable {
     /// index file written before its directory appears).
     public func location(of id: BlobID) -> BlobLocation? {
         if let l = index.location(of: id) { return l }
-        let present = ((try? POSIX.listDirectory(indexPath)) ?? []).filter { !$0.contains(".tmp") }
+        let present = (try? indexFileNames()) ?? []
         guard loadedIndexFiles.withLock({ !Set(present).isSubset(of: $0) }) else { return nil }
         try? loadIndex()
         return index.location(of: id)
@@ -280,7 +315,8 @@ public final class Repository: Sendable {
 
     /// The index files present, by name.
     public func indexFileNames() throws -> [String] {
-        try POSIX.listDirectory(indexPath).filter { !$0.contains(".tmp") }.sorted()
+        if isLocal { return try POSIX.listDirectory(indexPath).filter { !$0.contains(".tmp") }.sorted() }
+        return try storage.list(prefix: ".store/index/").map { String($0.key.dropFirst(".store/index/".count)) }.filter { !$0.contains("/") && !$0.contains(".tmp") }
     }
 
     /// A writer for new blobs; give each thread its own.
@@ -295,11 +331,13 @@ public final class Repository: Sendable {
     public func commitIndex() throws {
         let packs = index.takeNewPacks()
         guard !packs.isEmpty else { return }
-        var dirs = Set<String>()
-        for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
-        for dir in dirs { try POSIX.syncDirectory(dir) }
+        if isLocal {
+            var dirs = Set<String>()
+            for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
+            for dir in dirs { try POSIX.syncDirectory(dir) }
+        }
         let name = BlobID.random().hex
-        try POSIX.writeFileAtomically(indexPath + "/" + name, sealFile(IndexFile.encode(packs), context: "index"))
+        try storage.save(".store/index/" + name, sealFile(IndexFile.encode(packs), context: "index"))
         // Its entries are in `index` already: a later miss need not read it back.
         loadedIndexFiles.withLock { _ = $0.insert(name) }
     }
@@ -308,38 +346,56 @@ public final class Repository: Sendable {
     /// rewrote the index (and may have moved or removed blobs) since. A process that keeps
     /// the repository open across commands (a continuous watch) opens it again then.
     public var indexWasRewritten: Bool {
-        let present = Set(((try? POSIX.listDirectory(indexPath)) ?? []).filter { !$0.contains(".tmp") })
+        let present = Set((try? indexFileNames()) ?? [])
         return loadedIndexFiles.withLock { !$0.isSubset(of: present) }
     }
 
     /// Writes one index file (atomically) for the given packs; used by prune to replace all
     /// others. The packs must be complete and fsynced.
     public func writeIndex(_ packs: [(pack: BlobID, entries: [PackEntry])]) throws {
-        var dirs = Set<String>()
-        for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
-        for dir in dirs where POSIX.isDirectory(dir) { try POSIX.syncDirectory(dir) }
-        try POSIX.writeFileAtomically(indexPath + "/" + BlobID.random().hex, sealFile(IndexFile.encode(packs), context: "index"))
+        if isLocal {
+            var dirs = Set<String>()
+            for (pack, _) in packs { dirs.insert(dataPath + "/" + pack.hex.prefix(2)) }
+            for dir in dirs where POSIX.isDirectory(dir) { try POSIX.syncDirectory(dir) }
+        }
+        try storage.save(".store/index/" + BlobID.random().hex, sealFile(IndexFile.encode(packs), context: "index"))
     }
 
     /// Deletes an index file by name.
     public func removeIndexFile(_ name: String) throws {
-        guard unlink(indexPath + "/" + name) == 0 || errno == ENOENT else {
-            throw RepositoryError.fromErrno(path: indexPath + "/" + name, operation: "remove")
-        }
+        try storage.remove(".store/index/" + name)
     }
 
     /// Deletes a pack file, closing a cached descriptor first.
     public func removePack(_ pack: BlobID) throws {
         // In use elsewhere, the descriptor is closed by its last user (it is no longer listed).
         if let e = packFiles.withLock({ $0.entries.removeValue(forKey: pack) }), e.users == 0 { close(e.fd) }
-        let path = packPath(pack)
-        guard unlink(path) == 0 || errno == ENOENT else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
+        try storage.remove(Self.packKey(pack))
     }
 
-    /// Path of a pack file.
-    public func packPath(_ pack: BlobID) -> String {
+    /// The key of a pack: `.store/data/<xx>/<id>`.
+    public static func packKey(_ pack: BlobID) -> String {
         let hex = pack.hex
-        return dataPath + "/" + hex.prefix(2) + "/" + hex
+        return ".store/data/" + hex.prefix(2) + "/" + hex
+    }
+
+    /// Path (or URL) of a pack file.
+    public func packPath(_ pack: BlobID) -> String {
+        storage.describe(Self.packKey(pack))
+    }
+
+    /// Whether a pack exists.
+    public func packExists(_ pack: BlobID) throws -> Bool {
+        if isLocal { return POSIX.exists(packPath(pack)) }
+        return try storage.exists(Self.packKey(pack))
+    }
+
+    /// The blobs a pack's trailer lists (checked against its checksum).
+    public func readTrailer(_ pack: BlobID) throws -> [PackEntry] {
+        if isLocal { return try PackFormat.readTrailer(path: packPath(pack)) }
+        let key = Self.packKey(pack)
+        guard let size = try storage.size(key) else { throw RepositoryError.io(path: packPath(pack), operation: "read", errno: ENOENT) }
+        return try PackFormat.readTrailer(size: size, file: packPath(pack)) { offset, count in try storage.load(key, offset: offset, length: count) }
     }
 
     /// Runs `body` with an open descriptor of `pack`, kept open for later calls while the
@@ -396,7 +452,8 @@ public final class Repository: Sendable {
 
     /// Reads the stored entry of a blob (header byte and payload), undecoded.
     public func readEntry(_ location: BlobLocation) throws -> [UInt8] {
-        try withPackDescriptor(location.pack) { fd in
+        if !isLocal { return try storage.load(Self.packKey(location.pack), offset: Int(location.offset), length: Int(location.length)) }
+        return try withPackDescriptor(location.pack) { fd in
             try POSIX.pread(fd, count: Int(location.length), offset: Int(location.offset), path: packPath(location.pack))
         }
     }
@@ -446,10 +503,15 @@ public final class BlobReader {
             throw RepositoryError.corrupt(file: file, detail: "entry at \(location.offset) claims \(max(length, Int(location.rawLength))) bytes, more than any blob")
         }
         if scratch.count < length { scratch = [UInt8](repeating: 0, count: max(length, 1 << 20)) }
-        try repository.withPackDescriptor(location.pack) { fd in
-            try scratch.withUnsafeMutableBytes { buf in
-                try POSIX.preadExactly(fd, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<length]), offset: Int(location.offset), path: file)
+        if repository.isLocal {
+            try repository.withPackDescriptor(location.pack) { fd in
+                try scratch.withUnsafeMutableBytes { buf in
+                    try POSIX.preadExactly(fd, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<length]), offset: Int(location.offset), path: file)
+                }
             }
+        } else {
+            let entry = try repository.readEntry(location)
+            scratch.withUnsafeMutableBytes { buf in entry.withUnsafeBytes { buf.copyMemory(from: $0) } }
         }
         let rawLength = Int(location.rawLength)
         let header = scratch[0]
@@ -539,7 +601,7 @@ public final class BlobWriter {
     /// Stores a blob whose id the caller computed and reserved through `reserve(_:)`.
     /// Returns whether it was compressed.
     public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compress: Bool) throws -> Bool {
-        if pack == nil { pack = try PackWriter(dataDirectory: repository.dataPath, buffer: packBuffer) }
+        if pack == nil { pack = try makePackWriter() }
         var compressed = false
         if let keys = repository.keys {
             // Compressed (when it pays) then sealed: the header says both.
@@ -571,12 +633,17 @@ public final class BlobWriter {
     /// Copies a stored entry (header byte and payload) unchanged into this writer's pack:
     /// prune's repacking, which needs no recompression.
     public func storeCopy(id: BlobID, type: BlobType, entry: [UInt8], rawLength: Int) throws {
-        if pack == nil { pack = try PackWriter(dataDirectory: repository.dataPath, buffer: packBuffer) }
+        if pack == nil { pack = try makePackWriter() }
         try entry.withUnsafeBytes { raw in
             try pack!.add(id: id, type: type, compression: raw[0], payload: UnsafeRawBufferPointer(rebasing: raw[1...]), rawLength: rawLength)
         }
         newStoredBytes += entry.count
         if pack!.size >= Self.packTarget { try finishPack() }
+    }
+
+    private func makePackWriter() throws -> PackWriter {
+        if repository.isLocal { return try PackWriter(dataDirectory: repository.dataPath, buffer: packBuffer) }
+        return PackWriter(storage: repository.storage)
     }
 
     /// Claims `id` for this writer: true when it must be stored.

@@ -19,6 +19,24 @@ public final class RepositoryLock: Sendable {
 
     private let descriptor: Mutex<Int32>
     public let mode: Mode
+    /// On an object store: the lock object instead of a descriptor.
+    private let remote: RemoteLock?
+
+    /// The repository lock of any storage: flock on a local directory, a lock object on an
+    /// object store (see `RemoteLock`).
+    public convenience init(storage: any RepositoryStorage, mode: Mode, purpose: String, wait: Double = 0) throws {
+        if let local = storage as? LocalStorage {
+            try self.init(storePath: local.root + "/.store", mode: mode, purpose: purpose, wait: wait)
+        } else {
+            try self.init(remote: RemoteLock(storage: storage, mode: mode, purpose: purpose, wait: wait), mode: mode)
+        }
+    }
+
+    private init(remote: RemoteLock, mode: Mode) {
+        self.remote = remote
+        self.mode = mode
+        descriptor = Mutex(-1)
+    }
 
     /// Takes the store lock (`.store/lock`); with `wait` > 0 retries for up to that many
     /// seconds. Throws `RepositoryError.locked` naming the holder (for a shared holder that
@@ -32,6 +50,7 @@ public final class RepositoryLock: Sendable {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, RepositoryModes.storeFile)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open lock") }
         self.mode = mode
+        remote = nil
         let deadline = Date.timeIntervalSinceReferenceDate + wait
         while !Self.take(fd, mode: mode, path: path) {
             let e = errno
@@ -110,6 +129,7 @@ public final class RepositoryLock: Sendable {
 
     /// Releases the lock (idempotent).
     public func release() {
+        remote?.release()
         descriptor.withLock { fd in
             guard fd >= 0 else { return }
             if mode == .exclusive {

@@ -104,7 +104,12 @@ public final class S3Storage: RepositoryStorage, @unchecked Sendable {
         repeat {
             var query = [("list-type", "2"), ("prefix", base + prefix), ("max-keys", "\(settings.listPageSize)")]
             if let token { query.append(("continuation-token", token)) }
-            let r = try send("GET", key: nil, query: query)
+            let r: Response
+            do {
+                r = try send("GET", key: nil, query: query)
+            } catch RepositoryError.io(_, _, let code) where code == ENOENT {
+                return []  // no bucket: nothing in it
+            }
             let page = ListingParser.parse(r.body)
             guard page.valid else {
                 throw RepositoryError.remote(path: describe(prefix), operation: "LIST", status: r.status, detail: "the listing is not ListObjectsV2 XML")
@@ -212,6 +217,9 @@ public final class S3Storage: RepositoryStorage, @unchecked Sendable {
                 throw RepositoryError.corrupt(file: name, detail: "object ends before the range asked")
             case 404:
                 let code = ErrorParser.parse(data).code
+                if method == "PUT" {
+                    throw RepositoryError.remote(path: name, operation: method, status: status, detail: code == "NoSuchBucket" ? "no bucket \(settings.location.bucket) (snapshot init creates it)" : code ?? "Not Found")
+                }
                 throw RepositoryError.io(path: code == "NoSuchBucket" ? "s3://\(settings.location.bucket) (no such bucket)" : name, operation: "read", errno: ENOENT)
             case 500, 502, 503, 504, 429:
                 let e = ErrorParser.parse(data)

@@ -29,19 +29,52 @@ public struct DamagedSnapshot: Sendable, Equatable {
 /// The visible part of the repository: `<repo>/<type>/<id>/{metadata.json,manifest.json}` and
 /// `<repo>/<type>/latest`. Committing a snapshot is one directory rename, so a snapshot is
 /// either wholly visible or not at all.
+///
+/// On an object store there are no directories to rename: a snapshot is committed by saving
+/// its manifest.json and then its metadata.json, the commit point (a snapshot without
+/// metadata.json is not listed), and `<type>/latest` is not kept (the newest is found by
+/// listing).
 public struct SnapshotCatalog: Sendable {
     public let repositoryPath: String
+    public let storage: any RepositoryStorage
     /// The keys of an encrypted repository, whose snapshot files are sealed.
     public let keyring: Keyring?
 
     public init(repositoryPath: String, keyring: Keyring? = nil) {
         self.repositoryPath = repositoryPath
+        self.storage = keyring.flatMap { $0.repositoryPath == repositoryPath ? $0.storage : nil } ?? LocalStorage(root: repositoryPath)
+        self.keyring = keyring
+    }
+
+    public init(storage: any RepositoryStorage, keyring: Keyring? = nil) {
+        self.repositoryPath = storage.location
+        self.storage = storage
         self.keyring = keyring
     }
 
     /// The catalog of an open repository, with the keys that opened it.
     public init(repository: Repository) {
-        self.init(repositoryPath: repository.path, keyring: repository.keyring)
+        self.init(storage: repository.storage, keyring: repository.keyring)
+    }
+
+    var isLocal: Bool { storage is LocalStorage }
+
+    /// The storage key of a path under the repository (remote repositories).
+    private func key(_ path: String) -> String {
+        path.hasPrefix(repositoryPath + "/") ? String(path.dropFirst(repositoryPath.count + 1)) : path
+    }
+
+    /// Reads a snapshot file by its path (or URL).
+    private func readFile(_ path: String) throws -> [UInt8] {
+        isLocal ? try POSIX.readFile(path) : try storage.load(key(path))
+    }
+
+    private func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+        if isLocal {
+            try POSIX.writeFileAtomically(path, bytes, mode: RepositoryModes.snapshotFile)
+        } else {
+            try storage.save(key(path), bytes)
+        }
     }
 
     /// In an encrypted repository, metadata.json holds in the clear only what is no secret
@@ -50,7 +83,7 @@ public struct SnapshotCatalog: Sendable {
     struct Sealed: Decodable { var sealed: String? }
 
     private func keys() throws -> MasterKeys? {
-        try (keyring ?? Keyring(repositoryPath: repositoryPath, password: nil)).keysIfEncrypted()
+        try (keyring ?? Keyring(storage: storage, password: nil)).keysIfEncrypted()
     }
 
     /// The plaintext of a snapshot file: opened when sealed; refused unsealed in an
@@ -101,12 +134,13 @@ public struct SnapshotCatalog: Sendable {
     /// The manifest's plaintext JSON as stored in its blob (no trailing newline).
     public func manifestPlaintext(directory: String) throws -> [UInt8] {
         let path = directory + "/manifest.json"
-        let plain = try plaintext(try POSIX.readFile(path), path: path, context: "manifest")
+        let plain = try plaintext(try readFile(path), path: path, context: "manifest")
         return plain.last == 0x0a ? Array(plain.dropLast()) : plain
     }
 
     /// The types that have a directory in the repository (built-in or user-defined), by name.
     public func types() throws -> [SnapshotType] {
+        if !isLocal { return try storage.names(under: "").compactMap { SnapshotType($0) }.sorted() }
         guard POSIX.isDirectory(repositoryPath) else { return [] }
         return try POSIX.listDirectory(repositoryPath).compactMap { name in
             SnapshotType(name).flatMap { POSIX.isDirectory(repositoryPath + "/" + name) ? $0 : nil }
@@ -130,10 +164,19 @@ public struct SnapshotCatalog: Sendable {
         var damaged: [DamagedSnapshot] = []
         for t in try type.map({ [$0] }) ?? types() {
             let dir = repositoryPath + "/" + t.name
-            guard POSIX.isDirectory(dir) else { continue }
-            for name in try POSIX.listDirectory(dir) where !name.hasPrefix(".") && name != "latest" {
+            let names: [String]
+            if isLocal {
+                guard POSIX.isDirectory(dir) else { continue }
+                names = try POSIX.listDirectory(dir).filter { POSIX.isDirectory(dir + "/" + $0) }
+            } else {
+                // Committed: those with a metadata.json (a manifest alone is a create that
+                // did not reach its commit point).
+                names = try storage.list(prefix: t.name + "/").compactMap { o in
+                    o.key.hasSuffix("/metadata.json") ? o.key.split(separator: "/").dropFirst().first.map(String.init) : nil
+                }
+            }
+            for name in names where !name.hasPrefix(".") && name != "latest" {
                 let snapDir = dir + "/" + name
-                guard POSIX.isDirectory(snapDir) else { continue }
                 do {
                     out.append(SnapshotRecord(type: t, id: name, directory: snapDir, metadata: try readMetadata(snapDir + "/metadata.json")))
                 } catch let e as RepositoryError {
@@ -191,7 +234,7 @@ public struct SnapshotCatalog: Sendable {
     }
 
     public func readMetadata(_ path: String) throws -> SnapshotMetadata {
-        let bytes = try plaintext(try POSIX.readFile(path), path: path, context: "metadata")
+        let bytes = try plaintext(try readFile(path), path: path, context: "metadata")
         do {
             return try JSONDecoder().decode(SnapshotMetadata.self, from: Data(bytes))
         } catch {
@@ -206,8 +249,13 @@ public struct SnapshotCatalog: Sendable {
     /// The manifest.json of a snapshot directory (also of a damaged one).
     public func readManifest(directory: String) throws -> SnapshotManifest {
         let path = directory + "/manifest.json"
-        guard POSIX.exists(path) else { throw RepositoryError.corrupt(file: path, detail: "manifest missing") }
-        let bytes = try plaintext(try POSIX.readFile(path), path: path, context: "manifest")
+        let raw: [UInt8]
+        do {
+            raw = try readFile(path)
+        } catch RepositoryError.io(_, _, let code) where code == ENOENT {
+            throw RepositoryError.corrupt(file: path, detail: "manifest missing")
+        }
+        let bytes = try plaintext(raw, path: path, context: "manifest")
         do {
             // A component whose tree is not a valid id does not decode (ManifestComponent).
             return try JSONDecoder().decode(SnapshotManifest.self, from: Data(bytes))
@@ -291,7 +339,7 @@ public struct SnapshotCatalog: Sendable {
         let base = time.snapshotID
         var taken = Set<String>()
         for t in try types() {
-            taken.formUnion(try POSIX.listDirectory(repositoryPath + "/" + t.name))
+            taken.formUnion(isLocal ? try POSIX.listDirectory(repositoryPath + "/" + t.name) : try storage.names(under: t.name + "/"))
         }
         if !taken.contains(base) { return base }
         var n = 2
@@ -307,6 +355,12 @@ public struct SnapshotCatalog: Sendable {
             throw RepositoryError.corrupt(file: repositoryPath + "/" + metadata.type, detail: "not a snapshot type name (\(SnapshotType.nameRule))")
         }
         let typeDir = repositoryPath + "/" + type.name
+        if !isLocal {
+            let dir = type.name + "/" + metadata.snapshotID
+            try storage.save(dir + "/manifest.json", try manifestBytes(manifest))
+            try storage.save(dir + "/metadata.json", try metadataBytes(metadata))
+            return SnapshotRecord(type: type, id: metadata.snapshotID, directory: typeDir + "/" + metadata.snapshotID, metadata: metadata)
+        }
         try POSIX.makeDirectories(typeDir, mode: RepositoryModes.directory)
         let staging = typeDir + "/.tmp-" + metadata.snapshotID
         try POSIX.removeTree(staging)
@@ -350,6 +404,7 @@ public struct SnapshotCatalog: Sendable {
 
     /// Points `<type>/latest` at the newest snapshot of the type (or removes it when none).
     public func updateLatest(type: SnapshotType) throws {
+        guard isLocal else { return }
         let typeDir = repositoryPath + "/" + type.name
         let link = typeDir + "/latest"
         guard let newest = try all(type: type).first else {
@@ -361,13 +416,15 @@ public struct SnapshotCatalog: Sendable {
 
     /// Rewrites a committed snapshot's metadata.json atomically (verification results).
     public func rewriteMetadata(_ record: SnapshotRecord, _ metadata: SnapshotMetadata) throws {
-        try POSIX.writeFileAtomically(record.directory + "/metadata.json", try metadataBytes(metadata), mode: RepositoryModes.snapshotFile)
+        try writeFile(record.directory + "/metadata.json", try metadataBytes(metadata))
     }
 
     /// Runs `body` holding the commit lock (`.store/locks/commit`): naming a snapshot and
     /// committing it, which concurrent creates must not interleave (two could otherwise take
     /// the same id). Held for milliseconds; others wait up to five minutes for it.
     public func withCommitLock<T>(_ body: () throws -> T) throws -> T {
+        // An object store's writers hold its exclusive lock object instead.
+        guard isLocal else { return try body() }
         let locks = repositoryPath + "/.store/locks"
         try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
         let lock = try RepositoryLock(path: locks + "/commit", mode: .exclusive, purpose: "commit", wait: 300, repository: repositoryPath)
@@ -378,6 +435,7 @@ public struct SnapshotCatalog: Sendable {
     /// Removes hidden staging directories left by a killed create (call it holding the
     /// commit lock: a running create stages only inside it).
     public func removeStaleStaging() {
+        guard isLocal else { return }
         for t in (try? types()) ?? [] {
             let dir = repositoryPath + "/" + t.name
             guard let names = try? POSIX.listDirectory(dir) else { continue }

@@ -204,7 +204,7 @@ public final class ContinuousWatch: @unchecked Sendable {
         let lock = try RepositoryLock(storePath: path + "/.store", mode: .shared, purpose: "create", wait: service.lockWait)
         defer { lock.release() }
         let typeLock = try service.createLock(type: .continuous, purpose: "watch (continuous snapshots)", wait: max(service.lockWait, 5))
-        defer { typeLock.release() }
+        defer { typeLock?.release() }
         if repository!.indexWasRewritten {
             // prune or rebuild-metadata ran since: blobs may have moved; start from what is there.
             repository = try Repository.open(at: path, keyring: service.keyring)

@@ -32,7 +32,10 @@ public enum ComponentSource: Sendable, Equatable {
 public struct SnapshotConfig: Sendable {
     public var file: String?
     public var root: String
+    /// A local directory (absolute), or `s3://BUCKET/PREFIX`.
     public var repository: String
+    /// The `repository:` mapping's endpoint, region and addressing for an S3 repository.
+    public var s3: S3Settings?
     public var compressionLevel: Int
     /// Components in file order.
     public var components: [(name: String, source: ComponentSource)]
@@ -128,9 +131,26 @@ public struct SnapshotConfig: Sendable {
         var config = defaults(root: rootDir)
         config.file = file
         if let v = top["repository"] {
-            let text = try r.string(v, "repository")
+            var text: String
+            if case .mapping = v {
+                let m = try r.mapping(v, "repository", allowed: ["url", "path", "endpoint", "region", "path_style"])
+                guard let u = m["url"] ?? m["path"] else { throw r.error(v, "repository: give url (s3://BUCKET/PREFIX) or path") }
+                text = try r.string(u, "repository.url")
+                if let location = S3Location(text) {
+                    var s = S3Settings(location: location)
+                    if let e = m["endpoint"] { s.endpoint = try r.string(e, "repository.endpoint") }
+                    if let g = m["region"] { s.region = try r.string(g, "repository.region") }
+                    if let p = m["path_style"] { s.pathStyle = try r.bool(p, "repository.path_style") }
+                    if let problem = s.endpointProblem { throw r.error(m["endpoint"] ?? v, "repository: \(problem)") }
+                    config.s3 = s
+                } else if m["endpoint"] != nil || m["region"] != nil || m["path_style"] != nil {
+                    throw r.error(v, "repository: endpoint, region and path_style are for an s3:// url")
+                }
+            } else {
+                text = try r.string(v, "repository")
+            }
             if let problem = Self.repositoryURLProblem(text) { throw r.error(v, "repository: \(problem)") }
-            config.repository = config.path(text)
+            config.repository = S3Location(text)?.description ?? config.path(text)
         }
         if let v = top["compression"] {
             let m = try r.mapping(v, "compression", allowed: ["level"])
@@ -161,8 +181,8 @@ public struct SnapshotConfig: Sendable {
         guard let r = text.range(of: "://") else { return nil }
         let scheme = text[..<r.lowerBound]
         guard !scheme.isEmpty, scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) else { return nil }
-        if scheme.lowercased() == "s3" {
-            return "\(text): S3 repositories are not supported by this build yet; give a local path"
+        if scheme == "s3" {
+            return S3Location(text).flatMap { $0.problem.map { "\(text): \($0)" } }
         }
         return "\(text): \(scheme):// is not a repository location (a local path, or s3://BUCKET/PREFIX)"
     }

@@ -40,16 +40,19 @@ public struct SnapshotService: Sendable {
 
     /// Opens the repository under a lock; `createIfMissing` initialises a missing one.
     public func open(_ mode: RepositoryLock.Mode, purpose: String, createIfMissing: Bool = false) throws -> (Repository, RepositoryLock) {
-        if createIfMissing && !Repository.exists(at: repositoryPath) {
+        let storage = self.storage
+        if createIfMissing, !(try Repository.exists(in: storage)) {
+            if let s3 = storage as? S3Storage { try s3.createBucketIfMissing() }
             // With a password given, the new repository is an encrypted one.
-            try Repository.initialize(at: repositoryPath, encryption: keyring.password == nil ? "none" : "aes-256-gcm", password: keyring.password)
+            try Repository.initialize(in: storage, encryption: keyring.password == nil ? "none" : "aes-256-gcm", password: keyring.password)
         }
-        guard Repository.exists(at: repositoryPath) else { throw RepositoryError.notFound(path: repositoryPath) }
+        guard try Repository.exists(in: storage) else { throw RepositoryError.notFound(path: repositoryPath) }
         let started = Date()
-        let lock = try RepositoryLock(storePath: repositoryPath + "/.store", mode: mode, purpose: purpose, wait: lockWait)
+        // On an object store a create holds the repository alone (one writer at a time).
+        let lock = try RepositoryLock(storage: storage, mode: isLocal ? mode : (purpose == "create" ? .exclusive : mode), purpose: purpose, wait: lockWait)
         let locked = Date()
-        let repository = try Repository.open(at: repositoryPath, keyring: keyring)
-        if mode == .exclusive || purpose == "create" { removeLeftovers() }
+        let repository = try Repository.open(storage: storage, keyring: keyring)
+        if isLocal && (mode == .exclusive || purpose == "create") { removeLeftovers() }
         if let trace, trace.isTracing {
             let packs = Set(repository.index.allLocations().values.map(\.pack)).count
             trace.note(String(format: "%@ lock for %@ taken in %.3f s; index read in %.3f s: %d blobs in %d packs from %d index files", mode == .exclusive ? "exclusive" : "shared", purpose, locked.timeIntervalSince(started), Date().timeIntervalSince(locked), repository.index.count, packs, (try? repository.indexFileNames().count) ?? 0))
@@ -58,7 +61,16 @@ public struct SnapshotService: Sendable {
         return (repository, lock)
     }
 
-    public var catalog: SnapshotCatalog { SnapshotCatalog(repositoryPath: repositoryPath, keyring: keyring) }
+    public var catalog: SnapshotCatalog { SnapshotCatalog(storage: storage, keyring: keyring) }
+
+    /// Where the repository is: the keyring's storage (an object store's client is made
+    /// once, by whoever made the keyring), or the local directory.
+    public var storage: any RepositoryStorage {
+        keyring.repositoryPath == repositoryPath ? keyring.storage : LocalStorage(root: repositoryPath)
+    }
+
+    /// True for a repository in a local directory.
+    public var isLocal: Bool { storage is LocalStorage }
 
     /// A usage error for a `--type` that neither the configuration nor the repository
     /// knows (a typo would otherwise list, prune or monitor nothing, silently).
@@ -89,8 +101,10 @@ public struct SnapshotService: Sendable {
         for g in generated {
             progress.note("component \(g.name) (\(g.kind): \(g.source)): \(g.files.count) files\(g.details.messages.map { ", \($0) messages" } ?? "")\(g.details.note.map { "; \($0)" } ?? "")")
         }
-        let scratch = repositoryPath + "/.store/tmp"
-        try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory)
+        // Qdrant's snapshots are downloaded beside the repository (same file system), or, for
+        // an object store, into the temporary directory.
+        let scratch = isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory() + "/snapshot-\(getpid())"
+        if isLocal { try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory) }
         try POSIX.makeDirectories(scratch, mode: RepositoryModes.storeDirectory)
         let qdrant = try await plan.downloadQdrant(scratchRoot: scratch)
         if cancellation.isCancelled {
@@ -114,14 +128,16 @@ public struct SnapshotService: Sendable {
         let (repository, lock) = try open(.shared, purpose: "create", createIfMissing: true)
         defer { lock.release() }
         let typeLock = try createLock(type: request.type, purpose: "create --type \(request.type.name)")
-        defer { typeLock.release() }
+        defer { typeLock?.release() }
         try repository.ensureConfigCopy()
         return try Archiver(repository: repository, progress: progress, cancellation: cancellation).create(request)
     }
 
     /// `.store/locks/create-<type>`, alone: one create of a type at a time (with the store
     /// lock held shared). `wait` defaults to `--lock-wait`.
-    public func createLock(type: SnapshotType, purpose: String, wait: Double? = nil) throws -> RepositoryLock {
+    public func createLock(type: SnapshotType, purpose: String, wait: Double? = nil) throws -> RepositoryLock? {
+        // An object store's create holds the repository lock exclusively instead.
+        guard isLocal else { return nil }
         let locks = repositoryPath + "/.store/locks"
         try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
         return try RepositoryLock(path: locks + "/create-\(type.name)", mode: .exclusive, purpose: purpose, wait: wait ?? lockWait, repository: repositoryPath)
@@ -239,6 +255,35 @@ public struct SnapshotService: Sendable {
         var pruner = Pruner(repository: repository)
         pruner.repackThreshold = config.repackThreshold
         return try pruner.prune(policy: rules, type: options.type, dryRun: options.dryRun, progress: progress)
+    }
+
+    /// Copies snapshots (`refs`, else every one of `type`, else all) into the repository in
+    /// `target`, creating it like this one when it does not exist (the same chunker seed and,
+    /// when encrypted, the same master keys under the same password).
+    public func copy(to target: any RepositoryStorage, snapshots refs: [String], type: SnapshotType?, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> CopyReport {
+        try checkKnown(type)
+        guard target.location != repositoryPath else { throw EngineError.usage("copy --to \(target.location): that is the repository itself") }
+        let (source, lock) = try open(.shared, purpose: "copy")
+        defer { lock.release() }
+        var records: [SnapshotRecord] = []
+        if refs.isEmpty {
+            records = try catalog.all(type: type)
+        } else {
+            for ref in refs { records.append(try catalog.resolve(ref, type: type)) }
+        }
+        progress.phase = "opening \(target.location)"
+        let targetKeys = Keyring(storage: target, password: keyring.password)
+        if !(try Repository.exists(in: target)) {
+            if let s3 = target as? S3Storage { try s3.createBucketIfMissing() }
+            try Repository.initialize(in: target, encryption: source.config.encryption, password: keyring.password, like: source)
+        }
+        // It only adds, as a create does: readers go on beside it (an object store's writer
+        // holds it alone).
+        let targetLock = try RepositoryLock(storage: target, mode: target is LocalStorage ? .shared : .exclusive, purpose: "copy", wait: lockWait)
+        defer { targetLock.release() }
+        let destination = try Repository.open(storage: target, keyring: targetKeys)
+        if let problem = Copier.incompatibility(source: source, target: destination) { throw EngineError.usage("copy --to \(target.location): \(problem)") }
+        return try Copier(source: source, target: destination, progress: progress, cancellation: cancellation).copy(records)
     }
 
     /// Removes one snapshot, also a damaged one; its data is reclaimed by the next prune.

@@ -109,7 +109,7 @@ public final class Verifier: Sendable {
                                         throw VerifyFailure("file \(file): content blob \(blob.short) missing from the index")
                                     }
                                     if packsPresent[loc.pack] == nil {
-                                        packsPresent[loc.pack] = POSIX.exists(repository.packPath(loc.pack))
+                                        packsPresent[loc.pack] = try repository.packExists(loc.pack)
                                     }
                                     if packsPresent[loc.pack] == false {
                                         throw VerifyFailure("file \(file): pack \(loc.pack.short) missing")
@@ -175,9 +175,8 @@ public final class Verifier: Sendable {
         let progress = self.progress
         // A damaged blob is a finding, not a failure: every blob is read whatever happens.
         try? WorkerThreads.forEach(work, threads: workers, state: { BlobReader(repository: repository) }) { item, reader in
-            let path = repository.packPath(item.pack)
             do {
-                if POSIX.exists(path), let problem = try Self.checkTrailer(path, indexed: item.indexed) {
+                if try repository.packExists(item.pack), let problem = try Self.checkTrailer(repository, pack: item.pack, indexed: item.indexed) {
                     badPacks.withLock { $0.append(problem) }
                 }
             } catch {
@@ -202,9 +201,24 @@ public final class Verifier: Sendable {
     /// (nothing appended, nothing missing), and agree with every index entry of the pack.
     /// A resource error (EMFILE, EIO…) is thrown, never reported as damage.
     static func checkTrailer(_ path: String, indexed: [(BlobID, BlobLocation)]) throws -> String? {
+        try checkTrailer(path, indexed: indexed, entries: { try PackFormat.readTrailer(path: path) }) {
+            var st = stat()
+            return stat(path, &st) == 0 ? Int(st.st_size) : nil
+        }
+    }
+
+    /// The same for a pack of any repository (a ranged read of an object store's).
+    static func checkTrailer(_ repository: Repository, pack: BlobID, indexed: [(BlobID, BlobLocation)]) throws -> String? {
+        if repository.isLocal { return try checkTrailer(repository.packPath(pack), indexed: indexed) }
+        return try checkTrailer(repository.packPath(pack), indexed: indexed, entries: { try repository.readTrailer(pack) }) {
+            try repository.storage.size(Repository.packKey(pack))
+        }
+    }
+
+    static func checkTrailer(_ path: String, indexed: [(BlobID, BlobLocation)], entries read: () throws -> [PackEntry], size: () throws -> Int?) throws -> String? {
         let entries: [PackEntry]
         do {
-            entries = try PackFormat.readTrailer(path: path)
+            entries = try read()
         } catch let e as RepositoryError where e.isResourceError {
             throw e
         } catch {
@@ -217,9 +231,8 @@ public final class Verifier: Sendable {
             }
             expectedOffset = e.offset &+ e.length
         }
-        var st = stat()
-        if stat(path, &st) == 0, Int(st.st_size) != Int(expectedOffset) + entries.count * PackFormat.entrySize + 32 + PackFormat.footerSize {
-            return "damaged repository file \(path): \(st.st_size) bytes where the trailer accounts for \(Int(expectedOffset) + entries.count * PackFormat.entrySize + 32 + PackFormat.footerSize)"
+        if let size = try size(), size != Int(expectedOffset) + entries.count * PackFormat.entrySize + 32 + PackFormat.footerSize {
+            return "damaged repository file \(path): \(size) bytes where the trailer accounts for \(Int(expectedOffset) + entries.count * PackFormat.entrySize + 32 + PackFormat.footerSize)"
         }
         let byID = Dictionary(entries.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for (blob, loc) in indexed {

@@ -28,7 +28,7 @@ extension Snapshot {
             // Long-running: two malloc arenas, not one per busy thread (a 200,000-file start-up
             // scan otherwise leaves ~85 MiB behind instead of ~28).
             _ = snapshot_limit_malloc_arenas(2)
-            let context = try Context(global)
+            let context = try Context(global, command: "agent")
             let settings = try await context.run {
                 try AgentSettings.from(config: context.config, repositoryPath: context.repositoryPath, broker: broker, id: id, groups: group)
             }

@@ -16,7 +16,7 @@ extension Snapshot {
         var path: String
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let (repository, lock) = try context.open(.shared, purpose: "cat")
             defer { lock.release() }
             let (_, manifest) = try context.resolve(snapshot, in: repository)

@@ -16,7 +16,7 @@ extension Snapshot {
         var snapshot: String?
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, command: "check-dependencies")
             var options = DependencyCheckOptions()
             options.snapshot = snapshot
             let report = await context.service.checkDependencies(options)

@@ -21,7 +21,9 @@ struct Context {
     /// `--lock-wait`, in seconds.
     let lockWait: Double
 
-    init(_ options: GlobalOptions) throws {
+    /// - Parameter remote: the command works on an object store (`s3://`); other commands
+    ///   given one exit 64 saying so.
+    init(_ options: GlobalOptions, command: String = "this command", remote: Bool = false) throws {
         self.options = options
         let env = ProcessInfo.processInfo.environment
         let cwd = POSIX.currentDirectory()
@@ -38,16 +40,19 @@ struct Context {
             if let problem = SnapshotConfig.repositoryURLProblem(repo) {
                 throw Context.fail(EngineError.usage("--repo \(problem)"))
             }
-            repositoryPath = POSIX.absolute(repo, relativeTo: cwd)
+            repositoryPath = S3Location(repo)?.description ?? POSIX.absolute(repo, relativeTo: cwd)
         } else {
             repositoryPath = config.repository
         }
+        if repositoryPath.hasPrefix("s3://") && !remote {
+            throw Context.fail(EngineError.usage("\(command) does not work on an s3:// repository yet (\(repositoryPath)); `snapshot copy --to DIR` makes a local copy to run it on"))
+        }
         do {
             password = try Keyring.readPassword(file: options.passwordFile.map { POSIX.absolute($0, relativeTo: cwd) }, environment: env)
+            keyring = Keyring(storage: try Context.storage(repositoryPath, config: config, environment: env), password: password)
         } catch {
             throw Context.fail(error)
         }
-        keyring = Keyring(repositoryPath: repositoryPath, password: password)
         if let text = options.lockWait {
             guard let seconds = AlertThresholds.parseDuration(text) ?? Double(text), seconds >= 0, seconds <= 86400 * 7 else {
                 throw Context.fail(EngineError.usage("--lock-wait \(text): expected a duration such as 30s, 5m or 1h"))
@@ -57,6 +62,13 @@ struct Context {
             lockWait = 0
         }
         debug("config \(config.file.map { POSIX.absolute($0, relativeTo: cwd) } ?? "(none found: built-in defaults)"), root \(config.root), repository \(repositoryPath)")
+    }
+
+    /// The storage of a repository location: a local directory, or an S3 client with the
+    /// config's settings when the config names the same bucket and prefix.
+    static func storage(_ location: String, config: SnapshotConfig, environment: [String: String]) throws -> any RepositoryStorage {
+        guard let s3 = S3Location(location) else { return LocalStorage(root: location) }
+        return try S3Storage.open(location, configured: config.s3?.location == s3 ? config.s3 : config.s3.map { var c = $0; c.location = s3; return c }, environment: environment)
     }
 
     /// When the process started, for `--debug` timings.

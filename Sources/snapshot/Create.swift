@@ -53,7 +53,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let progress = context.makeProgress()
             let record = try await context.withProgress(progress) {
                 try await context.service.create(options, progress: progress)

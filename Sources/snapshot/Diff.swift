@@ -16,7 +16,7 @@ extension Snapshot {
         var ref2: String
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let (repository, lock) = try context.open(.shared, purpose: "diff")
             defer { lock.release() }
             let (_, a) = try context.resolve(ref1, in: repository)

@@ -26,7 +26,7 @@ extension Snapshot {
         var recipient: [String] = []
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, command: "export")
             var options = ExportOptions()
             options.snapshot = snapshot
             options.output = output
@@ -54,7 +54,7 @@ extension Snapshot {
         var file: String
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, command: "import")
             let progress = context.makeProgress()
             let record = try await context.withProgress(progress) {
                 try await Blocking.run { [service = context.service, file] in try service.importArchive(file, progress: progress) }

@@ -29,7 +29,7 @@ extension Snapshot {
         var watch = false
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let settings = try await context.run { try context.config.mqtt.brokerSettings(overrideURL: broker) }
             let prefix = context.config.mqtt.prefix
             let clientID = "snapshot-fleet-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

@@ -25,10 +25,12 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let mode = encryption ?? (context.password == nil ? "none" : "aes-256-gcm")
             do {
-                let repo = try Repository.initialize(at: context.repositoryPath, encryption: mode, password: context.password)
+                let storage = context.keyring.storage
+                if let s3 = storage as? S3Storage { try s3.createBucketIfMissing() }
+                let repo = try Repository.initialize(in: storage, encryption: mode, password: context.password)
                 if global.json {
                     try context.printJSON(["repository": context.repositoryPath, "id": repo.config.id, "encryption": mode])
                 } else {

@@ -23,7 +23,7 @@ extension Snapshot {
 
         /// Opens the repository (its lock: exclusive to change keys) and runs `body` with its keyring.
         static func withKeyring<T>(_ global: GlobalOptions, exclusive: Bool, _ body: (Context, Keyring) throws -> T) async throws -> T {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             return try await context.run {
                 let (repository, lock) = try context.service.open(exclusive ? .exclusive : .shared, purpose: "key")
                 defer { lock.release() }

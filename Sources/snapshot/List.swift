@@ -23,7 +23,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let records = try await context.run { try context.service.list(options) }
             let damaged = try await context.run { try context.service.damaged(options) }
             if global.json {

@@ -41,7 +41,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, command: "monitor")
             let report = try await context.run { try context.service.monitor(options) }
             if global.json {
                 try context.printJSON(report)

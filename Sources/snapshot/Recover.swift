@@ -37,7 +37,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, command: "recover")
             let progress = context.makeProgress()
             let report = try await context.withProgress(progress) { try await context.service.recover(options, progress: progress) }
             if global.json {

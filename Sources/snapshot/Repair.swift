@@ -23,7 +23,7 @@ extension Snapshot {
         var snapshot: String
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, command: "repair")
             var options = RepairOptions()
             options.snapshot = snapshot
             let progress = context.makeProgress()

@@ -50,9 +50,12 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let progress = context.makeProgress()
             if target == nil {
+                guard !context.repositoryPath.hasPrefix("s3://") else {
+                    throw Context.fail(EngineError.usage("restore in place does not work from an s3:// repository yet; give --target DIR"))
+                }
                 try await runInPlace(context, progress)
                 return
             }

@@ -36,7 +36,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, command: "sanitize")
             var options = SanitizeOptions()
             options.snapshot = snapshot
             options.removePII = removePII

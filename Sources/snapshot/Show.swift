@@ -13,7 +13,7 @@ extension Snapshot {
         var snapshot: String
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             var options = ShowOptions()
             options.snapshot = snapshot
             let record = try await context.run { try context.service.show(options) }

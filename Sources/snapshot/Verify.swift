@@ -37,7 +37,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global)
+            let context = try Context(global, remote: true)
             let progress = context.makeProgress()
             let report = try await context.withProgress(progress) { try context.service.verify(options, progress: progress) }
             if global.json {
