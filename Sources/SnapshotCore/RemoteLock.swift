@@ -5,7 +5,9 @@ import Foundation
 import Synchronization
 
 /// The repository lock on an object store, which has no flock: one small object per holder,
-/// `.store/locks/<shared|exclusive>-<host>-<pid>-<random>`, saying who holds it and until when.
+/// `.store/locks/<kind>-<host>-<pid>-<random>`, saying who holds it and until when. Kinds:
+/// `shared` (readers), `create` (create and copy, which only add: beside readers, but one at a
+/// time, since two could name their snapshots alike) and `exclusive` (alone).
 ///
 /// A holder renews its object every `lifetime / 5`; an object whose time has passed is
 /// ignored (and removed by the next writer), so a writer that crashed, lost its network or
@@ -33,16 +35,18 @@ public final class RemoteLock: Sendable {
     private let released = Mutex(false)
     private let wakeup = DispatchSemaphore(value: 0)
 
-    public init(storage: any RepositoryStorage, mode: RepositoryLock.Mode, purpose: String, wait: Double) throws {
+    public enum Kind: String, Sendable { case shared, create, exclusive }
+
+    public init(storage: any RepositoryStorage, kind: Kind, purpose: String, wait: Double) throws {
         self.storage = storage
-        let modeName = mode == .exclusive ? "exclusive" : "shared"
+        let modeName = kind.rawValue
         key = ".store/locks/\(modeName)-\(POSIX.hostName())-\(getpid())-\(BlobID.random().hex.prefix(8))"
         record = Record(
             mode: modeName, holder: "PID \(getpid()) on host \(POSIX.hostName()) (\(purpose), since \(Timestamp.now().iso8601))",
             host: POSIX.hostName(), pid: getpid(), expires: 0)
         let deadline = Date().timeIntervalSince1970 + wait
         while true {
-            if let conflict = try Self.conflict(storage, mode: mode, except: nil) {
+            if let conflict = try Self.conflict(storage, kind: kind, except: nil) {
                 if Date().timeIntervalSince1970 < deadline {
                     usleep(UInt32.random(in: 500_000...1_500_000))
                     continue
@@ -50,7 +54,7 @@ public final class RemoteLock: Sendable {
                 throw RepositoryError.locked(path: storage.location, holder: conflict + (wait > 0 ? " (waited \(Int(wait)) s)" : ""))
             }
             try save()
-            if let conflict = try Self.conflict(storage, mode: mode, except: key) {
+            if let conflict = try Self.conflict(storage, kind: kind, except: key) {
                 try? storage.remove(key)
                 if Date().timeIntervalSince1970 < deadline {
                     usleep(UInt32.random(in: 500_000...1_500_000))
@@ -75,13 +79,13 @@ public final class RemoteLock: Sendable {
         try storage.save(key, Array(try JSONEncoder().encode(r)))
     }
 
-    /// The holder of a live lock object that conflicts with taking `mode`, or nil. Expired
+    /// The holder of a live lock object that conflicts with taking `kind`, or nil. Expired
     /// objects are removed on the way.
-    static func conflict(_ storage: any RepositoryStorage, mode: RepositoryLock.Mode, except own: String?) throws -> String? {
+    static func conflict(_ storage: any RepositoryStorage, kind: Kind, except own: String?) throws -> String? {
         let now = Date().timeIntervalSince1970
         for o in try storage.list(prefix: ".store/locks/") where o.key != own {
             let name = o.key.dropFirst(".store/locks/".count)
-            guard name.hasPrefix("shared-") || name.hasPrefix("exclusive-") else { continue }
+            guard name.hasPrefix("shared-") || name.hasPrefix("create-") || name.hasPrefix("exclusive-") else { continue }
             guard let bytes = try storage.loadIfPresent(o.key), let r = try? JSONDecoder().decode(Record.self, from: Data(bytes)) else {
                 continue  // gone meanwhile, or not a lock object
             }
@@ -90,7 +94,11 @@ public final class RemoteLock: Sendable {
                 try? storage.remove(o.key)
                 continue
             }
-            if mode == .exclusive || r.mode == "exclusive" { return r.holder }
+            let other = Kind(rawValue: r.mode) ?? .exclusive
+            switch (kind, other) {
+            case (.exclusive, _), (_, .exclusive), (.create, .create): return r.holder
+            default: continue
+            }
         }
         return nil
     }

@@ -23,12 +23,14 @@ public final class RepositoryLock: Sendable {
     private let remote: RemoteLock?
 
     /// The repository lock of any storage: flock on a local directory, a lock object on an
-    /// object store (see `RemoteLock`).
-    public convenience init(storage: any RepositoryStorage, mode: Mode, purpose: String, wait: Double = 0) throws {
+    /// object store (see `RemoteLock`; `adding` — a create or a copy into it — takes the
+    /// `create` kind there: beside readers, one at a time).
+    public convenience init(storage: any RepositoryStorage, mode: Mode, purpose: String, wait: Double = 0, adding: Bool = false) throws {
         if let local = storage as? LocalStorage {
             try self.init(storePath: local.root + "/.store", mode: mode, purpose: purpose, wait: wait)
         } else {
-            try self.init(remote: RemoteLock(storage: storage, mode: mode, purpose: purpose, wait: wait), mode: mode)
+            let kind: RemoteLock.Kind = mode == .exclusive ? .exclusive : adding ? .create : .shared
+            try self.init(remote: RemoteLock(storage: storage, kind: kind, purpose: purpose, wait: wait), mode: mode)
         }
     }
 

@@ -29,7 +29,7 @@ public struct S3Location: Sendable, Equatable, CustomStringConvertible {
         else {
             return "\"\(bucket)\" is not an S3 bucket name (3 to 63 characters: a-z, 0-9, '.', '-')"
         }
-        for part in prefix.split(separator: "/", omittingEmptySubsequences: false) where part.isEmpty || part == "." || part == ".." {
+        for part in prefix.split(separator: "/", omittingEmptySubsequences: false) where !prefix.isEmpty && (part.isEmpty || part == "." || part == "..") {
             return "the prefix \"\(prefix)\" has an empty, '.' or '..' part"
         }
         return nil

@@ -48,8 +48,7 @@ public struct SnapshotService: Sendable {
         }
         guard try Repository.exists(in: storage) else { throw RepositoryError.notFound(path: repositoryPath) }
         let started = Date()
-        // On an object store a create holds the repository alone (one writer at a time).
-        let lock = try RepositoryLock(storage: storage, mode: isLocal ? mode : (purpose == "create" ? .exclusive : mode), purpose: purpose, wait: lockWait)
+        let lock = try RepositoryLock(storage: storage, mode: mode, purpose: purpose, wait: lockWait, adding: purpose == "create")
         let locked = Date()
         let repository = try Repository.open(storage: storage, keyring: keyring)
         if isLocal && (mode == .exclusive || purpose == "create") { removeLeftovers() }
@@ -136,7 +135,7 @@ public struct SnapshotService: Sendable {
     /// `.store/locks/create-<type>`, alone: one create of a type at a time (with the store
     /// lock held shared). `wait` defaults to `--lock-wait`.
     public func createLock(type: SnapshotType, purpose: String, wait: Double? = nil) throws -> RepositoryLock? {
-        // An object store's create holds the repository lock exclusively instead.
+        // On an object store the repository lock's `create` kind does this (one at a time).
         guard isLocal else { return nil }
         let locks = repositoryPath + "/.store/locks"
         try POSIX.makeDirectories(locks, mode: RepositoryModes.storeDirectory)
@@ -277,9 +276,8 @@ public struct SnapshotService: Sendable {
             if let s3 = target as? S3Storage { try s3.createBucketIfMissing() }
             try Repository.initialize(in: target, encryption: source.config.encryption, password: keyring.password, like: source)
         }
-        // It only adds, as a create does: readers go on beside it (an object store's writer
-        // holds it alone).
-        let targetLock = try RepositoryLock(storage: target, mode: target is LocalStorage ? .shared : .exclusive, purpose: "copy", wait: lockWait)
+        // It only adds, as a create does: readers go on beside it.
+        let targetLock = try RepositoryLock(storage: target, mode: .shared, purpose: "copy", wait: lockWait, adding: true)
         defer { targetLock.release() }
         let destination = try Repository.open(storage: target, keyring: targetKeys)
         if let problem = Copier.incompatibility(source: source, target: destination) { throw EngineError.usage("copy --to \(target.location): \(problem)") }

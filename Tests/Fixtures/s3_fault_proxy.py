@@ -4,7 +4,7 @@
     s3_fault_proxy.py LISTEN_PORT UPSTREAM_PORT STATS_FILE [SEED]
 
 Forwards every request to 127.0.0.1:UPSTREAM_PORT (moto), but answers about one request in
-eight with 503 SlowDown, stalls one in sixteen (reads the request, then says nothing for
+eight with 503 SlowDown, stalls one in thirty-two (reads the request, then says nothing for
 STALL_S seconds and closes), and cuts one in sixteen short (the upstream's status and full
 Content-Length, then half the body, then a closed connection). The same request (method,
 path, query, range) is never spoiled more than twice in a row, so a client that retries
@@ -34,7 +34,7 @@ def choose(signature):
             spoiled[signature] = 0
             return "pass"
         r = rng.random()
-        kind = "slowdown" if r < 0.125 else "stall" if r < 0.1875 else "cut" if r < 0.25 else "pass"
+        kind = "slowdown" if r < 0.125 else "stall" if r < 0.15625 else "cut" if r < 0.21875 else "pass"
         spoiled[signature] = spoiled.get(signature, 0) + 1 if kind != "pass" else 0
         return kind
 

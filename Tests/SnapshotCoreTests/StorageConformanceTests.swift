@@ -120,3 +120,92 @@ struct StorageConformanceTests {
         #expect(try missing.size(".store/config") == nil)
     }
 }
+
+@Suite struct SigV4Tests {
+    /// The GET Object example of the S3 API reference ("Signature Calculations for the
+    /// Authorization Header: Transferring Payload in a Single Chunk").
+    @Test func documentedExample() {
+        let auth = SigV4.authorization(
+            method: "GET", path: "/test.txt", query: [],
+            headers: ["Host": "examplebucket.s3.amazonaws.com", "Range": "bytes=0-9", "x-amz-content-sha256": SigV4.emptyHash, "x-amz-date": "20130524T000000Z"],
+            payloadHash: SigV4.emptyHash,
+            credentials: S3Credentials(accessKey: "AKIAIOSFODNN7EXAMPLE", secretKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            region: "us-east-1", amzDate: "20130524T000000Z")
+        #expect(auth == "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+    }
+
+    @Test func addressingAndSettings() throws {
+        var s = S3Settings(location: S3Location("s3://bucket/a/b/")!)
+        #expect(s.location.prefix == "a/b")
+        #expect(s.baseURL == "https://bucket.s3.us-east-1.amazonaws.com")
+        s.region = "eu-west-1"
+        #expect(s.baseURL == "https://bucket.s3.eu-west-1.amazonaws.com")
+        s.endpoint = "http://127.0.0.1:9000"
+        #expect(s.baseURL == "http://127.0.0.1:9000/bucket")
+        s.endpoint = "https://minio.example:9000"
+        #expect(s.baseURL == "https://bucket.minio.example:9000")
+        s.pathStyle = true
+        #expect(s.baseURL == "https://minio.example:9000/bucket")
+        #expect(S3Location("s3://ab/x")?.problem != nil)
+        #expect(S3Location("s3://bucket/x/../y")?.problem != nil)
+        let dir = TemporaryDirectory("aws")
+        Fixture.write(dir.sub("credentials"), Array("[default]\naws_access_key_id = A\naws_secret_access_key = B\n[ci]\naws_access_key_id=C\naws_secret_access_key=D\naws_session_token=T\n".utf8))
+        Fixture.write(dir.sub("config"), Array("[default]\nregion = us-west-2\n[profile ci]\nregion = ap-south-1\n".utf8))
+        let env = ["AWS_SHARED_CREDENTIALS_FILE": dir.sub("credentials"), "AWS_CONFIG_FILE": dir.sub("config")]
+        #expect(S3Settings.credentials(environment: env) == S3Credentials(accessKey: "A", secretKey: "B"))
+        #expect(S3Settings.credentials(environment: env.merging(["AWS_PROFILE": "ci"]) { $1 }) == S3Credentials(accessKey: "C", secretKey: "D", sessionToken: "T"))
+        #expect(S3Settings.credentials(environment: env.merging(["AWS_ACCESS_KEY_ID": "E", "AWS_SECRET_ACCESS_KEY": "F"]) { $1 }) == S3Credentials(accessKey: "E", secretKey: "F"))
+        var t = S3Settings(location: S3Location("s3://bucket")!)
+        t.complete(environment: env.merging(["AWS_PROFILE": "ci"]) { $1 })
+        #expect(t.resolvedRegion == "ap-south-1")
+        var u = S3Settings(location: S3Location("s3://bucket")!)
+        u.complete(environment: env.merging(["AWS_REGION": "ca-central-1", "AWS_ENDPOINT_URL": "http://localhost:4566"]) { $1 })
+        #expect(u.resolvedRegion == "ca-central-1")
+        #expect(u.baseURL == "http://localhost:4566/bucket")
+    }
+}
+
+@Suite struct RemoteLockTests {
+    @Test("lock objects: readers beside a create, one create at a time, exclusive alone, expired ones ignored")
+    func kinds() throws {
+        let server = try S3Server()
+        let s3 = try server.storage("s3://locks/repo")
+        func take(_ kind: RemoteLock.Kind) throws -> RemoteLock { try RemoteLock(storage: s3, kind: kind, purpose: "test", wait: 0) }
+        func refused(_ kind: RemoteLock.Kind) -> Bool {
+            do {
+                _ = try take(kind).release()
+                return false
+            } catch RepositoryError.locked(_, let holder) {
+                return holder.contains("PID \(getpid())")
+            } catch {
+                return false
+            }
+        }
+        let create = try take(.create)
+        let reader = try take(.shared)
+        #expect(refused(.create))
+        #expect(refused(.exclusive))
+        reader.release()
+        create.release()
+        let exclusive = try take(.exclusive)
+        #expect(refused(.shared))
+        exclusive.release()
+        #expect(try s3.list(prefix: ".store/locks/").isEmpty)
+
+        // A holder on another host whose object has expired holds nothing.
+        let stale = #"{"mode":"exclusive","holder":"PID 1 on host elsewhere (create)","host":"elsewhere","pid":1,"expires":1000}"#
+        try s3.save(".store/locks/exclusive-elsewhere-1-00000000", Array(stale.utf8))
+        try take(.exclusive).release()
+        #expect(try s3.list(prefix: ".store/locks/").isEmpty)
+        // One that has not expired does.
+        let live = #"{"mode":"create","holder":"PID 1 on host elsewhere (create)","host":"elsewhere","pid":1,"expires":\#(Date().timeIntervalSince1970 + 60)}"#
+        try s3.save(".store/locks/create-elsewhere-1-00000000", Array(live.utf8))
+        do {
+            _ = try take(.create)
+            Issue.record("a live create lock of another host was ignored")
+        } catch RepositoryError.locked(_, let holder) {
+            #expect(holder.contains("host elsewhere"))
+        }
+        try take(.shared).release()
+    }
+}

@@ -1,0 +1,198 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+import Testing
+import TestSupport
+
+/// Repositories on S3 as a user meets them, against a real S3 API (moto's server on
+/// loopback): the CLI on `s3://`, `copy` between local and S3 repositories, a road that
+/// fails (503 SlowDown, stalls, responses cut short), a create killed mid-upload, and an
+/// encrypted repository. Every test that writes a repository ends by verifying it.
+@Suite(.serialized) struct S3RepositoryTests {
+    let dir = TemporaryDirectory("snapshot-s3cli")
+    var src: String { dir.sub("mesh") }
+
+    init() throws {
+        Fixture.write(src + "/configs/orchestrator.yaml", Array("workers: 4\nmodel: llama\n".utf8))
+        Fixture.write(src + "/qdrant/collections/docs/segment.bin", Fixture.bytes(3_000_000, seed: 11))
+        Fixture.write(src + "/logs/worker.log", Fixture.text(lines: 5_000))
+        for i in 0..<30 { Fixture.write(src + "/state/w\(i).json", Array("{\"worker\": \(i), \"healthy\": true}\n".utf8)) }
+        Fixture.write(dir.sub("pw"), Array("s3 secret\n".utf8), mode: 0o600)
+        Fixture.write(dir.sub("other-pw"), Array("another\n".utf8), mode: 0o600)
+    }
+
+    func cli(_ server: S3Server, _ args: [String]) throws -> CLI.Result {
+        try CLI.run(args, in: dir.path, environment: server.environment)
+    }
+
+    func json(_ r: CLI.Result) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [String: Any] ?? [:]
+    }
+
+    @Test("init, create, list, verify and restore on s3://; commands not ported yet say so")
+    func endToEnd() throws {
+        let server = try S3Server()
+        let repo = "s3://mesh-backups/site-a"
+        var r = try cli(server, ["--repo", repo, "init"])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", repo, "create", "--path", src, "--type", "system"])
+        #expect(r.status == 0, "\(r.stderr)")
+        Fixture.write(src + "/state/w3.json", Array("{\"worker\": 3, \"healthy\": false}\n".utf8))
+        r = try cli(server, ["--repo", repo, "--json", "create", "--path", src, "--type", "system"])
+        #expect(r.status == 0, "\(r.stderr)")
+        // The second snapshot found the first as its parent: only the changed file is new.
+        let added = json(r)["stored_bytes"] as? Int ?? -1
+        #expect(added >= 0 && added < 10_000, "second create stored \(added) bytes")
+        r = try cli(server, ["--repo", repo, "list", "--type", "system"])
+        #expect(r.stdout.contains("2 snapshots"), "\(r.stdout)")
+        r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        r = try cli(server, ["--repo", repo, "restore", "--snapshot", "system/latest", "--target", dir.sub("restored")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let component = try FileManager.default.contentsOfDirectory(atPath: dir.sub("restored")).first ?? ""
+        #expect(TreeComparison.differences(src, dir.sub("restored/" + component)).isEmpty)
+        // The objects are where the prefix says, and nothing else is in the bucket.
+        let storage = try server.storage("s3://mesh-backups")
+        let keys = try storage.list(prefix: "").map(\.key)
+        #expect(keys.allSatisfy { $0.hasPrefix("site-a/") })
+        #expect(keys.contains("site-a/.store/config"))
+        #expect(keys.contains { $0.hasPrefix("site-a/system/") && $0.hasSuffix("/metadata.json") })
+        #expect(!keys.contains { $0.hasPrefix("site-a/.store/locks/") }, "a lock object was left behind")
+
+        r = try cli(server, ["--repo", repo, "prune"])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("prune does not work on an s3:// repository yet"))
+        r = try cli(server, ["--repo", repo, "restore", "--snapshot", "latest"])
+        #expect(r.status == 64)
+        r = try cli(server, ["--repo", "s3://Bad_Bucket/x", "list"])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("not an S3 bucket name"))
+        r = try cli(server, ["--repo", "s3://mesh-backups/nothing-here", "list"])
+        #expect(r.status == 74)
+        #expect(r.stderr.contains("no repository at s3://mesh-backups/nothing-here"))
+    }
+
+    @Test("copy local → S3 → S3 → local sends only what the target lacks; a second run sends nothing")
+    func copyAround() throws {
+        let server = try S3Server()
+        let local = dir.sub("local")
+        #expect(try CLI.run(["--repo", local, "create", "--path", src, "--type", "config"]).status == 0)
+        Fixture.write(src + "/configs/orchestrator.yaml", Array("workers: 8\nmodel: llama\n".utf8))
+        #expect(try CLI.run(["--repo", local, "create", "--path", src, "--type", "full"]).status == 0)
+
+        var r = try cli(server, ["--repo", local, "--json", "copy", "--to", "s3://copies/one"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect((json(r)["copied"] as? [String])?.count == 2)
+        let firstBlobs = json(r)["blobs"] as? Int ?? 0
+        #expect(firstBlobs > 30)
+        r = try cli(server, ["--repo", local, "--json", "copy", "--to", "s3://copies/one"])
+        #expect(r.status == 0)
+        #expect((json(r)["copied"] as? [String]) == [])
+        #expect((json(r)["present"] as? [String])?.count == 2)
+        #expect(json(r)["blobs"] as? Int == 0)
+
+        // Only one type, then the rest: the second run sends only what the first lacked.
+        r = try cli(server, ["--repo", "s3://copies/one", "--json", "copy", "--to", "s3://copies/two", "--type", "config"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect((json(r)["copied"] as? [String])?.count == 1)
+        r = try cli(server, ["--repo", "s3://copies/one", "--json", "copy", "--to", "s3://copies/two"])
+        #expect((json(r)["copied"] as? [String])?.count == 1)
+        #expect((json(r)["present"] as? [String])?.count == 1)
+        let secondBlobs = json(r)["blobs"] as? Int ?? 0
+        #expect(secondBlobs > 0 && secondBlobs < 10, "the full snapshot differs in one file, yet \(secondBlobs) blobs were sent")
+
+        let back = dir.sub("back")
+        r = try cli(server, ["--repo", "s3://copies/two", "copy", "--to", back])
+        #expect(r.status == 0, "\(r.stderr)")
+        for repo in [local, "s3://copies/one", "s3://copies/two", back] {
+            let v = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
+            #expect(v.status == 0, "\(repo): \(v.stdout) \(v.stderr)")
+        }
+        r = try cli(server, ["--repo", back, "restore", "--snapshot", "full/latest", "--target", dir.sub("from-back")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let component = try FileManager.default.contentsOfDirectory(atPath: dir.sub("from-back")).first ?? ""
+        #expect(TreeComparison.differences(src, dir.sub("from-back/" + component)).isEmpty)
+        r = try cli(server, ["--repo", back, "copy", "--to", back])
+        #expect(r.status == 64)
+    }
+
+    @Test("through a road that answers SlowDown, stalls and cuts responses short, everything completes")
+    func faultyRoad() throws {
+        let server = try S3Server(faulty: true, seed: 5)
+        let repo = "s3://unreliable/repo"
+        var r = try cli(server, ["--repo", repo, "create", "--path", src])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", repo, "restore", "--snapshot", "latest", "--target", dir.sub("restored")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let component = try FileManager.default.contentsOfDirectory(atPath: dir.sub("restored")).first ?? ""
+        #expect(TreeComparison.differences(src, dir.sub("restored/" + component)).isEmpty)
+        r = try cli(server, ["--repo", repo, "copy", "--to", dir.sub("local")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try CLI.run(["--repo", dir.sub("local"), "verify", "--all", "--read-data"]).status == 0)
+        let stats = server.faultStats
+        #expect((stats["slowdown"] ?? 0) > 0 && (stats["stall"] ?? 0) > 0 && (stats["cut"] ?? 0) > 0, "\(stats)")
+    }
+
+    @Test("a create killed mid-upload leaves an S3 repository that verifies and takes the next create")
+    func killedCreate() throws {
+        let server = try S3Server()
+        let repo = "s3://killed/repo"
+        #expect(try cli(server, ["--repo", repo, "create", "--path", src]).status == 0)
+        let big = dir.sub("big")
+        for i in 0..<6 { Fixture.write(big + "/model-\(i).safetensors", Fixture.bytes(12_000_000, seed: UInt64(100 + i))) }
+        let storage = try server.storage(repo)
+        let packsBefore = try storage.list(prefix: ".store/data/").count
+        let running = try CLI.start(["--repo", repo, "create", "--path", big], in: dir.path, environment: server.environment)
+        // Killed as soon as its first new pack is in the bucket.
+        let deadline = Date().addingTimeInterval(60)
+        while try storage.list(prefix: ".store/data/").count == packsBefore, running.process.isRunning, Date() < deadline { usleep(10_000) }
+        kill(running.process.processIdentifier, SIGKILL)
+        _ = running.finish()
+        #expect(try storage.list(prefix: ".store/data/").count > packsBefore, "no pack was uploaded before the kill")
+        var r = try cli(server, ["--repo", repo, "list"])
+        #expect(r.stdout.contains("1 snapshot"), "\(r.stdout)")
+        r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        // Its lock object names a process that is gone: the next create goes ahead.
+        r = try cli(server, ["--repo", repo, "create", "--path", big])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+    }
+
+    @Test("an encrypted repository on S3: nothing readable without the password; copy keeps the keys")
+    func encrypted() throws {
+        let server = try S3Server()
+        let repo = "s3://sealed/repo"
+        let pw = ["--password-file", dir.sub("pw")]
+        var r = try cli(server, ["--repo", repo] + pw + ["init", "--encryption", "aes-256-gcm"])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", repo] + pw + ["create", "--path", src])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", repo, "list"])
+        #expect(r.status == 77)
+        // No object holds the plaintext of a file or its name.
+        let storage = try server.storage(repo)
+        for o in try storage.list(prefix: "") {
+            let bytes = Data(try storage.load(o.key))
+            #expect(bytes.range(of: Data("workers: ".utf8)) == nil && bytes.range(of: Data("orchestrator.yaml".utf8)) == nil, "\(o.key)")
+        }
+        r = try cli(server, ["--repo", repo] + pw + ["copy", "--to", "s3://sealed/copy"])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", "s3://sealed/copy"] + pw + ["verify", "--all", "--read-data"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        // A repository this password does not open, or one with other keys, cannot take them.
+        #expect(try cli(server, ["--repo", "s3://sealed/other", "--password-file", dir.sub("other-pw"), "init"]).status == 0)
+        r = try cli(server, ["--repo", repo] + pw + ["copy", "--to", "s3://sealed/other"])
+        #expect(r.status == 77)
+        #expect(r.stderr.contains("wrong password"), "\(r.stderr)")
+        #expect(try cli(server, ["--repo", "s3://sealed/same-password"] + pw + ["init"]).status == 0)
+        r = try cli(server, ["--repo", repo] + pw + ["copy", "--to", "s3://sealed/same-password"])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("other master keys"), "\(r.stderr)")
+        r = try cli(server, ["--repo", repo] + pw + ["verify", "--all", "--read-data"])
+        #expect(r.status == 0)
+    }
+}
