@@ -73,6 +73,13 @@ public struct Pruner: Sendable {
     /// `pointLatest: false` leaves the link to the caller (prune moves it once per type, not
     /// once per snapshot: each move reads every metadata.json of the type).
     public func delete(directory: String, type: SnapshotType, id: String, pointLatest: Bool = true) throws {
+        if !repository.isLocal {
+            // metadata.json first: the snapshot is gone from listings with that one request.
+            let key = type.name + "/" + id
+            try repository.storage.remove(key + "/metadata.json")
+            for o in try repository.storage.list(prefix: key + "/") { try repository.storage.remove(o.key) }
+            return
+        }
         let hidden = POSIX.parent(of: directory) + "/.deleting-" + id
         try POSIX.removeTree(hidden)
         guard rename(directory, hidden) == 0 else { throw RepositoryError.fromErrno(path: directory, operation: "remove snapshot") }
@@ -203,6 +210,12 @@ public struct Pruner: Sendable {
     func orphanPacks() throws -> [(path: String, size: UInt64)] {
         var named = Set<String>()
         for loc in repository.index.allLocations().values { named.insert(repository.packPath(loc.pack)) }
+        if !repository.isLocal {
+            return try repository.storage.list(prefix: ".store/data/").compactMap { o in
+                let path = repository.storage.describe(o.key)
+                return named.contains(path) ? nil : (path, UInt64(o.size))
+            }
+        }
         let data = repository.path + "/.store/data"
         var out: [(String, UInt64)] = []
         for dir in (try? POSIX.listDirectory(data)) ?? [] {
@@ -225,7 +238,11 @@ public struct Pruner: Sendable {
         var orphaned: UInt64 = 0
         let orphans = try orphanPacks()
         for (path, size) in orphans {
-            try POSIX.removeTree(path)
+            if repository.isLocal {
+                try POSIX.removeTree(path)
+            } else {
+                try repository.storage.remove(String(path.dropFirst(repository.path.count + 1)))
+            }
             orphaned += size
         }
         guard !plan.unused.isEmpty || !plan.repack.isEmpty else { return (orphaned, orphans.count, 0) }

@@ -29,7 +29,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global, command: "prune")
+            let context = try Context(global, remote: true)
             let progress = context.makeProgress()
             let report = try await context.withProgress(progress) { try context.service.prune(options, progress: progress) }
             if global.json {
@@ -55,7 +55,7 @@ extension Snapshot {
         var snapshot: String
 
         func run() async throws {
-            let context = try Context(global, command: "delete")
+            let context = try Context(global, remote: true)
             var options = DeleteOptions()
             options.snapshot = snapshot
             let deleted = try await context.run { try context.service.delete(options) }

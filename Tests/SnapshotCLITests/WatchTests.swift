@@ -101,12 +101,18 @@ import TestSupport
     /// `--repo scheme://…` is never a local directory named `scheme:`.
     @Test func aRepositoryURLIsNeverTakenForAPath() throws {
         let dir = TemporaryDirectory("snapshot-url")
-        for (repo, text) in [("s3://bucket/prefix", "S3 repositories are not supported by this build yet"), ("https://example.org/r", "https:// is not a repository location")] {
+        for (repo, text) in [("s3://Bad_Bucket/prefix", "is not an S3 bucket name"), ("https://example.org/r", "https:// is not a repository location")] {
             let r = try CLI.run(["--repo", repo, "create", "--path", dir.path], in: dir.path)
             #expect(r.status == 64 && r.stderr.contains(text), "\(r.stderr)")
             let env = try CLI.run(["list"], in: dir.path, environment: ["SNAPSHOT_REPO": repo])
             #expect(env.status == 64, "\(env.stderr)")
         }
+        #expect(try POSIX.listDirectory(dir.path).isEmpty, "nothing created")
+        // A well-formed s3:// is an S3 repository: without credentials, a permission error.
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AWS_") }
+        env["HOME"] = dir.path
+        let r = try CLI.run(["--repo", "s3://bucket/prefix", "list"], in: dir.path, environment: env)
+        #expect(r.status == 77 && r.stderr.contains("no S3 credentials"), "\(r.stderr)")
         #expect(try POSIX.listDirectory(dir.path).isEmpty, "nothing created")
     }
 }

@@ -23,13 +23,26 @@ import TestSupport
         #expect(rooted.component("db") == .files(path: "/data/qdrant", exclude: []))
     }
 
+    @Test func anS3RepositoryWithItsSettings() throws {
+        let c = try SnapshotConfig.parse("repository: {url: s3://backups/agents/, endpoint: \"http://127.0.0.1:9000\", region: eu-west-1, path_style: true}\n", file: "snapshots.yaml", workingDirectory: "/srv/agents")
+        #expect(c.repository == "s3://backups/agents")
+        #expect(c.s3?.endpoint == "http://127.0.0.1:9000" && c.s3?.region == "eu-west-1" && c.s3?.pathStyle == true)
+        let plain = try SnapshotConfig.parse("repository: s3://backups\n", file: "snapshots.yaml", workingDirectory: "/srv/agents")
+        #expect(plain.repository == "s3://backups" && plain.s3 == nil)
+        let local = try SnapshotConfig.parse("repository: {path: ./snaps}\n", file: "snapshots.yaml", workingDirectory: "/srv/agents")
+        #expect(local.repository == "/srv/agents/snaps")
+    }
+
     @Test func badInputNamesFileLineAndKey() {
         #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, continuous, environments, hooks, mqtt, prune, repository, retention, root, sanitize, schedule, timezone, types)")
         #expect(error("components:\n  c: {path: x}\n  m: {mqtt: [\"a/#\"]}\ncontinuous:\n  - {components: [m]}\n") == "snapshots.yaml:5: continuous.components: m is a mqtt component; only files components can be watched")
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [d]}\n").hasPrefix("snapshots.yaml:4: continuous.components names unknown component \"d\""))
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c], debounce: soon}\n").hasPrefix("snapshots.yaml:4: continuous.debounce must be a duration"))
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c]}\n  - {components: [c]}\n") == "snapshots.yaml:5: continuous.components: c is named twice")
-        #expect(error("repository: s3://backups/agents\n") == "snapshots.yaml:1: repository: s3://backups/agents: S3 repositories are not supported by this build yet; give a local path")
+        #expect(error("repository: s3://Backups/agents\n") == "snapshots.yaml:1: repository: s3://Backups/agents: \"Backups\" is not an S3 bucket name (3 to 63 characters: a-z, 0-9, '.', '-')")
+        #expect(error("repository: {url: s3://backups/agents, endpoint: \"ftp://x\"}\n") == "snapshots.yaml:1: repository: endpoint ftp://x is not an http:// or https:// URL")
+        #expect(error("repository: {path: ./x, region: eu-west-1}\n") == "snapshots.yaml:1: repository: endpoint, region and path_style are for an s3:// url")
+        #expect(error("repository: {url: s3://backups/agents, bucket: x}\n").contains("unknown key \"bucket\""))
         #expect(error("repository: sftp://host/x\n").hasSuffix("sftp:// is not a repository location (a local path, or s3://BUCKET/PREFIX)"))
         #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
         #expect(error("compression: {level: 40}\n").contains("1..19"))
