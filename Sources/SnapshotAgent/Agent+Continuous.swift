@@ -45,6 +45,7 @@ extension Agent {
                 $0.last["continuous"] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
                 $0.lastCreate = record.metadata
             }
+            replicationWakeup.signal()
             await publishState()
         case .taking:
             break

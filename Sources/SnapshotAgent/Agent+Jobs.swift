@@ -53,6 +53,7 @@ extension Agent {
                     m.lastCreate = record.metadata
                     m.last[record.type.name] = LastOutcome(id: record.id, timestamp: record.metadata.timestamp, ok: true)
                 }
+                replicationWakeup.signal()
                 return Outcome(status: "succeeded", result: try jsonObject(record.metadata))
             case .verify(let options):
                 let report = try await Blocking.run { try service.verify(options, progress: job.progress) }
@@ -95,6 +96,11 @@ extension Agent {
                     error: report.ok ? nil : CommandError("recover_failed", failed.map { "component \($0.component): \($0.error ?? "")" } ?? "health_check: \(report.health ?? "")"))
             case .prune(let options):
                 let report = try await Blocking.run { try service.prune(options, progress: job.progress) }
+                if !options.dryRun && !service.config.replicate.isEmpty {
+                    // Retention here: the replication targets follow.
+                    memory.withLock { $0.replicaPruneDue = true }
+                    replicationWakeup.signal()
+                }
                 return Outcome(status: "succeeded", result: try jsonObject(report))
             case .delete(let options):
                 let deleted = try await Blocking.run { try service.delete(options) }
@@ -116,6 +122,8 @@ extension Agent {
                 retention.type = type
                 let prune = retention
                 let pruned = try await Blocking.run { try service.prune(prune) }
+                memory.withLock { $0.replicaPruneDue = true }
+                replicationWakeup.signal()
                 return Outcome(status: "succeeded", result: ["snapshot": try jsonObject(record.metadata), "prune": try jsonObject(pruned)])
             case .ping, .cancel:
                 return Outcome(status: "succeeded")

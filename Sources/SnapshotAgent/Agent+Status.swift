@@ -24,6 +24,9 @@ extension Agent {
                 if let status = memory.withLock({ $0.continuousStatus }) {
                     try? await publish(settings.continuousTopic, status, retain: true)
                 }
+                if let status = memory.withLock({ $0.replicationStatus }) {
+                    try? await publish(settings.replicationTopic, status, retain: true)
+                }
                 await publishDiscovery()
             case .disconnected(let code, let reason):
                 logger.warning("disconnected from \(settings.broker.url): \(reason) (\(code))")

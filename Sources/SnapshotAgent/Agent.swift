@@ -26,6 +26,8 @@ public final class Agent: Service, Sendable {
     let counter = Atomic<Int>(0)
     let startID = String(Int(Date().timeIntervalSince1970), radix: 36)
     let memory = Mutex(Memory())
+    /// Wakes the replication loop when a snapshot has been committed.
+    let replicationWakeup = Wakeup()
 
     struct LastOutcome: Sendable {
         var id: String?
@@ -58,6 +60,10 @@ public final class Agent: Service, Sendable {
         var waitingReplies: [String: [(topic: String, correlation: [UInt8]?)]] = [:]
         /// The last `continuous` status published (again after a reconnect).
         var continuousStatus: [UInt8]?
+        /// The last `replication` status published (again after a reconnect).
+        var replicationStatus: [UInt8]?
+        /// Retention ran here: the replication targets follow at the next round.
+        var replicaPruneDue = false
     }
 
     public init(settings: AgentSettings, service: SnapshotService, logger: Logger = Logger(label: "snapshot.agent")) throws {
@@ -104,6 +110,8 @@ public final class Agent: Service, Sendable {
                 .init(service: Loop(description: "schedule") { await self.runSchedule() }, successTerminationBehavior: .ignore),
                 // With no continuous: entry it ends at once too.
                 .init(service: Loop(description: "continuous snapshots") { await self.runContinuous() }, successTerminationBehavior: .ignore),
+                // With no replicate: entry it ends at once too.
+                .init(service: Loop(description: "replication") { await self.runReplication() }, successTerminationBehavior: .ignore),
                 .init(service: JobRunner(agent: self), successTerminationBehavior: .gracefullyShutdownGroup),
             ],
             logger: logger))

@@ -123,6 +123,7 @@ public struct AgentSettings: Sendable {
     public var progressTopic: String { statusBase + "/progress" }
     public var metricsTopic: String { statusBase + "/metrics" }
     public var continuousTopic: String { statusBase + "/continuous" }
+    public var replicationTopic: String { statusBase + "/replication" }
     public func responseTopic(_ action: String) -> String { statusBase + "/response/" + action }
     public func alertTopic(_ check: String) -> String { statusBase + "/alerts/" + check }
 }

@@ -115,6 +115,31 @@ extension SnapshotConfig {
         }
     }
 
+    /// `replicate:` — `[{to: URL or path, types: [T…]}]` (no types: every type).
+    mutating func readReplicate(_ v: Yams.Node, _ r: ConfigReader) throws {
+        guard case .sequence(let items) = v else { throw r.error(v, "replicate must be a list of {to, types}") }
+        let known = Set(SnapshotType.builtIn).union(types.keys).union([.continuous])
+        for item in items {
+            let m = try r.mapping(item, "replicate entry", allowed: ["to", "types"])
+            guard let t = m["to"] else { throw r.error(item, "replicate entry needs to (s3://BUCKET/PREFIX or a path)") }
+            let text = try r.string(t, "replicate.to")
+            if let problem = Self.repositoryURLProblem(text) { throw r.error(t, "replicate.to: \(problem)") }
+            let to = S3Location(text)?.description ?? path(text)
+            guard to != repository else { throw r.error(t, "replicate.to is the repository itself") }
+            guard !replicate.contains(where: { $0.to == to }) else { throw r.error(t, "replicate.to: \(to) is named twice") }
+            var list: [SnapshotType] = []
+            if let n = m["types"] {
+                for name in try r.strings(n, "replicate.types") {
+                    guard let type = SnapshotType(name), known.contains(type) else {
+                        throw r.error(n, "replicate.types: \(name) is not a snapshot type of this config (\(known.map(\.name).sorted().joined(separator: ", ")))")
+                    }
+                    list.append(type)
+                }
+            }
+            replicate.append(ReplicationTarget(to: to, types: list))
+        }
+    }
+
     /// `2 s`, `0.25 s`: a duration from the config, for messages.
     public static func seconds(_ d: Double) -> String {
         d == d.rounded() ? "\(Int(d)) s" : String(format: "%.2f s", d)
@@ -263,4 +288,19 @@ extension SnapshotConfig {
         guard let tz = TimeZone(identifier: name) else { throw r.error(v, "timezone \"\(name)\" is not a known time zone (e.g. UTC, Europe/Berlin)") }
         self.timeZone = tz
     }
+}
+
+/// One `replicate:` entry: every new snapshot of `types` (empty: of every type) is copied to
+/// the repository at `to`, and retention there follows the same policy.
+public struct ReplicationTarget: Sendable, Equatable {
+    public var to: String
+    public var types: [SnapshotType]
+
+    public init(to: String, types: [SnapshotType]) {
+        self.to = to
+        self.types = types
+    }
+
+    /// Whether a snapshot of `type` goes there.
+    public func wants(_ type: SnapshotType) -> Bool { types.isEmpty || types.contains(type) }
 }

@@ -57,6 +57,8 @@ public struct SnapshotConfig: Sendable {
     public var sanitizeKeys: [String] = []
     /// `continuous:` — files components the agent and `snapshot watch` snapshot as they change.
     public var continuous: [ContinuousEntry] = []
+    /// `replicate:` — where the agent copies every new snapshot of the listed types.
+    public var replicate: [ReplicationTarget] = []
 
     public func component(_ name: String) -> ComponentSource? {
         components.first { $0.name == name }?.source
@@ -125,7 +127,7 @@ public struct SnapshotConfig: Sendable {
         }
         let r = ConfigReader(file: file)
         guard let node else { return defaults(root: workingDirectory) }
-        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments", "sanitize", "continuous"])
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments", "sanitize", "continuous", "replicate"])
         var rootDir = workingDirectory
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
@@ -165,6 +167,7 @@ public struct SnapshotConfig: Sendable {
         if let v = top["environments"] { try config.readEnvironments(v, r) }
         if let v = top["sanitize"] { try config.readSanitize(v, r) }
         if let v = top["continuous"] { try config.readContinuous(v, r) }
+        if let v = top["replicate"] { try config.readReplicate(v, r) }
         if let v = top["hooks"] { try config.readHooks(v, r) }
         if let v = top["mqtt"] { try config.readMQTT(v, r) }
         if let v = top["schedule"] { try config.readSchedule(v, r) }
@@ -173,6 +176,16 @@ public struct SnapshotConfig: Sendable {
         if let v = top["retention"] { config.retention = config.path(try r.string(v, "retention")) }
         if let v = top["alerts"] { config.alerts = config.path(try r.string(v, "alerts")) }
         return config
+    }
+
+    /// The storage of a repository location: a local directory, or an S3 client with the
+    /// `repository:` section's endpoint, region and addressing (when it names an S3
+    /// repository) and the environment's credentials.
+    public func storage(for location: String, environment: [String: String]) throws -> any RepositoryStorage {
+        guard let s3 = S3Location(location) else { return LocalStorage(root: location) }
+        var configured = self.s3
+        configured?.location = s3
+        return try S3Storage.open(location, configured: configured, environment: environment)
     }
 
     /// Why a repository given as `scheme://…` cannot be used (nil for a plain path): it is

@@ -259,14 +259,18 @@ public struct SnapshotService: Sendable {
     /// Copies snapshots (`refs`, else every one of `type`, else all) into the repository in
     /// `target`, creating it like this one when it does not exist (the same chunker seed and,
     /// when encrypted, the same master keys under the same password).
-    public func copy(to target: any RepositoryStorage, snapshots refs: [String], type: SnapshotType?, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) throws -> CopyReport {
+    /// With `types`, only snapshots of those types (replication).
+    public func copy(
+        to target: any RepositoryStorage, snapshots refs: [String], type: SnapshotType?, types: [SnapshotType] = [],
+        progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()
+    ) throws -> CopyReport {
         try checkKnown(type)
         guard target.location != repositoryPath else { throw EngineError.usage("copy --to \(target.location): that is the repository itself") }
         let (source, lock) = try open(.shared, purpose: "copy")
         defer { lock.release() }
         var records: [SnapshotRecord] = []
         if refs.isEmpty {
-            records = try catalog.all(type: type)
+            records = try catalog.all(type: type).filter { types.isEmpty || types.contains($0.type) }
         } else {
             for ref in refs { records.append(try catalog.resolve(ref, type: type)) }
         }
@@ -282,6 +286,30 @@ public struct SnapshotService: Sendable {
         let destination = try Repository.open(storage: target, keyring: targetKeys)
         if let problem = Copier.incompatibility(source: source, target: destination) { throw EngineError.usage("copy --to \(target.location): \(problem)") }
         return try Copier(source: source, target: destination, progress: progress, cancellation: cancellation).copy(records)
+    }
+
+    /// The snapshots a replication target has, as `TYPE/ID`.
+    public func replicaSnapshots(_ target: any RepositoryStorage) throws -> Set<String> {
+        let there = try SnapshotCatalog(storage: target, keyring: Keyring(storage: target, password: keyring.password)).all()
+        return Set(there.map { "\($0.type.name)/\($0.id)" })
+    }
+
+    /// The snapshots of `types` (empty: all) that are not in `present` (`TYPE/ID`), oldest first.
+    public func replicationPending(types: [SnapshotType], present: Set<String>) throws -> [SnapshotRecord] {
+        try catalog.all().filter { (types.isEmpty || types.contains($0.type)) && !present.contains("\($0.type.name)/\($0.id)") }.reversed()
+    }
+
+    /// Applies this repository's retention policy to a replication target: it keeps what the
+    /// same rules keep.
+    public func pruneReplica(_ target: any RepositoryStorage, progress: WorkProgress = WorkProgress()) throws -> PruneReport? {
+        let rules = try RetentionPolicy.load(path: config.retention, knownTypes: knownTypes)
+        guard try Repository.exists(in: target) else { return nil }
+        let lock = try RepositoryLock(storage: target, mode: .exclusive, purpose: "prune (replica)", wait: lockWait)
+        defer { lock.release() }
+        let repository = try Repository.open(storage: target, keyring: Keyring(storage: target, password: keyring.password))
+        var pruner = Pruner(repository: repository)
+        pruner.repackThreshold = config.repackThreshold
+        return try pruner.prune(policy: rules, type: nil, dryRun: false, progress: progress)
     }
 
     /// Removes one snapshot, also a damaged one; its data is reclaimed by the next prune.

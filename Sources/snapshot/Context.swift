@@ -67,8 +67,7 @@ struct Context {
     /// The storage of a repository location: a local directory, or an S3 client with the
     /// config's settings when the config names the same bucket and prefix.
     static func storage(_ location: String, config: SnapshotConfig, environment: [String: String]) throws -> any RepositoryStorage {
-        guard let s3 = S3Location(location) else { return LocalStorage(root: location) }
-        return try S3Storage.open(location, configured: config.s3?.location == s3 ? config.s3 : config.s3.map { var c = $0; c.location = s3; return c }, environment: environment)
+        try config.storage(for: location, environment: environment)
     }
 
     /// When the process started, for `--debug` timings.

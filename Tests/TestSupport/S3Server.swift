@@ -18,11 +18,12 @@ public final class S3Server: @unchecked Sendable {
 
     public static var motoBinary: String { CLI.projectRoot + "/.build/venv/bin/moto_server" }
 
-    public init(faulty: Bool = false, seed: Int = 1) throws {
+    /// - Parameter port: where moto listens (default: a free port).
+    public init(faulty: Bool = false, seed: Int = 1, port chosen: Int? = nil) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.motoBinary) else {
             throw NSError(domain: "S3Server", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(Self.motoBinary) is missing: `make test` installs moto[server] into .build/venv"])
         }
-        port = try TestBroker.freePortForTests()
+        port = try chosen ?? TestBroker.freePortForTests()
         moto = try ChildProcess(Self.motoBinary, ["-H", "127.0.0.1", "-p", "\(port)"], logFile: directory.path + "/moto.log")
         try Self.waitForPort(port, process: moto!, what: "moto_server")
         if faulty {
