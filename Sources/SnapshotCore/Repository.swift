@@ -58,6 +58,23 @@ public final class Repository: Sendable {
         return max(2, min(256, (soft - 32) / 2))
     }()
     private let damagedIndex = Mutex<[String]>([])
+    /// On an object store: the packs' sizes, listed once (see `packSize`).
+    private let remotePacks = Mutex<[BlobID: Int]?>(nil)
+    /// On an object store: windows of packs read ahead (see `readRemoteEntry`).
+    private let windows = Mutex(WindowCache())
+
+    struct WindowCache {
+        var windows: [(pack: BlobID, start: Int, bytes: [UInt8], lastUse: UInt64)] = []
+        var clock: UInt64 = 0
+        /// Where each pack's blobs end (its trailer follows), from the index.
+        var extents: [BlobID: Int] = [:]
+    }
+
+    /// Bytes read ahead from a pack on an object store: one request then serves the blobs
+    /// that follow (a restore or a verify reads a pack's blobs in order).
+    static let windowSize = 4 << 20
+    /// Windows kept: one per reading thread and some.
+    static let windowCount = 12
     /// Index files read so far (by name): a reader that meets a blob it cannot place reads
     /// the ones written since it opened — by a create that ran beside it.
     private let loadedIndexFiles = Mutex<Set<String>>([])
@@ -387,15 +404,43 @@ public final class Repository: Sendable {
     /// Whether a pack exists.
     public func packExists(_ pack: BlobID) throws -> Bool {
         if isLocal { return POSIX.exists(packPath(pack)) }
-        return try storage.exists(Self.packKey(pack))
+        return try packSize(pack) != nil
     }
 
-    /// The blobs a pack's trailer lists (checked against its checksum).
+    /// A pack's size, or nil when it does not exist. On an object store the packs are listed
+    /// once (a thousand per request) rather than asked about one by one; a pack written since
+    /// is asked about.
+    public func packSize(_ pack: BlobID) throws -> Int? {
+        if isLocal {
+            var st = stat()
+            return stat(packPath(pack), &st) == 0 ? Int(st.st_size) : nil
+        }
+        if let known = try remotePacks.withLock({ cache -> Int?? in
+            if cache == nil {
+                var sizes: [BlobID: Int] = [:]
+                for o in try storage.list(prefix: ".store/data/") {
+                    if let id = BlobID(hex: o.key.split(separator: "/").last ?? "") { sizes[id] = o.size }
+                }
+                cache = sizes
+            }
+            return cache?[pack].map { .some($0) }
+        }) {
+            return known
+        }
+        return try storage.size(Self.packKey(pack))
+    }
+
+    /// The blobs a pack's trailer lists (checked against its checksum). From an object store
+    /// with one request for its last 64 KiB (more only for a pack of more than ~1,400 blobs).
     public func readTrailer(_ pack: BlobID) throws -> [PackEntry] {
         if isLocal { return try PackFormat.readTrailer(path: packPath(pack)) }
         let key = Self.packKey(pack)
-        guard let size = try storage.size(key) else { throw RepositoryError.io(path: packPath(pack), operation: "read", errno: ENOENT) }
-        return try PackFormat.readTrailer(size: size, file: packPath(pack)) { offset, count in try storage.load(key, offset: offset, length: count) }
+        guard let size = try packSize(pack) else { throw RepositoryError.io(path: packPath(pack), operation: "read", errno: ENOENT) }
+        let tailStart = max(0, size - (64 << 10))
+        let tail = try storage.load(key, offset: tailStart, length: size - tailStart)
+        return try PackFormat.readTrailer(size: size, file: packPath(pack)) { offset, count in
+            offset >= tailStart ? Array(tail[(offset - tailStart)..<(offset - tailStart + count)]) : try storage.load(key, offset: offset, length: count)
+        }
     }
 
     /// Runs `body` with an open descriptor of `pack`, kept open for later calls while the
@@ -450,9 +495,42 @@ public final class Repository: Sendable {
         return try body(fd)
     }
 
+    /// An entry from an object store: from a window read before, or by reading a new window
+    /// from the entry on (up to `windowSize`, never past the pack's last blob).
+    func readRemoteEntry(_ location: BlobLocation) throws -> [UInt8] {
+        let start = Int(location.offset), end = start + Int(location.length)
+        let hit = windows.withLock { c -> [UInt8]? in
+            c.clock += 1
+            guard let i = c.windows.firstIndex(where: { $0.pack == location.pack && $0.start <= start && $0.start + $0.bytes.count >= end }) else { return nil }
+            c.windows[i].lastUse = c.clock
+            let w = c.windows[i]
+            return Array(w.bytes[(start - w.start)..<(end - w.start)])
+        }
+        if let hit { return hit }
+        var extent = windows.withLock { $0.extents[location.pack] }
+        if extent == nil {
+            var ends: [BlobID: Int] = [:]
+            for loc in index.allLocations().values { ends[loc.pack] = max(ends[loc.pack] ?? 0, Int(loc.offset) + Int(loc.length)) }
+            windows.withLock { $0.extents = ends }
+            extent = ends[location.pack]
+        }
+        let length = max(end, min(start + Self.windowSize, extent ?? end)) - start
+        let bytes = try storage.load(Self.packKey(location.pack), offset: start, length: length)
+        if length > end - start {
+            windows.withLock { c in
+                if c.windows.count >= Self.windowCount, let oldest = c.windows.indices.min(by: { c.windows[$0].lastUse < c.windows[$1].lastUse }) {
+                    c.windows.remove(at: oldest)
+                }
+                c.clock += 1
+                c.windows.append((location.pack, start, bytes, c.clock))
+            }
+        }
+        return Array(bytes[0..<(end - start)])
+    }
+
     /// Reads the stored entry of a blob (header byte and payload), undecoded.
     public func readEntry(_ location: BlobLocation) throws -> [UInt8] {
-        if !isLocal { return try storage.load(Self.packKey(location.pack), offset: Int(location.offset), length: Int(location.length)) }
+        if !isLocal { return try readRemoteEntry(location) }
         return try withPackDescriptor(location.pack) { fd in
             try POSIX.pread(fd, count: Int(location.length), offset: Int(location.offset), path: packPath(location.pack))
         }

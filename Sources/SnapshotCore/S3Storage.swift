@@ -22,8 +22,9 @@ public final class S3Storage: RepositoryStorage, @unchecked Sendable {
     let credentials: S3Credentials
     let session: URLSession
     private let slots: DispatchSemaphore
-    /// HTTP requests sent (retries included), for figures.
-    public let requestCount = Atomic<Int>(0)
+    /// HTTP requests sent by every client of the process (retries included), by method
+    /// (`LIST` for listings), and the bytes of bodies sent and received: for figures.
+    public static let traffic = Mutex<(requests: [String: Int], sent: Int, received: Int)>(([:], 0, 0))
 
     public init(settings: S3Settings, credentials: S3Credentials) {
         self.settings = settings
@@ -282,7 +283,11 @@ public final class S3Storage: RepositoryStorage, @unchecked Sendable {
 
         slots.wait()
         defer { slots.signal() }
-        requestCount.add(1, ordering: .relaxed)
+        let counted = method == "GET" && key == nil ? "LIST" : method
+        Self.traffic.withLock {
+            $0.requests[counted, default: 0] += 1
+            $0.sent += body.count
+        }
         let outcome = Outcome()
         let done = DispatchSemaphore(value: 0)
         let task = session.dataTask(with: request) { data, response, error in
@@ -301,7 +306,9 @@ public final class S3Storage: RepositoryStorage, @unchecked Sendable {
         for (k, v) in http.allHeaderFields {
             if let k = k as? String, let v = v as? String { responseHeaders[k.lowercased()] = v }
         }
-        return (http.statusCode, responseHeaders, outcome.data.map { [UInt8]($0) } ?? [])
+        let data = outcome.data.map { [UInt8]($0) } ?? []
+        Self.traffic.withLock { $0.received += data.count }
+        return (http.statusCode, responseHeaders, data)
     }
 }
 

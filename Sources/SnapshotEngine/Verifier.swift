@@ -211,7 +211,7 @@ public final class Verifier: Sendable {
     static func checkTrailer(_ repository: Repository, pack: BlobID, indexed: [(BlobID, BlobLocation)]) throws -> String? {
         if repository.isLocal { return try checkTrailer(repository.packPath(pack), indexed: indexed) }
         return try checkTrailer(repository.packPath(pack), indexed: indexed, entries: { try repository.readTrailer(pack) }) {
-            try repository.storage.size(Repository.packKey(pack))
+            try repository.packSize(pack)
         }
     }
 

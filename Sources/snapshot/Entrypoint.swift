@@ -1,4 +1,5 @@
 import ArgumentParser
+import SnapshotCore
 
 /// Moves global options given before the subcommand (`snapshot --repo R init`, as restic
 /// users and the benchmark write them) to after it, where every subcommand parses them.
@@ -34,6 +35,14 @@ enum Entrypoint {
         return command + globals + args[(i + command.count)...]
     }
 
+    /// With --debug: the object store requests this command made, by method, and bytes moved.
+    static func debugRequests() {
+        let t = S3Storage.traffic.withLock { $0 }
+        guard !t.requests.isEmpty else { return }
+        let methods: [String] = t.requests.keys.sorted().map { key in "\(key) \(t.requests[key] ?? 0)" }
+        Context.debugLine("S3 requests: \(methods.joined(separator: ", ")); \(t.sent) bytes sent, \(t.received) received")
+    }
+
     static func main() async {
         _ = Context.started  // --debug timings count from here
         let arguments = reorder(Array(CommandLine.arguments.dropFirst()))
@@ -45,9 +54,9 @@ enum Entrypoint {
             } else {
                 try command.run()
             }
-            if debug { Context.debugLine("done, exit 0") }
+            if debug { debugRequests(); Context.debugLine("done, exit 0") }
         } catch {
-            if debug { Context.debugLine("done, exit \(Snapshot.exitCode(for: error).rawValue)") }
+            if debug { debugRequests(); Context.debugLine("done, exit \(Snapshot.exitCode(for: error).rawValue)") }
             Snapshot.exit(withError: error)
         }
     }

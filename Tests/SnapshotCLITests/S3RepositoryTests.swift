@@ -61,6 +61,21 @@ import TestSupport
         #expect(keys.contains { $0.hasPrefix("site-a/system/") && $0.hasSuffix("/metadata.json") })
         #expect(!keys.contains { $0.hasPrefix("site-a/.store/locks/") }, "a lock object was left behind")
 
+        // Damage in a pack object is found by verify --read-data (read ahead or not) and
+        // named; verify without it still passes (the trailer and index agree).
+        let repoStorage = try server.storage(repo)
+        let pack = try #require(try repoStorage.list(prefix: ".store/data/").max { $0.size < $1.size })
+        var bytes = try repoStorage.load(pack.key)
+        bytes[bytes.count / 3] ^= 0x40
+        try repoStorage.save(pack.key, bytes)
+        r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(r.status == 1, "\(r.stdout) \(r.stderr)")
+        #expect((r.stdout + r.stderr).contains("does not match its hash") || (r.stdout + r.stderr).contains("damaged"), "\(r.stdout) \(r.stderr)")
+        bytes[bytes.count / 3] ^= 0x40
+        try repoStorage.save(pack.key, bytes)
+        r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+
         r = try cli(server, ["--repo", repo, "recover", "--mode", "full", "--snapshot", "latest"])
         #expect(r.status == 64)
         #expect(r.stderr.contains("recover does not work on an s3:// repository yet"))

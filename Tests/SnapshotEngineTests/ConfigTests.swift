@@ -34,7 +34,7 @@ import TestSupport
     }
 
     @Test func badInputNamesFileLineAndKey() {
-        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, continuous, environments, hooks, mqtt, prune, repository, retention, root, sanitize, schedule, timezone, types)")
+        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, continuous, environments, hooks, mqtt, prune, replicate, repository, retention, root, sanitize, schedule, timezone, types)")
         #expect(error("components:\n  c: {path: x}\n  m: {mqtt: [\"a/#\"]}\ncontinuous:\n  - {components: [m]}\n") == "snapshots.yaml:5: continuous.components: m is a mqtt component; only files components can be watched")
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [d]}\n").hasPrefix("snapshots.yaml:4: continuous.components names unknown component \"d\""))
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c], debounce: soon}\n").hasPrefix("snapshots.yaml:4: continuous.debounce must be a duration"))
@@ -43,6 +43,12 @@ import TestSupport
         #expect(error("repository: {url: s3://backups/agents, endpoint: \"ftp://x\"}\n") == "snapshots.yaml:1: repository: endpoint ftp://x is not an http:// or https:// URL")
         #expect(error("repository: {path: ./x, region: eu-west-1}\n") == "snapshots.yaml:1: repository: endpoint, region and path_style are for an s3:// url")
         #expect(error("repository: {url: s3://backups/agents, bucket: x}\n").contains("unknown key \"bucket\""))
+        #expect(error("replicate: {to: s3://offsite/x}\n") == "snapshots.yaml:1: replicate must be a list of {to, types}")
+        #expect(error("replicate:\n  - {types: [full]}\n") == "snapshots.yaml:2: replicate entry needs to (s3://BUCKET/PREFIX or a path)")
+        #expect(error("replicate:\n  - {to: \"ftp://x\"}\n").hasSuffix("ftp:// is not a repository location (a local path, or s3://BUCKET/PREFIX)"))
+        #expect(error("replicate:\n  - {to: s3://offsite/x, types: [nightly]}\n").hasPrefix("snapshots.yaml:2: replicate.types: nightly is not a snapshot type of this config"))
+        #expect(error("repository: /srv/r\nreplicate:\n  - {to: /srv/r}\n") == "snapshots.yaml:3: replicate.to is the repository itself")
+        #expect(error("replicate:\n  - {to: s3://offsite/x}\n  - {to: s3://offsite/x/}\n") == "snapshots.yaml:3: replicate.to: s3://offsite/x is named twice")
         #expect(error("repository: sftp://host/x\n").hasSuffix("sftp:// is not a repository location (a local path, or s3://BUCKET/PREFIX)"))
         #expect(error("compression: {level: fast}\n").hasPrefix("snapshots.yaml:1: compression.level must be an integer"))
         #expect(error("compression: {level: 40}\n").contains("1..19"))
