@@ -15,7 +15,7 @@ BENCH_DATASET     ?= /tmp/snapshot-bench/mixed-$(BENCH_SIZE_MB)mb
 BENCH_SMALL       ?= /tmp/snapshot-bench/small-$(BENCH_SMALL_FILES)
 BENCH_WORK        ?= /tmp/snapshot-bench/work
 
-.PHONY: run test build release bench bench-continuous fuzz deps-build deps-test deps-bench clean
+.PHONY: run test build release bench bench-continuous bench-s3 fuzz deps-build deps-test deps-bench clean
 
 # Installs the Debian packages in $(1) that are missing.
 define apt_install
@@ -71,6 +71,13 @@ bench-continuous: release
 	@mkdir -p $(dir $(BENCH_SMALL))
 	@test -d $(BENCH_SMALL) || python3 bench/make_dataset.py $(BENCH_SMALL) --small-files $(BENCH_SMALL_FILES)
 	python3 bench/continuous.py $(CURDIR)/$(BIN) $(BENCH_SMALL) $(BENCH_WORK)-continuous
+
+# The S3 backend beside the local one on the 1 GiB dataset (bench/s3.sh): create, a day of
+# change, verify --read-data, restore, copy; moto on loopback; medians and S3/local ratios.
+bench-s3: deps-test release
+	@mkdir -p $(dir $(BENCH_DATASET))
+	@test -d $(BENCH_DATASET) || python3 bench/make_dataset.py $(BENCH_DATASET) --size-mb $(BENCH_SIZE_MB)
+	bench/s3.sh $(CURDIR)/$(BIN) $(BENCH_DATASET) $(BENCH_WORK)-s3
 
 clean:
 	rm -rf .build .demo-restore .demo

@@ -37,7 +37,7 @@ public struct Copier {
     let progress: WorkProgress
     let cancellation: CancellationFlag
     /// Source packs per batch: the target's index is written after each.
-    var batchPacks = 32
+    var batchPacks = 8
 
     public init(source: Repository, target: Repository, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()) {
         self.source = source
@@ -84,7 +84,9 @@ public struct Copier {
             let manifest = try sourceCatalog.readManifest(record)
             var needed: [BlobID: BlobLocation] = [:]
             func need(_ id: BlobID, _ what: @autoclosure () -> String) throws {
-                guard needed[id] == nil, target.location(of: id) == nil else { return }
+                // The target's index as loaded (asking `location` would list its index files
+                // again for every blob it lacks).
+                guard needed[id] == nil, target.index.location(of: id) == nil else { return }
                 guard let loc = source.location(of: id) else { throw RepositoryError.missingBlob(id: id, context: "\(what()) of \(name) in \(source.path)") }
                 needed[id] = loc
             }

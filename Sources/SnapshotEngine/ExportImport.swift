@@ -77,7 +77,7 @@ extension SnapshotService {
         if repository.keys != nil && recipients.isEmpty {
             notice?("warning: \(options.output) holds the snapshot of an encrypted repository in the clear; give --recipient to encrypt it")
         }
-        let work = repositoryPath + "/.store/tmp/export-\(getpid())-\(record.id)"
+        let work = (isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory()) + "/export-\(getpid())-\(record.id)"
         try POSIX.removeTree(work)
         try POSIX.makeDirectories(work, mode: RepositoryModes.storeDirectory)
         defer { try? POSIX.removeTree(work) }

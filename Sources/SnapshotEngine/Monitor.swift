@@ -181,18 +181,17 @@ struct MonitorState: Codable {
         var ok: Bool
     }
 
-    static func path(_ repository: String) -> String { repository + "/.store/monitor/state.json" }
+    static let key = ".store/monitor/state.json"
 
-    static func load(_ repository: String) -> MonitorState {
-        guard let bytes = try? POSIX.readFile(path(repository)), let s = try? JSONDecoder().decode(MonitorState.self, from: Data(bytes)) else {
+    static func load(_ storage: any RepositoryStorage) -> MonitorState {
+        guard let bytes = try? storage.load(key), let s = try? JSONDecoder().decode(MonitorState.self, from: Data(bytes)) else {
             return MonitorState()
         }
         return s
     }
 
-    func save(_ repository: String) throws {
-        try POSIX.makeDirectories(POSIX.parent(of: Self.path(repository)), mode: RepositoryModes.storeDirectory)
-        try POSIX.writeFileAtomically(Self.path(repository), Array(try JSONEncoder().encode(self)))
+    func save(_ storage: any RepositoryStorage) throws {
+        try storage.save(Self.key, Array(try JSONEncoder().encode(self)))
     }
 }
 
@@ -235,7 +234,7 @@ extension SnapshotService {
             }
         }
         if o.checkSize {
-            let repoBytes = Double(Self.storeBytes(repository.path + "/.store"))
+            let repoBytes = Double(try Self.storeBytes(repository.storage))
             let largest = records.map { Double($0.metadata.sizeBytes) }.max() ?? 0
             let value = max(repoBytes, largest)
             let level = Self.level(value, warning: Double(thresholds.sizeWarning), critical: Double(thresholds.sizeCritical))
@@ -244,7 +243,7 @@ extension SnapshotService {
                                       message: "repository \(Int(repoBytes)) B, largest snapshot \(Int(largest)) B"))
         }
         if o.checkIntegrity {
-            var state = MonitorState.load(repository.path)
+            var state = MonitorState.load(repository.storage)
             if state.lastCheck == nil || now.timeIntervalSince1970 - state.lastCheck! >= thresholds.integrityInterval {
                 let (records, damaged) = try catalog.scan()
                 // The next 1/N of the packs (in id order), rolling: all of them every N checks.
@@ -270,7 +269,7 @@ extension SnapshotService {
                 state.consecutiveFailures = report.ok && damaged.isEmpty ? 0 : state.consecutiveFailures + 1
                 state.lastErrors = (damaged.map { "\($0.id): \($0.problem)" } + report.snapshots.flatMap { s in s.errors.map { "\(s.snapshotID): \($0)" } }
                     + report.repositoryErrors).prefix(5).map { $0 }
-                try? state.save(repository.path)
+                try? state.save(repository.storage)
             }
             let failures = state.consecutiveFailures
             let level: AlertLevel = failures == 0 ? .ok : failures >= thresholds.integrityFailures ? .critical : .warning
@@ -287,7 +286,7 @@ extension SnapshotService {
                 checks.append(CheckResult(check: "creation_time", level: .ok, value: (avg * 1000).rounded() / 1000, threshold: "",
                                           message: durations.isEmpty ? "no snapshots" : "average \(String(format: "%.2f", avg)) s over \(durations.count) snapshots, last \(String(format: "%.2f", durations[0])) s"))
             case "restoration-time":
-                let runs = MonitorState.load(repository.path).recoveries
+                let runs = MonitorState.load(repository.storage).recoveries
                 let last = runs.last
                 checks.append(CheckResult(check: "restoration_time", level: last.map { $0.ok ? .ok : .warning } ?? .ok, value: last?.seconds ?? 0, threshold: "",
                                           message: last.map { "last test-recovery \(String(format: "%.2f", $0.seconds)) s at \(String(format: "%.1f", $0.mbPerS)) MB/s (\(runs.count) runs)" } ?? "no test-recovery runs yet"))
@@ -303,13 +302,19 @@ extension SnapshotService {
 
     /// Records a test-recovery run for `--metrics restoration-time`.
     func recordRecovery(_ report: TestRecoveryReport) {
-        var state = MonitorState.load(repositoryPath)
+        var state = MonitorState.load(storage)
         state.recoveries.append(.init(time: Date().timeIntervalSince1970, seconds: report.seconds, mbPerS: report.mbPerS, ok: report.ok))
         if state.recoveries.count > 100 { state.recoveries.removeFirst(state.recoveries.count - 100) }
-        try? state.save(repositoryPath)
+        try? state.save(storage)
     }
 
     /// Bytes of the regular files under `path` (the store's size).
+    /// The bytes under `.store/` of a repository in any storage.
+    public static func storeBytes(_ storage: any RepositoryStorage) throws -> UInt64 {
+        if let local = storage as? LocalStorage { return storeBytes(local.root + "/.store") }
+        return try storage.list(prefix: ".store/").reduce(0) { $0 + UInt64($1.size) }
+    }
+
     public static func storeBytes(_ path: String) -> UInt64 {
         var total: UInt64 = 0
         let e = FileManager.default.enumerator(atPath: path)

@@ -15,7 +15,7 @@ extension Snapshot {
         var snapshot: String
 
         func run() async throws {
-            let context = try Context(global, command: "analyze")
+            let context = try Context(global, remote: true)
             var options = AnalyzeOptions()
             options.snapshot = snapshot
             let report = try await context.run { try context.service.analyze(options) }

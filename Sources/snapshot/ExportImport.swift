@@ -26,7 +26,7 @@ extension Snapshot {
         var recipient: [String] = []
 
         func run() async throws {
-            let context = try Context(global, command: "export")
+            let context = try Context(global, remote: true)
             var options = ExportOptions()
             options.snapshot = snapshot
             options.output = output

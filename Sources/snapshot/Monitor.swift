@@ -41,7 +41,7 @@ extension Snapshot {
         }
 
         func run() async throws {
-            let context = try Context(global, command: "monitor")
+            let context = try Context(global, remote: true)
             let report = try await context.run { try context.service.monitor(options) }
             if global.json {
                 try context.printJSON(report)

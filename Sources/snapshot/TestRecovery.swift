@@ -25,7 +25,7 @@ extension Snapshot {
         var environment: String?
 
         func run() async throws {
-            let context = try Context(global, command: "test-recovery")
+            let context = try Context(global, remote: true)
             var options = TestRecoveryOptions()
             options.snapshot = snapshot
             options.benchmark = benchmark

@@ -76,6 +76,18 @@ import TestSupport
         r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
 
+        // Read-only commands beyond the basics.
+        r = try cli(server, ["--repo", repo, "test-recovery", "--snapshot", "system/latest"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        r = try cli(server, ["--repo", repo, "--json", "analyze", "--snapshot", "system/latest"])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", repo, "monitor", "--check-age", "--check-size", "--check-integrity"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(try storage.list(prefix: "site-a/.store/monitor/").count == 1, "the monitor's state is kept in the repository")
+        r = try cli(server, ["--repo", repo, "export", "--snapshot", "system/latest", "--output", dir.sub("system.tar.zst")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir.sub("system.tar.zst")))
+
         r = try cli(server, ["--repo", repo, "recover", "--mode", "full", "--snapshot", "latest"])
         #expect(r.status == 64)
         #expect(r.stderr.contains("recover does not work on an s3:// repository yet"))
@@ -191,6 +203,33 @@ import TestSupport
         r = try cli(server, ["--repo", repo, "list"])
         #expect(r.stdout.contains("1 snapshot"), "\(r.stdout)")
         r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+    }
+
+    @Test("a copy killed mid-upload resumes: the next run copies the rest, the target verifies")
+    func killedCopy() throws {
+        let server = try S3Server()
+        let local = dir.sub("local")
+        let big = dir.sub("big")
+        for i in 0..<5 { Fixture.write(big + "/weights-\(i).gguf", Fixture.bytes(10_000_000, seed: UInt64(200 + i))) }
+        #expect(try CLI.run(["--repo", local, "create", "--path", big]).status == 0)
+        #expect(try CLI.run(["--repo", local, "create", "--path", src]).status == 0)
+        let target = try server.storage("s3://resume/repo")
+        let running = try CLI.start(["--repo", local, "copy", "--to", "s3://resume/repo"], in: dir.path, environment: server.environment)
+        let deadline = Date().addingTimeInterval(60)
+        while try target.list(prefix: ".store/data/").isEmpty, running.process.isRunning, Date() < deadline { usleep(5_000) }
+        kill(running.process.processIdentifier, SIGKILL)
+        _ = running.finish()
+        var r = try cli(server, ["--repo", "s3://resume/repo", "--json", "list"])
+        #expect(r.status == 0 && !r.stdout.contains("snapshot_id"), "nothing committed by the killed copy: \(r.stdout) \(r.stderr)")
+        r = try cli(server, ["--repo", local, "--json", "copy", "--to", "s3://resume/repo"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect((json(r)["copied"] as? [String])?.count == 2)
+        r = try cli(server, ["--repo", "s3://resume/repo", "verify", "--all", "--read-data"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        r = try cli(server, ["--repo", "s3://resume/repo", "--json", "prune"])
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try cli(server, ["--repo", "s3://resume/repo", "verify", "--all", "--read-data"])
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
     }
 
