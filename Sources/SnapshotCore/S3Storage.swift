@@ -180,7 +180,9 @@ public final class S3Storage: RepositoryStorage, @unchecked Sendable {
         let operation = method == "GET" && key == nil ? "LIST" : method
         var last = "no attempt"
         var lastStatus = 0
+        var attempts = 0
         for attempt in 0...max(0, settings.retries) {
+            attempts = attempt + 1
             if attempt > 0 {
                 // Full jitter on an exponential ceiling: 0.1 s, 0.2 s, … up to 5 s.
                 let ceiling = min(5.0, 0.1 * Double(1 << min(attempt, 10)))
@@ -242,7 +244,7 @@ public final class S3Storage: RepositoryStorage, @unchecked Sendable {
             }
         }
         let endpoint = settings.endpoint ?? "AWS (\(settings.resolvedRegion))"
-        throw RepositoryError.remote(path: name, operation: operation, status: lastStatus, detail: "\(last) (endpoint \(endpoint), after \(settings.retries + 1) attempts)")
+        throw RepositoryError.remote(path: name, operation: operation, status: lastStatus, detail: "\(last) (endpoint \(endpoint)\(attempts > 1 ? ", after \(attempts) attempts" : ""))")
     }
 
     /// One attempt: signs and sends the request and waits for the whole answer.
