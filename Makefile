@@ -5,7 +5,8 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN      := .build/release/snapshot
 DEB_BUILD := pkg-config libzstd-dev libssl-dev libmosquitto-dev openssl
 DEB_TEST  := $(DEB_BUILD) mosquitto mosquitto-clients python3 python3-venv age
-# A real S3 API for the tests (moto's server mode), from PyPI into a virtual environment.
+# A real S3 API for the tests (moto's server mode) and Prometheus's own parser of the text
+# exposition (prometheus_client), from PyPI into a virtual environment.
 VENV      := .build/venv
 MOTO      := $(VENV)/bin/moto_server
 DEB_BENCH := $(DEB_BUILD) restic borgbackup time python3
@@ -28,7 +29,7 @@ endef
 
 deps-build: ; $(call apt_install,$(DEB_BUILD))
 deps-test:  ; $(call apt_install,$(DEB_TEST))
-	@test -x $(MOTO) || { echo "installing moto[server] into $(VENV)"; python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'moto[server]'; }
+	@$(VENV)/bin/python3 -c 'import moto, prometheus_client' 2>/dev/null || { echo "installing moto[server] and prometheus_client into $(VENV)"; python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'moto[server]' prometheus_client; }
 deps-bench: ; $(call apt_install,$(DEB_BENCH))
 
 build: deps-build

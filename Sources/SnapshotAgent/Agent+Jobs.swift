@@ -19,8 +19,10 @@ extension Agent {
             let reports = job.reportsProgress
             let reporter = Task { if reports { await self.reportProgress(job, pacer: pacer) } }
             await gate.enter()
+            let started = Date()
             let outcome = await execute(job)
             await gate.leave()
+            prometheus.recordJob(action: job.command.action, status: outcome.status, seconds: Date().timeIntervalSince(started))
             reporter.cancel()
             _ = await reporter.value
             if reports && outcome.status == "succeeded" {

@@ -136,6 +136,7 @@ extension Agent {
     }
 
     private func publishReplication(_ targets: [ReplicationTarget], _ states: [ReplicaState]) async {
+        prometheus.live.withLock { live in live.replication = zip(targets, states).map { ($0.0.to, lag($0.1), $0.1.pending.count) } }
         let docs: [[String: Any]] = zip(targets, states).map { target, s in
             [
                 "to": target.to, "types": target.types.map(\.name), "lag_s": lag(s), "pending_snapshots": s.pending.count,

@@ -56,6 +56,10 @@ extension Agent {
 
     func publishState() async {
         let (running, waiting) = await queue.status
+        prometheus.live.withLock {
+            $0.queue = waiting
+            $0.busy = running != nil
+        }
         let last = memory.withLock { $0.last }.mapValues(\.json)
         var doc: [String: Any] = ["state": running == nil ? "idle" : "busy", "queue": waiting, "last": last, "version": AgentSettings.version]
         if let running {

@@ -28,6 +28,8 @@ public final class Agent: Service, Sendable {
     let memory = Mutex(Memory())
     /// Wakes the replication loop when a snapshot has been committed.
     let replicationWakeup = Wakeup()
+    /// The Prometheus families (`metrics: {listen}`).
+    let prometheus = AgentMetrics()
 
     struct LastOutcome: Sendable {
         var id: String?
@@ -110,6 +112,8 @@ public final class Agent: Service, Sendable {
                 .init(service: Loop(description: "schedule") { await self.runSchedule() }, successTerminationBehavior: .ignore),
                 // With no continuous: entry it ends at once too.
                 .init(service: Loop(description: "continuous snapshots") { await self.runContinuous() }, successTerminationBehavior: .ignore),
+                // With no metrics: entry it ends at once too.
+                .init(service: Loop(description: "metrics endpoint") { await self.runMetricsServer() }, successTerminationBehavior: .ignore),
                 // With no replicate: entry it ends at once too.
                 .init(service: Loop(description: "replication") { await self.runReplication() }, successTerminationBehavior: .ignore),
                 .init(service: JobRunner(agent: self), successTerminationBehavior: .gracefullyShutdownGroup),

@@ -59,6 +59,8 @@ public struct SnapshotConfig: Sendable {
     public var continuous: [ContinuousEntry] = []
     /// `replicate:` — where the agent copies every new snapshot of the listed types.
     public var replicate: [ReplicationTarget] = []
+    /// `metrics: {listen}` — where the agent serves Prometheus's text exposition.
+    public var metricsListen: ListenAddress?
 
     public func component(_ name: String) -> ComponentSource? {
         components.first { $0.name == name }?.source
@@ -127,7 +129,7 @@ public struct SnapshotConfig: Sendable {
         }
         let r = ConfigReader(file: file)
         guard let node else { return defaults(root: workingDirectory) }
-        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments", "sanitize", "continuous", "replicate"])
+        let top = try r.mapping(node, "top level", allowed: ["root", "repository", "compression", "components", "types", "hooks", "mqtt", "schedule", "timezone", "prune", "retention", "alerts", "environments", "sanitize", "continuous", "replicate", "metrics"])
         var rootDir = workingDirectory
         if let v = top["root"] { rootDir = POSIX.absolute(try r.string(v, "root"), relativeTo: workingDirectory) }
         var config = defaults(root: rootDir)
@@ -168,6 +170,13 @@ public struct SnapshotConfig: Sendable {
         if let v = top["sanitize"] { try config.readSanitize(v, r) }
         if let v = top["continuous"] { try config.readContinuous(v, r) }
         if let v = top["replicate"] { try config.readReplicate(v, r) }
+        if let v = top["metrics"] {
+            let m = try r.mapping(v, "metrics", allowed: ["listen"])
+            guard let l = m["listen"] else { throw r.error(v, "metrics needs listen (HOST:PORT, such as 127.0.0.1:9464)") }
+            let text = try r.string(l, "metrics.listen")
+            guard let address = ListenAddress(text) else { throw r.error(l, "metrics.listen: \(text) is not HOST:PORT (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464)") }
+            config.metricsListen = address
+        }
         if let v = top["hooks"] { try config.readHooks(v, r) }
         if let v = top["mqtt"] { try config.readMQTT(v, r) }
         if let v = top["schedule"] { try config.readSchedule(v, r) }
@@ -322,4 +331,26 @@ public struct ScheduleEntry: Sendable, Equatable {
         case .testRecovery(let snapshot): return "test-recovery of \(snapshot)"
         }
     }
+}
+
+/// `HOST:PORT` to listen on: an IPv4 address, `localhost`, or an IPv6 address in brackets.
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") {
+            host = String(host.dropFirst().dropLast())
+            guard host.contains(":"), host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return nil }
+        } else if host != "localhost" {
+            let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+            guard parts.count == 4, parts.allSatisfy({ UInt8($0) != nil }) else { return nil }
+        }
+        self.host = host == "localhost" ? "127.0.0.1" : host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
