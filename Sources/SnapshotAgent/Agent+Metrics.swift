@@ -94,9 +94,13 @@ extension Agent {
     /// Serves `/metrics` until the agent stops; returns at once without `metrics:`.
     func runMetricsServer() async {
         guard let address = service.config.metricsListen else { return }
-        let server: MetricsServer
+        let server: HTTPServer
         do {
-            server = try MetricsServer(address: address) { [self] in prometheus.render(self) }
+            server = try HTTPServer(address: address) { [self] request in
+                guard request.path == "/metrics" else { return .text(404, "not found: the metrics are at /metrics\n") }
+                guard request.method == "GET" || request.method == "HEAD" else { return .text(405, "GET /metrics\n") }
+                return .full(status: 200, type: "text/plain; version=0.0.4; charset=utf-8", body: prometheus.render(self))
+            }
         } catch {
             logger.error("metrics: \(error)")
             return

@@ -109,7 +109,7 @@ import TestSupport
         let h = try await AgentHarness(extraConfig: "metrics: {listen: \"127.0.0.1:\(port)\"}\n")
         defer { h.stop() }
         try await h.startAgent()
-        #expect(await h.waitFor { _ in h.agentLog.contains("metrics: metrics.listen 127.0.0.1:\(port): Address already in use") }, "\(h.agentLog)")
+        #expect(await h.waitFor { _ in h.agentLog.contains("metrics: listen 127.0.0.1:\(port): Address already in use") }, "\(h.agentLog)")
         try await h.send("snapshots/cmd/\(h.id)/create", #"{"type": "full", "request_id": "m1"}"#)
         #expect(await h.final("create", requestID: "m1")?["status"] as? String == "succeeded")
         #expect(h.agent?.stop(SIGTERM) == 0)
