@@ -4,9 +4,10 @@ SWIFT    ?= swift
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN      := .build/release/snapshot
 DEB_BUILD := pkg-config libzstd-dev libssl-dev libmosquitto-dev openssl
-DEB_TEST  := $(DEB_BUILD) mosquitto mosquitto-clients python3 python3-venv age
-# A real S3 API for the tests (moto's server mode) and Prometheus's own parser of the text
-# exposition (prometheus_client), from PyPI into a virtual environment.
+DEB_TEST  := $(DEB_BUILD) mosquitto mosquitto-clients python3 python3-venv age chromium
+# A real S3 API for the tests (moto's server mode), Prometheus's own parser of the text
+# exposition (prometheus_client) and a DevTools client for the headless Chromium that loads
+# the dashboard (websocket-client), from PyPI into a virtual environment.
 VENV      := .build/venv
 MOTO      := $(VENV)/bin/moto_server
 DEB_BENCH := $(DEB_BUILD) restic borgbackup time python3
@@ -29,7 +30,7 @@ endef
 
 deps-build: ; $(call apt_install,$(DEB_BUILD))
 deps-test:  ; $(call apt_install,$(DEB_TEST))
-	@$(VENV)/bin/python3 -c 'import moto, prometheus_client' 2>/dev/null || { echo "installing moto[server] and prometheus_client into $(VENV)"; python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'moto[server]' prometheus_client; }
+	@$(VENV)/bin/python3 -c 'import moto, prometheus_client, websocket' 2>/dev/null || { echo "installing moto[server], prometheus_client and websocket-client into $(VENV)"; python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'moto[server]' prometheus_client websocket-client; }
 deps-bench: ; $(call apt_install,$(DEB_BENCH))
 
 build: deps-build

@@ -9,7 +9,7 @@ struct Snapshot: AsyncParsableCommand {
         abstract: "Content-addressed snapshots of an MQTT agent system: create, verify, restore.",
         discussion: "Exit codes: 0 ok, 1 problem found, 2 critical, 64 usage, 65 bad input data, 74 I/O error, 75 repository locked, 77 permission or key error.",
         version: SnapshotVersion.string,
-        subcommands: [Init.self, Create.self, List.self, Show.self, Ls.self, Cat.self, Diff.self, Verify.self, Restore.self, Recover.self, TestRecovery.self, Prune.self, Delete.self, Monitor.self, Analyze.self, CheckDependencies.self, RebuildMetadata.self, Repair.self, Sanitize.self, Export.self, Import.self, Copy.self, Key.self, Watch.self, Fleet.self, AgentCommand.self])
+        subcommands: [Init.self, Create.self, List.self, Show.self, Ls.self, Cat.self, Diff.self, Verify.self, Restore.self, Recover.self, TestRecovery.self, Prune.self, Delete.self, Monitor.self, Analyze.self, CheckDependencies.self, RebuildMetadata.self, Repair.self, Sanitize.self, Export.self, Import.self, Copy.self, Key.self, Watch.self, Fleet.self, DashboardCommand.self, AgentCommand.self])
 }
 
 /// The options every subcommand takes (README.md, "Global options").

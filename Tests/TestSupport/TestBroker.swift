@@ -82,6 +82,8 @@ public final class TestBroker: @unchecked Sendable {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
+    public static func canConnectForTests(port: Int) -> Bool { canConnect(port: port) }
+
     static func canConnect(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
