@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import SnapshotCore
 import SnapshotEngine
+import SnapshotMQTT
 
 /// What a subcommand needs from the global options: the loaded config and repository path,
 /// output helpers and the one place where errors become exit codes.
@@ -151,6 +152,18 @@ struct Context {
         } catch {
             printer.stop()
             throw Context.fail(error)
+        }
+    }
+
+    /// Waits up to 5 s for a started client's connection (`fleet`, `dashboard`); exit 74
+    /// naming the broker when none comes.
+    func waitForBroker(_ client: MQTTClient, _ settings: BrokerSettings) async throws {
+        try await run {
+            do {
+                try await client.waitUntilConnected(timeout: 5)
+            } catch {
+                throw EngineError.brokerUnreachable(url: settings.url, detail: "\(error)")
+            }
         }
     }
 

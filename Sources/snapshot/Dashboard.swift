@@ -48,13 +48,7 @@ extension Snapshot {
             for f in dashboard.filters { client.subscribe(f, qos: 1) }
             client.start()
             defer { client.stop() }
-            try await context.run {
-                do {
-                    try await client.waitUntilConnected(timeout: 5)
-                } catch {
-                    throw EngineError.brokerUnreachable(url: settings.url, detail: "\(error)")
-                }
-            }
+            try await context.waitForBroker(client, settings)
             let server = try await context.run { try HTTPServer(address: address) { dashboard.handle($0) } }
             server.start()
             defer { server.stop() }

@@ -43,13 +43,7 @@ extension Snapshot {
             client.subscribe(marker, qos: 1)
             client.start()
             defer { client.stop() }
-            try await context.run {
-                do {
-                    try await client.waitUntilConnected(timeout: 5)
-                } catch {
-                    throw EngineError.brokerUnreachable(url: settings.url, detail: "\(error)")
-                }
-            }
+            try await context.waitForBroker(client, settings)
             let changes = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
             let reader = Task {
                 for await m in client.messages {

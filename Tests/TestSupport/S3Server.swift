@@ -25,12 +25,12 @@ public final class S3Server: @unchecked Sendable {
         }
         port = try chosen ?? TestBroker.freePortForTests()
         moto = try ChildProcess(Self.motoBinary, ["-H", "127.0.0.1", "-p", "\(port)"], logFile: directory.path + "/moto.log")
-        try Self.waitForPort(port, process: moto!, what: "moto_server")
+        try TestBroker.waitForPort(port, process: moto!, what: "moto_server")
         if faulty {
             endpointPort = try TestBroker.freePortForTests()
             let script = CLI.projectRoot + "/Tests/Fixtures/s3_fault_proxy.py"
             proxy = try ChildProcess("/usr/bin/env", ["python3", script, "\(endpointPort)", "\(port)", statsFile, "\(seed)"], logFile: directory.path + "/proxy.log")
-            try Self.waitForPort(endpointPort, process: proxy!, what: "the S3 fault proxy")
+            try TestBroker.waitForPort(endpointPort, process: proxy!, what: "the S3 fault proxy")
         } else {
             endpointPort = port
         }
@@ -69,15 +69,5 @@ public final class S3Server: @unchecked Sendable {
         let s = try S3Storage.open(url, environment: environment)
         try s.createBucketIfMissing()
         return s
-    }
-
-    static func waitForPort(_ port: Int, process: ChildProcess, what: String) throws {
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            if TestBroker.canConnect(port: port) { return }
-            guard process.isRunning else { break }
-            usleep(20_000)
-        }
-        throw NSError(domain: "S3Server", code: 2, userInfo: [NSLocalizedDescriptionKey: "\(what) did not start on port \(port)"])
     }
 }

@@ -43,13 +43,18 @@ public final class TestBroker: @unchecked Sendable {
     public func start() throws {
         let p = try ChildProcess(Self.binary, ["-c", directory.path + "/mosquitto.conf"])
         process = p
-        let deadline = Date().addingTimeInterval(10)
+        try Self.waitForPort(port, process: p, what: "mosquitto", timeout: 10)
+    }
+
+    /// Waits until `process` accepts connections on `port` (a server a test started).
+    public static func waitForPort(_ port: Int, process: ChildProcess, what: String, timeout: Double = 30) throws {
+        let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if Self.canConnect(port: port) { return }
-            guard p.isRunning else { break }
+            if canConnect(port: port) { return }
+            guard process.isRunning else { break }
             usleep(20_000)
         }
-        throw NSError(domain: "TestBroker", code: 1, userInfo: [NSLocalizedDescriptionKey: "mosquitto did not start on port \(port)"])
+        throw NSError(domain: "TestBroker", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(what) did not start on port \(port)"])
     }
 
     public func stop() {
