@@ -31,10 +31,14 @@ import TestSupport
         #expect(plain.repository == "s3://backups" && plain.s3 == nil)
         let local = try SnapshotConfig.parse("repository: {path: ./snaps}\n", file: "snapshots.yaml", workingDirectory: "/srv/agents")
         #expect(local.repository == "/srv/agents/snaps")
+        for (text, host, port) in [("127.0.0.1:9464", "127.0.0.1", 9464), ("localhost:80", "127.0.0.1", 80), ("[::1]:9464", "::1", 9464), ("0.0.0.0:1", "0.0.0.0", 1)] {
+            let m = try SnapshotConfig.parse("metrics: {listen: \"\(text)\"}\n", file: "snapshots.yaml", workingDirectory: "/srv")
+            #expect(m.metricsListen?.host == host && m.metricsListen?.port == port, "\(text)")
+        }
     }
 
     @Test func badInputNamesFileLineAndKey() {
-        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, continuous, environments, hooks, mqtt, prune, replicate, repository, retention, root, sanitize, schedule, timezone, types)")
+        #expect(error("root: .\nrepositry: ./x\n") == "snapshots.yaml:2: unknown key \"repositry\" in top level (allowed: alerts, components, compression, continuous, environments, hooks, metrics, mqtt, prune, replicate, repository, retention, root, sanitize, schedule, timezone, types)")
         #expect(error("components:\n  c: {path: x}\n  m: {mqtt: [\"a/#\"]}\ncontinuous:\n  - {components: [m]}\n") == "snapshots.yaml:5: continuous.components: m is a mqtt component; only files components can be watched")
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [d]}\n").hasPrefix("snapshots.yaml:4: continuous.components names unknown component \"d\""))
         #expect(error("components:\n  c: {path: x}\ncontinuous:\n  - {components: [c], debounce: soon}\n").hasPrefix("snapshots.yaml:4: continuous.debounce must be a duration"))
@@ -43,6 +47,9 @@ import TestSupport
         #expect(error("repository: {url: s3://backups/agents, endpoint: \"ftp://x\"}\n") == "snapshots.yaml:1: repository: endpoint ftp://x is not an http:// or https:// URL")
         #expect(error("repository: {path: ./x, region: eu-west-1}\n") == "snapshots.yaml:1: repository: endpoint, region and path_style are for an s3:// url")
         #expect(error("repository: {url: s3://backups/agents, bucket: x}\n").contains("unknown key \"bucket\""))
+        #expect(error("metrics: {listen: 9464}\n") == "snapshots.yaml:1: metrics.listen: 9464 is not HOST:PORT (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464)")
+        #expect(error("metrics: {listen: \"127.0.0.1:99999\"}\n").hasPrefix("snapshots.yaml:1: metrics.listen: 127.0.0.1:99999 is not HOST:PORT"))
+        #expect(error("metrics: {}\n") == "snapshots.yaml:1: metrics needs listen (HOST:PORT, such as 127.0.0.1:9464)")
         #expect(error("replicate: {to: s3://offsite/x}\n") == "snapshots.yaml:1: replicate must be a list of {to, types}")
         #expect(error("replicate:\n  - {types: [full]}\n") == "snapshots.yaml:2: replicate entry needs to (s3://BUCKET/PREFIX or a path)")
         #expect(error("replicate:\n  - {to: \"ftp://x\"}\n").hasSuffix("ftp:// is not a repository location (a local path, or s3://BUCKET/PREFIX)"))
