@@ -4,7 +4,8 @@ SWIFT    ?= swift
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN      := .build/release/snapshot
 DEB_BUILD := pkg-config libzstd-dev libssl-dev libmosquitto-dev openssl
-DEB_TEST  := $(DEB_BUILD) mosquitto mosquitto-clients python3 python3-venv age chromium
+DEB_RUN   := $(DEB_BUILD) mosquitto mosquitto-clients python3
+DEB_TEST  := $(DEB_RUN) python3-venv age chromium
 # A real S3 API for the tests (moto's server mode), Prometheus's own parser of the text
 # exposition (prometheus_client) and a DevTools client for the headless Chromium that loads
 # the dashboard (websocket-client), from PyPI into a virtual environment.
@@ -17,7 +18,7 @@ BENCH_DATASET     ?= /tmp/snapshot-bench/mixed-$(BENCH_SIZE_MB)mb
 BENCH_SMALL       ?= /tmp/snapshot-bench/small-$(BENCH_SMALL_FILES)
 BENCH_WORK        ?= /tmp/snapshot-bench/work
 
-.PHONY: run test build release bench bench-continuous bench-s3 fuzz deps-build deps-test deps-bench clean
+.PHONY: run test build release bench bench-continuous bench-s3 fuzz deps-build deps-run deps-test deps-bench clean
 
 # Installs the Debian packages in $(1) that are missing.
 define apt_install
@@ -29,6 +30,7 @@ define apt_install
 endef
 
 deps-build: ; $(call apt_install,$(DEB_BUILD))
+deps-run:   ; $(call apt_install,$(DEB_RUN))
 deps-test:  ; $(call apt_install,$(DEB_TEST))
 	@$(VENV)/bin/python3 -c 'import moto, prometheus_client, websocket' 2>/dev/null || { echo "installing moto[server], prometheus_client and websocket-client into $(VENV)"; python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'moto[server]' prometheus_client websocket-client; }
 deps-bench: ; $(call apt_install,$(DEB_BENCH))
@@ -41,7 +43,7 @@ release: deps-build
 
 # The demo: an example agent system beside configs/, a local mosquitto when none is
 # reachable, the agent on it, and a first system snapshot over MQTT with its progress.
-run: release deps-test
+run: release deps-run
 	@scripts/make-example-system.sh .
 	@scripts/demo.sh
 
