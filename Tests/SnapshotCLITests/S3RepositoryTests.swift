@@ -101,6 +101,31 @@ import TestSupport
         #expect(r.stderr.contains("no repository at s3://mesh-backups/nothing-here"))
     }
 
+    @Test("virtual-host addressing (bucket.endpoint) from the config's repository section")
+    func virtualHost() throws {
+        let server = try S3Server()
+        // curl resolves *.localhost to loopback, and moto takes the bucket from the Host header.
+        Fixture.write(dir.sub("vhost.yaml"), Array("""
+            repository: {url: s3://vhost-bucket/agents, endpoint: "http://localhost:\(server.port)", region: eu-west-1, path_style: false}
+            components:
+              mesh: {path: \(src)}
+            types:
+              full: [mesh]
+            """.utf8))
+        var env = server.environment
+        env.removeValue(forKey: "AWS_ENDPOINT_URL")
+        let config = ["--config", dir.sub("vhost.yaml")]
+        var r = try CLI.run(config + ["init"], in: dir.path, environment: env)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(config + ["create"], in: dir.path, environment: env)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(config + ["verify", "--all", "--read-data"], in: dir.path, environment: env)
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        // The objects are in that bucket, under the prefix (read path-style).
+        let keys = try server.storage("s3://vhost-bucket").list(prefix: "").map(\.key)
+        #expect(keys.contains("agents/.store/config") && keys.contains { $0.hasPrefix("agents/full/") && $0.hasSuffix("/metadata.json") }, "\(keys)")
+    }
+
     @Test("copy local → S3 → S3 → local sends only what the target lacks; a second run sends nothing")
     func copyAround() throws {
         let server = try S3Server()
