@@ -1,4 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
+import Dispatch
 import SnapshotCore
 
 /// Moves global options given before the subcommand (`snapshot --repo R init`, as restic
@@ -43,7 +47,35 @@ enum Entrypoint {
         Context.debugLine("S3 requests: \(methods.joined(separator: ", ")); \(t.sent) bytes sent, \(t.received) received")
     }
 
-    static func main() async {
+    /// Runs the command on the cooperative pool while the main thread waits for it. (An
+    /// `async` main parks the main thread with `dispatch_main()`, whose thread-exit cleanup
+    /// opens a descriptor: under a tight `ulimit -n` that could crash the process, SIGILL,
+    /// instead of letting the command exit 74 naming the limit.)
+    static func main() {
+        // Below this many open files the runtime itself (libdispatch's thread pool monitor
+        // reads /proc) cannot work: say so rather than crash somewhere later.
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < minimumOpenFiles {
+            if limit.rlim_max >= minimumOpenFiles {
+                limit.rlim_cur = minimumOpenFiles
+                _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            } else {
+                let line = "snapshot: error: the open-file limit is \(limit.rlim_cur) (ulimit -n); snapshot needs at least \(minimumOpenFiles): \(POSIX.errorText(EMFILE))\n"
+                _ = line.withCString { write(2, $0, strlen($0)) }
+                exit(74)
+            }
+        }
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            await run()
+            done.signal()
+        }
+        done.wait()
+    }
+
+    static let minimumOpenFiles: rlim_t = 20
+
+    static func run() async {
         _ = Context.started  // --debug timings count from here
         let arguments = reorder(Array(CommandLine.arguments.dropFirst()))
         let debug = arguments.contains("--debug")
