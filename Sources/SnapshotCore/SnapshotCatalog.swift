@@ -432,6 +432,29 @@ public struct SnapshotCatalog: Sendable {
         return try body()
     }
 
+    /// On an object store: removes the files of snapshots that never reached their commit
+    /// point (a manifest.json without metadata.json, left by a create or copy that died).
+    /// Call it holding the exclusive lock (no create or copy is between its two saves).
+    /// Returns what it removed.
+    @discardableResult
+    public func removeUncommitted() throws -> [String] {
+        guard !isLocal else { return [] }
+        var removed: [String] = []
+        for t in try types() {
+            var files: [String: [String]] = [:]
+            for o in try storage.list(prefix: t.name + "/") {
+                let parts = o.key.split(separator: "/", maxSplits: 2)
+                guard parts.count == 3 else { continue }
+                files["\(parts[0])/\(parts[1])", default: []].append(o.key)
+            }
+            for (dir, keys) in files.sorted(by: { $0.key < $1.key }) where !keys.contains(dir + "/metadata.json") {
+                for k in keys { try storage.remove(k) }
+                removed.append(dir)
+            }
+        }
+        return removed
+    }
+
     /// Removes hidden staging directories left by a killed create (call it holding the
     /// commit lock: a running create stages only inside it).
     public func removeStaleStaging() {
