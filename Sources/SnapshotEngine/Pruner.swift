@@ -109,6 +109,8 @@ public struct Pruner: Sendable {
             }
             progress.phase = "removing snapshots"
             progress.filesTotal.add(removing.count, ordering: .relaxed)
+            // An object store's snapshots that never reached their commit point.
+            try catalog.removeUncommitted()
             let types = Set(removing.map(\.type)).sorted()
             do {
                 for r in removing {
