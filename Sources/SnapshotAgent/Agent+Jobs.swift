@@ -77,7 +77,7 @@ extension Agent {
                 }
                 return Outcome(status: "succeeded", result: try jsonObject(restored.plannedEntries))
             case .list(let options):
-                let (records, damaged) = try await Blocking.run { (try service.list(options), try service.damaged(options)) }
+                let (records, damaged) = try await Blocking.run { try service.listing(options) }
                 let listing = try records.map { try jsonObject($0.metadata) } + damaged.map { try jsonObject(DamagedListing(snapshotID: $0.id, type: $0.type, damaged: $0.problem)) }
                 return Outcome(status: "succeeded", result: listing)
             case .show(let options):

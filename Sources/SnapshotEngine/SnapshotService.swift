@@ -340,20 +340,29 @@ public struct SnapshotService: Sendable {
 
     /// Snapshots whose metadata.json cannot be read (`list` shows them as damaged).
     public func damaged(_ options: ListOptions) throws -> [DamagedSnapshot] {
-        let (_, lock) = try open(.shared, purpose: "list")
-        defer { lock.release() }
-        return try catalog.damaged(type: options.type)
+        try listing(options).damaged
     }
 
     /// Snapshots, newest first.
     public func list(_ options: ListOptions) throws -> [SnapshotRecord] {
+        try listing(options).records
+    }
+
+    /// Snapshots, newest first, and the damaged ones, from one reading of the catalog. It
+    /// needs the store's lock but not its index (on an object store, loading the index is a
+    /// request per index file).
+    public func listing(_ options: ListOptions) throws -> (records: [SnapshotRecord], damaged: [DamagedSnapshot]) {
         try options.validate()
         try checkKnown(options.type)
-        let (_, lock) = try open(.shared, purpose: "list")
+        let storage = self.storage
+        guard try Repository.exists(in: storage) else { throw RepositoryError.notFound(path: repositoryPath) }
+        let started = Date()
+        let lock = try RepositoryLock(storage: storage, mode: .shared, purpose: "list", wait: lockWait)
         defer { lock.release() }
+        trace?.note(String(format: "shared lock for list taken in %.3f s (the index is not read)", Date().timeIntervalSince(started)))
         let (records, damaged) = try catalog.scan(type: options.type)
         trace?.note("\(records.count) snapshots\(options.type.map { " of type \($0)" } ?? "") read from their metadata.json, \(damaged.count) damaged")
-        return records
+        return (records, damaged)
     }
 
     /// One snapshot's record.

@@ -24,8 +24,7 @@ extension Snapshot {
 
         func run() async throws {
             let context = try Context(global, remote: true)
-            let records = try await context.run { try context.service.list(options) }
-            let damaged = try await context.run { try context.service.damaged(options) }
+            let (records, damaged) = try await context.run { try context.service.listing(options) }
             if global.json {
                 // Damaged snapshots last, as {"snapshot_id","type","damaged"}.
                 var out = try records.map { try JSONSerialization.jsonObject(with: JSONEncoder.snapshot.encode($0.metadata)) }
