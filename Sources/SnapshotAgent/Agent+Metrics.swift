@@ -24,11 +24,29 @@ final class AgentMetrics: Sendable {
         var replication: [(to: String, lag: Double, pending: Int)] = []
     }
 
+    /// What the metrics topic and `/metrics` say of the repository, from one reading of it.
     struct CatalogFigures {
         var counts: [String: Int] = [:]
+        /// When the newest snapshot of each type was taken (Unix time).
         var newest: [String: Double] = [:]
         var logical: UInt64 = 0
         var stored: UInt64 = 0
+        /// The newest snapshot of any type.
+        var newestMetadata: SnapshotMetadata?
+
+        /// nil when the catalog cannot be read.
+        static func read(_ service: SnapshotService) -> CatalogFigures? {
+            guard let records = try? service.catalog.all() else { return nil }
+            var f = CatalogFigures()
+            f.newestMetadata = records.first?.metadata
+            for r in records {
+                f.counts[r.type.name, default: 0] += 1
+                f.logical += r.metadata.sizeBytes
+                if f.newest[r.type.name] == nil, let t = Timestamp(iso8601: r.metadata.timestamp) { f.newest[r.type.name] = t.timeInterval }
+            }
+            f.stored = (try? SnapshotService.storeBytes(service.storage)) ?? 0
+            return f
+        }
     }
 
     static func name(_ metric: String, unit: String = "", help: String) -> MetricNameDescriptor {
@@ -78,13 +96,7 @@ final class AgentMetrics: Sendable {
 
     private func catalogFigures(_ service: SnapshotService) -> CatalogFigures {
         if let cached = catalogCache.withLock({ $0 }), Date().timeIntervalSince(cached.at) < Self.catalogInterval { return cached.figures }
-        var f = CatalogFigures()
-        for r in (try? service.catalog.all()) ?? [] {
-            f.counts[r.type.name, default: 0] += 1
-            f.logical += r.metadata.sizeBytes
-            if f.newest[r.type.name] == nil, let t = Timestamp(iso8601: r.metadata.timestamp) { f.newest[r.type.name] = t.timeInterval }
-        }
-        f.stored = (try? SnapshotService.storeBytes(service.storage)) ?? 0
+        let f = CatalogFigures.read(service) ?? CatalogFigures()
         catalogCache.withLock { $0 = (Date(), f) }
         return f
     }

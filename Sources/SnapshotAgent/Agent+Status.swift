@@ -75,21 +75,12 @@ extension Agent {
     }
 
     func publishMetrics() async {
-        guard let records = try? service.catalog.all() else { return }
-        var counts: [String: Int] = [:]
-        var lastSuccessAge: [String: Double] = [:]
+        guard let figures = AgentMetrics.CatalogFigures.read(service) else { return }
         let now = Date().timeIntervalSince1970
-        var logical: UInt64 = 0
-        for r in records {
-            counts[r.type.name, default: 0] += 1
-            logical += r.metadata.sizeBytes
-            if lastSuccessAge[r.type.name] == nil, let t = Timestamp(iso8601: r.metadata.timestamp) {
-                lastSuccessAge[r.type.name] = max(0, (now - t.timeInterval).rounded())
-            }
-        }
-        let repoBytes = SnapshotService.storeBytes(service.repositoryPath + "/.store")
+        let counts = figures.counts, logical = figures.logical, repoBytes = figures.stored
+        let lastSuccessAge = figures.newest.mapValues { max(0, (now - $0).rounded()) }
         let (lastCreate, restoreSeconds) = memory.withLock { ($0.lastCreate, $0.lastRestoreSeconds) }
-        let newest = lastCreate ?? records.first?.metadata
+        let newest = lastCreate ?? figures.newestMetadata
         let doc: [String: Any] = [
             "creation_time_s": newest?.durationS ?? NSNull(),
             "restoration_time_s": restoreSeconds ?? NSNull(),
