@@ -57,6 +57,8 @@ final class Wakeup: Sendable {
 extension Agent {
     struct ReplicaState {
         var storage: (any RepositoryStorage)?
+        /// The target's keys, kept: an encrypted target's key is derived once, not every round.
+        var keyring: Keyring?
         var lastCopiedID: String?
         var lastError: String?
         var failures = 0
@@ -91,21 +93,25 @@ extension Agent {
                     continue
                 }
                 do {
-                    if s.storage == nil { s.storage = try service.config.storage(for: target.to, environment: environment) }
-                    let storage = s.storage!
-                    let listed = try await Blocking.run { try service.replicaSnapshots(storage) }
+                    if s.storage == nil {
+                        let made = try service.config.storage(for: target.to, environment: environment)
+                        s.storage = made
+                        s.keyring = service.replicaKeyring(made)
+                    }
+                    let storage = s.storage!, keys = s.keyring!
+                    let listed = try await Blocking.run { try service.replicaSnapshots(storage, keyring: keys) }
                     s.there = listed
                     s.pending = try await Blocking.run { try service.replicationPending(types: target.types, present: listed) }
                     if !s.pending.isEmpty {
                         await publishReplication(targets, states.enumerated().map { $0.offset == i ? s : $0.element })
-                        let report = try await Blocking.run { try service.copy(to: storage, snapshots: [], type: nil, types: target.types) }
+                        let report = try await Blocking.run { try service.copy(to: storage, snapshots: [], type: nil, types: target.types, targetKeyring: keys) }
                         if let last = report.copied.last { s.lastCopiedID = String(last.split(separator: "/").last ?? "") }
                         if !report.copied.isEmpty { logger.info("replicated \(report.copied.count) snapshots to \(target.to): \(report.blobs) blobs, \(report.bytes) bytes in \(String(format: "%.2f", report.seconds)) s") }
-                        let after = try await Blocking.run { try service.replicaSnapshots(storage) }
+                        let after = try await Blocking.run { try service.replicaSnapshots(storage, keyring: keys) }
                         s.there = after
                         s.pending = try await Blocking.run { try service.replicationPending(types: target.types, present: after) }
                     }
-                    if pruneNow, let report = try await Blocking.run({ try service.pruneReplica(storage) }), !report.remove.isEmpty {
+                    if pruneNow, let report = try await Blocking.run({ try service.pruneReplica(storage, keyring: keys) }), !report.remove.isEmpty {
                         logger.info("retention on \(target.to): removed \(report.remove.count) snapshots")
                     }
                     s.lastError = nil

@@ -259,10 +259,12 @@ public struct SnapshotService: Sendable {
     /// Copies snapshots (`refs`, else every one of `type`, else all) into the repository in
     /// `target`, creating it like this one when it does not exist (the same chunker seed and,
     /// when encrypted, the same master keys under the same password).
-    /// With `types`, only snapshots of those types (replication).
+    /// With `types`, only snapshots of those types (replication). `targetKeyring` is the
+    /// target's (`replicaKeyring`), kept by a caller that copies again and again, so that an
+    /// encrypted target's key is derived once.
     public func copy(
         to target: any RepositoryStorage, snapshots refs: [String], type: SnapshotType?, types: [SnapshotType] = [],
-        progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()
+        targetKeyring: Keyring? = nil, progress: WorkProgress = WorkProgress(), cancellation: CancellationFlag = CancellationFlag()
     ) throws -> CopyReport {
         try checkKnown(type)
         guard target.location != repositoryPath else { throw EngineError.usage("copy --to \(target.location): that is the repository itself") }
@@ -275,7 +277,7 @@ public struct SnapshotService: Sendable {
             for ref in refs { records.append(try catalog.resolve(ref, type: type)) }
         }
         progress.phase = "opening \(target.location)"
-        let targetKeys = Keyring(storage: target, password: keyring.password)
+        let targetKeys = targetKeyring ?? replicaKeyring(target)
         if !(try Repository.exists(in: target)) {
             if let s3 = target as? S3Storage { try s3.createBucketIfMissing() }
             try Repository.initialize(in: target, encryption: source.config.encryption, password: keyring.password, like: source)
@@ -288,9 +290,14 @@ public struct SnapshotService: Sendable {
         return try Copier(source: source, target: destination, progress: progress, cancellation: cancellation).copy(records)
     }
 
+    /// The keys of another repository (a copy's or replication's target): this one's password.
+    public func replicaKeyring(_ target: any RepositoryStorage) -> Keyring {
+        Keyring(storage: target, password: keyring.password)
+    }
+
     /// The snapshots a replication target has, as `TYPE/ID`.
-    public func replicaSnapshots(_ target: any RepositoryStorage) throws -> Set<String> {
-        let there = try SnapshotCatalog(storage: target, keyring: Keyring(storage: target, password: keyring.password)).all()
+    public func replicaSnapshots(_ target: any RepositoryStorage, keyring targetKeyring: Keyring? = nil) throws -> Set<String> {
+        let there = try SnapshotCatalog(storage: target, keyring: targetKeyring ?? replicaKeyring(target)).all()
         return Set(there.map { "\($0.type.name)/\($0.id)" })
     }
 
@@ -301,12 +308,12 @@ public struct SnapshotService: Sendable {
 
     /// Applies this repository's retention policy to a replication target: it keeps what the
     /// same rules keep.
-    public func pruneReplica(_ target: any RepositoryStorage, progress: WorkProgress = WorkProgress()) throws -> PruneReport? {
+    public func pruneReplica(_ target: any RepositoryStorage, keyring targetKeyring: Keyring? = nil, progress: WorkProgress = WorkProgress()) throws -> PruneReport? {
         let rules = try RetentionPolicy.load(path: config.retention, knownTypes: knownTypes)
         guard try Repository.exists(in: target) else { return nil }
         let lock = try RepositoryLock(storage: target, mode: .exclusive, purpose: "prune (replica)", wait: lockWait)
         defer { lock.release() }
-        let repository = try Repository.open(storage: target, keyring: Keyring(storage: target, password: keyring.password))
+        let repository = try Repository.open(storage: target, keyring: targetKeyring ?? replicaKeyring(target))
         var pruner = Pruner(repository: repository)
         pruner.repackThreshold = config.repackThreshold
         return try pruner.prune(policy: rules, type: nil, dryRun: false, progress: progress)
