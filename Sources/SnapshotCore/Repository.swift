@@ -146,10 +146,6 @@ public final class Repository: Sendable {
     public var configProblems: [String] { configTrouble.withLock { $0 } }
     private let configTrouble = Mutex<[String]>([])
 
-    static func readConfig(_ file: String) throws -> RepositoryConfig {
-        try readConfig(LocalStorage(root: POSIX.parent(of: POSIX.parent(of: file))), ".store/" + POSIX.lastComponent(file))
-    }
-
     static func readConfig(_ storage: any RepositoryStorage, _ key: String) throws -> RepositoryConfig {
         let file = storage.describe(key)
         let bytes: [UInt8]
@@ -177,9 +173,9 @@ public final class Repository: Sendable {
     public func rewriteConfigFiles() throws -> [String] {
         let bytes = try Self.configBytes(config)
         var written: [String] = []
-        for file in [storePath + "/config", storePath + "/config.copy"] where (try? Self.readConfig(file)) == nil {
-            try POSIX.writeFileAtomically(file, bytes)
-            written.append(file)
+        for key in [".store/config", ".store/config.copy"] where (try? Self.readConfig(storage, key)) == nil {
+            try storage.save(key, bytes)
+            written.append(storage.describe(key))
         }
         return written
     }

@@ -62,13 +62,12 @@ extension RepositoryStorage {
     /// The names directly below `prefix` (a key ending in `/`): object names and the first
     /// name of deeper keys, each once, sorted.
     public func names(under prefix: String) throws -> [String] {
-        var out: [String] = []
+        var names = Set<String>()
         for o in try list(prefix: prefix) {
-            let rest = o.key.dropFirst(prefix.count)
-            let name = String(rest.prefix { $0 != "/" })
-            if !name.isEmpty && out.last != name { out.append(name) }
+            let name = String(o.key.dropFirst(prefix.count).prefix { $0 != "/" })
+            if !name.isEmpty { names.insert(name) }
         }
-        return Array(Set(out)).sorted()
+        return names.sorted()
     }
 }
 

@@ -50,7 +50,7 @@ struct Context {
         }
         do {
             password = try Keyring.readPassword(file: options.passwordFile.map { POSIX.absolute($0, relativeTo: cwd) }, environment: env)
-            keyring = Keyring(storage: try Context.storage(repositoryPath, config: config, environment: env), password: password)
+            keyring = Keyring(storage: try config.storage(for: repositoryPath, environment: env), password: password)
         } catch {
             throw Context.fail(error)
         }
@@ -63,12 +63,6 @@ struct Context {
             lockWait = 0
         }
         debug("config \(config.file.map { POSIX.absolute($0, relativeTo: cwd) } ?? "(none found: built-in defaults)"), root \(config.root), repository \(repositoryPath)")
-    }
-
-    /// The storage of a repository location: a local directory, or an S3 client with the
-    /// config's settings when the config names the same bucket and prefix.
-    static func storage(_ location: String, config: SnapshotConfig, environment: [String: String]) throws -> any RepositoryStorage {
-        try config.storage(for: location, environment: environment)
     }
 
     /// When the process started, for `--debug` timings.

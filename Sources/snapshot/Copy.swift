@@ -27,7 +27,7 @@ extension Snapshot {
             let location = S3Location(to)?.description ?? POSIX.absolute(to)
             let target: any RepositoryStorage
             do {
-                target = try Context.storage(location, config: context.config, environment: env)
+                target = try context.config.storage(for: location, environment: env)
             } catch {
                 throw Context.fail(error)
             }
