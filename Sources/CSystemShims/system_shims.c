@@ -81,4 +81,6 @@ int snapshot_open_beneath(int dirfd, const char *path, int flags, unsigned int m
 
 long snapshot_llistxattr(const char *path, char *list, unsigned long size) { return (long)llistxattr(path, list, size); }
 long snapshot_lgetxattr(const char *path, const char *name, void *value, unsigned long size) { return (long)lgetxattr(path, name, value, size); }
+long snapshot_flistxattr(int fd, char *list, unsigned long size) { return (long)flistxattr(fd, list, size); }
+long snapshot_fgetxattr(int fd, const char *name, void *value, unsigned long size) { return (long)fgetxattr(fd, name, value, size); }
 int snapshot_fsetxattr(int fd, const char *name, const void *value, unsigned long size) { return fsetxattr(fd, name, value, size, 0); }

@@ -34,9 +34,18 @@ public enum ComponentDigest {
     /// Version 2 of one tree: SHA-256 over one line per entry, in name order:
     /// `<kind> <name byte count>:<name> <size>` then ` <chunk id>` per chunk for files,
     /// ` -> <target>` for symlinks, ` <digest of the subtree>` for directories, then `\n`.
-    static func treeDigest(_ id: BlobID, path: String, cache: DigestCache, loadTree: (BlobID, String) throws -> Tree) throws -> DigestCache.Entry {
+    public static func treeDigest(_ id: BlobID, path: String, cache: DigestCache, loadTree: (BlobID, String) throws -> Tree) throws -> DigestCache.Entry {
         if let e = cache[id] { return e }
-        let tree = try loadTree(id, path)
+        let e = try entry(of: try loadTree(id, path), path: path) { sub, subPath in
+            try treeDigest(sub, path: subPath, cache: cache, loadTree: loadTree)
+        }
+        cache[id] = e
+        return e
+    }
+
+    /// The version 2 digest and counts of `tree` (at `path`), given those of its subtrees:
+    /// a writer that builds trees bottom-up digests each as it stores it.
+    public static func entry(of tree: Tree, path: String, subtree: (BlobID, String) throws -> DigestCache.Entry) rethrows -> DigestCache.Entry {
         var out: [UInt8] = []
         out.reserveCapacity(tree.nodes.count * 120)
         var files = 0
@@ -62,7 +71,7 @@ public enum ComponentDigest {
                 out.append(contentsOf: node.linkTarget.utf8)
             case .directory:
                 if let sub = node.subtree {
-                    let e = try treeDigest(sub, path: path.isEmpty ? node.name : path + "/" + node.name, cache: cache, loadTree: loadTree)
+                    let e = try subtree(sub, path.isEmpty ? node.name : path + "/" + node.name)
                     files += e.files
                     bytes += e.bytes
                     out.append(0x20)
@@ -73,9 +82,7 @@ public enum ComponentDigest {
             }
             out.append(0x0a)
         }
-        let e = DigestCache.Entry(digest: BlobID.hash(out), files: files, bytes: bytes)
-        cache[id] = e
-        return e
+        return DigestCache.Entry(digest: BlobID.hash(out), files: files, bytes: bytes)
     }
 
     static func linear(root: BlobID, loadTree: (BlobID, String) throws -> Tree) throws -> (digest: String, files: Int, bytes: UInt64) {
@@ -120,6 +127,12 @@ public enum ComponentDigest {
 /// past `limit` entries it starts over (the next digest reads every tree once).
 public final class DigestCache: Sendable {
     public struct Entry: Sendable {
+        public init(digest: BlobID, files: Int, bytes: UInt64) {
+            self.digest = digest
+            self.files = files
+            self.bytes = bytes
+        }
+
         public var digest: BlobID
         public var files: Int
         public var bytes: UInt64
@@ -132,7 +145,7 @@ public final class DigestCache: Sendable {
 
     public var count: Int { entries.withLock { $0.count } }
 
-    subscript(id: BlobID) -> Entry? {
+    public subscript(id: BlobID) -> Entry? {
         get { entries.withLock { $0[id] } }
         set {
             entries.withLock {

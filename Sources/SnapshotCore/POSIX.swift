@@ -198,21 +198,30 @@ public enum POSIX {
     /// `security.selinux` is left out (labels come from the policy of the machine restored
     /// to). Empty where the file system has none.
     public static func xattrs(_ path: String) -> [Xattr] {
-        var size = snapshot_llistxattr(path, nil, 0)
+        xattrs(list: { snapshot_llistxattr(path, $0, $1) }, get: { snapshot_lgetxattr(path, $0, $1, $2) })
+    }
+
+    /// The extended attributes of an open file or directory, as `xattrs(_:)`.
+    public static func xattrs(descriptor fd: Int32) -> [Xattr] {
+        xattrs(list: { snapshot_flistxattr(fd, $0, $1) }, get: { snapshot_fgetxattr(fd, $0, $1, $2) })
+    }
+
+    private static func xattrs(list: (UnsafeMutablePointer<CChar>?, UInt) -> Int, get: (String, UnsafeMutableRawPointer?, UInt) -> Int) -> [Xattr] {
+        var size = list(nil, 0)
         guard size > 0 else { return [] }
         var names = [CChar](repeating: 0, count: size)
-        size = snapshot_llistxattr(path, &names, UInt(size))
+        size = names.withUnsafeMutableBufferPointer { list($0.baseAddress, UInt(size)) }
         guard size > 0 else { return [] }
         var out: [Xattr] = []
-        for raw in names[0..<size].split(separator: 0) {
+        for raw in names[0..<min(size, names.count)].split(separator: 0) {
             let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             guard name != "security.selinux" else { continue }
-            let length = snapshot_lgetxattr(path, name, nil, 0)
+            let length = get(name, nil, 0)
             guard length >= 0 else { continue }
-            var value = [UInt8](repeating: 0, count: Int(length))
-            let got = length == 0 ? 0 : snapshot_lgetxattr(path, name, &value, UInt(length))
+            var value = [UInt8](repeating: 0, count: length)
+            let got = length == 0 ? 0 : value.withUnsafeMutableBytes { get(name, $0.baseAddress, UInt(length)) }
             guard got >= 0 else { continue }
-            out.append(Xattr(name: name, value: Array(value[0..<Int(got)])))
+            out.append(Xattr(name: name, value: Array(value[0..<min(got, length)])))
         }
         return out.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
     }

@@ -156,7 +156,7 @@ public struct Tree: Sendable, Equatable {
         nodes.reserveCapacity(count)
         for _ in 0..<count {
             let name = try r.string()
-            guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.utf8.contains(0) else {
+            guard !name.isEmpty, name != ".", name != "..", !name.utf8.contains(where: { $0 == 0x2F || $0 == 0 }) else {
                 throw CoreError.corrupt("unsafe entry name \"\(name.escapingControlCharacters)\"")
             }
             if let previous = nodes.last?.name, !previous.utf8.lexicographicallyPrecedes(name.utf8) {

@@ -110,25 +110,50 @@ public final class Archiver: Sendable {
         }
     }
 
+    /// A directory listed whole whose tree waits for some of its files to be read.
     final class ScanDir {
         var node: Node
+        /// Path relative to the component root ("" for the root).
+        let relative: String
         var entries: [Entry] = []
-        init(node: Node) { self.node = node }
+        init(node: Node, relative: String) {
+            self.node = node
+            self.relative = relative
+        }
+
+        func path(of name: String) -> String { relative.isEmpty ? name : relative + "/" + name }
+
+        /// Every entry final: the tree can be stored.
+        var isComplete: Bool { entries.allSatisfy { if case .node = $0 { return true } else { return false } } }
     }
 
     enum Entry {
+        /// Final: a file read or unchanged, a directory whose tree is stored, anything else.
         case node(Node)
+        /// A file to read (in the next batch) or read in the last one.
         case job(FileJob)
         case dir(ScanDir)
     }
 
+    /// Files read in batches of this many: a directory's tree is stored, and its entries
+    /// freed, once its files are read, so memory follows the batch and not the tree.
+    static let batchFiles = 8192
+
     struct ScanState {
-        var jobs: [FileJob] = []
+        /// Files listed but not read yet (the next batch).
+        var pending: [FileJob] = []
+        /// Directories being listed, the component root first.
+        var open: [ScanDir] = []
+        /// Digests and counts of the trees stored by this create (version 2), by id.
+        var digests: [BlobID: DigestCache.Entry] = [:]
         var skipped: [String] = []
         /// Entries left out by an exclude pattern (for `--debug`; never stored).
         var excluded: [String] = []
         var files = 0
         var bytes: UInt64 = 0
+        /// Files (and their bytes) that were read rather than taken from the parent.
+        var readFiles = 0
+        var readBytes = 0
     }
 
     /// What a continuous snapshot re-reads of one component: the directories on the way to a
@@ -188,38 +213,88 @@ public final class Archiver: Sendable {
         }
     }
 
-    private func scan(
-        directory path: String, relative: String, node: Node, parent: Tree?, excludes: ExcludeMatcher,
-        reader: BlobReader, state: inout ScanState, partial: PartialScan? = nil
-    ) throws -> ScanDir {
-        partial?.listed.insert(relative)
-        let dir = ScanDir(node: node)
-        let names: [String]
-        do {
-            names = try POSIX.listDirectory(path)
-        } catch let e as RepositoryError {
-            state.skipped.append("\(relative.isEmpty ? "." : relative): \(e.systemReason)")
-            return dir
-        }
-        var parentNodes: [String: Node] = [:]
-        if let parent {
-            for n in parent.nodes { parentNodes[n.name] = n }
-        }
+    /// Where a component's scan stores its trees and reads its files.
+    struct ScanContext {
+        let excludes: ExcludeMatcher
+        let reader: BlobReader
+        let treeWriter: BlobWriter
+        let reading: ReadPool
+        /// Digests of trees this create did not store (kept from a parent), by id.
+        let digestCache: DigestCache
+    }
+
+    /// One entry of a directory as listed: its lstat, and a symlink's target.
+    struct Listed {
+        var name: String
+        var st: stat
+        var link: String?
+    }
+
+    /// Lists a directory through its descriptor (`lstat` of each entry relative to it, the
+    /// targets of symlinks, the directory's own extended attributes), then closes it, so a
+    /// deep tree holds one descriptor at a time. Below the root a symlink swapped in for the
+    /// directory is not followed.
+    private func list(_ path: String, relative: String, context: ScanContext, state: inout ScanState) throws -> (entries: [Listed], xattrs: [Xattr]) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (relative.isEmpty ? 0 : O_NOFOLLOW))
+        guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open directory") }
+        defer { close(fd) }
+        let names = try POSIX.listDirectory(descriptor: fd, path: path)
+        var entries: [Listed] = []
+        entries.reserveCapacity(names.count)
         for name in names.sorted() {
             if cancellation.isCancelled { throw EngineError.cancelled }
-            let childPath = path + "/" + name
             let childRel = relative.isEmpty ? name : relative + "/" + name
-            if excludes.excludes(name: name, relativePath: childRel) {
+            if context.excludes.excludes(name: name, relativePath: childRel) {
                 if progress.isTracing { state.excluded.append(childRel) }
                 continue
             }
             var st = stat()
-            guard lstat(childPath, &st) == 0 else {
+            guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
                 state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
                 continue
             }
-            guard var child = FileStat.node(name: name, st) else { continue }
-            if child.kind == .file || child.kind == .directory { child.xattrs = FileStat.xattrs(childPath) }
+            var link: String?
+            if (st.st_mode & S_IFMT) == S_IFLNK {
+                guard let target = FileStat.readLink(at: fd, name) else {
+                    state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
+                    continue
+                }
+                link = target
+            }
+            entries.append(Listed(name: name, st: st, link: link))
+        }
+        return (entries, POSIX.xattrs(descriptor: fd))
+    }
+
+    /// Scans a directory: unchanged files keep the parent's chunks, changed ones join the
+    /// next batch to read. Returns the directory as a final node (its tree stored) when every
+    /// entry is final, else as a `ScanDir` that a later batch completes.
+    private func scan(
+        directory path: String, relative: String, node: Node, parent: Tree?, context: ScanContext,
+        state: inout ScanState, partial: PartialScan? = nil
+    ) throws -> Entry {
+        partial?.listed.insert(relative)
+        let dir = ScanDir(node: node, relative: relative)
+        let listed: [Listed]
+        do {
+            (listed, dir.node.xattrs) = try list(path, relative: relative, context: context, state: &state)
+        } catch let e as RepositoryError {
+            state.skipped.append("\(relative.isEmpty ? "." : relative): \(e.systemReason)")
+            return try finish(dir, context: context, state: &state)
+        }
+        state.open.append(dir)
+        var parentNodes: [String: Node] = [:]
+        if let parent {
+            parentNodes.reserveCapacity(parent.nodes.count)
+            for n in parent.nodes { parentNodes[n.name] = n }
+        }
+        let index = repository.index
+        for item in listed {
+            if cancellation.isCancelled { throw EngineError.cancelled }
+            let name = item.name
+            let childPath = path + "/" + name
+            let childRel = relative.isEmpty ? name : relative + "/" + name
+            guard var child = FileStat.node(name: name, item.st) else { continue }
             var old = parentNodes[name]
             // A rename seen whole: compare with what the entry was at its old path (its ctime
             // changed with the rename, nothing else).
@@ -232,22 +307,23 @@ public final class Archiver: Sendable {
             case .directory:
                 let oldSub = old?.kind == .directory ? old?.subtree : nil
                 if let partial, let oldSub, !renamed, !partial.changes.rescan.contains(childRel), !partial.onPath.contains(childRel),
-                    repository.index.location(of: oldSub) != nil
+                    index.location(of: oldSub) != nil
                 {
-                    // Nothing changed below: the parent's tree stands.
+                    // Nothing changed below: the parent's tree stands. Setting an extended
+                    // attribute changes the ctime, so the same ctime means the same attributes.
+                    child.xattrs = old!.ctime == child.ctime ? old!.xattrs : FileStat.xattrs(childPath)
                     child.subtree = oldSub
                     dir.entries.append(.node(child))
                     continue
                 }
                 var oldTree: Tree?
-                if let oldSub { oldTree = try? reader.readTree(oldSub, path: childRel) }
+                if let oldSub { oldTree = try? context.reader.readTree(oldSub, path: childRel) }
                 // New, moved in, or listed again since something below it changed.
                 let whole = partial != nil && (oldSub == nil || renamed || partial!.changes.rescan.contains(childRel))
                 if whole { partial?.scannedWhole.append(childRel) }
-                let sub = try scan(
+                dir.entries.append(try scan(
                     directory: childPath, relative: childRel, node: child, parent: oldTree,
-                    excludes: excludes, reader: reader, state: &state, partial: whole ? nil : partial)
-                dir.entries.append(.dir(sub))
+                    context: context, state: &state, partial: whole ? nil : partial))
             case .file:
                 state.files += 1
                 state.bytes += child.size
@@ -255,37 +331,88 @@ public final class Archiver: Sendable {
                 progress.filesTotal.add(1, ordering: .relaxed)
                 if let old, old.kind == .file, old.size == child.size, old.mtime == child.mtime,
                     old.ctime == child.ctime || renamed, old.inode == child.inode, old.sparse == child.sparse,
-                    old.content.allSatisfy({ repository.index.location(of: $0) != nil })
+                    old.content.allSatisfy({ index.location(of: $0) != nil })
                 {
                     child.content = old.content
+                    child.xattrs = renamed ? FileStat.xattrs(childPath) : old.xattrs
                     dir.entries.append(.node(child))
                     progress.bytesDone.add(Int(child.size), ordering: .relaxed)
                     progress.filesDone.add(1, ordering: .relaxed)
                 } else {
+                    // Its extended attributes are read with its content, from its descriptor.
                     let job = FileJob(path: childPath, node: child)
-                    state.jobs.append(job)
                     dir.entries.append(.job(job))
+                    try enqueue(job, context: context, state: &state)
                 }
             case .symlink:
-                guard let target = FileStat.readLink(childPath) else {
-                    state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
-                    continue
-                }
-                child.linkTarget = target
+                child.linkTarget = item.link ?? ""
                 dir.entries.append(.node(child))
             default:
                 dir.entries.append(.node(child))
             }
         }
-        return dir
+        state.open.removeLast()
+        return try finish(dir, context: context, state: &state)
+    }
+
+    /// A directory listed whole: stored now if every entry is final, else left for a batch.
+    private func finish(_ dir: ScanDir, context: ScanContext, state: inout ScanState) throws -> Entry {
+        guard dir.isComplete else { return .dir(dir) }
+        var node = dir.node
+        node.subtree = try buildTree(dir, context: context, state: &state)
+        return .node(node)
+    }
+
+    /// A changed file joins the batch; a full batch is read at once.
+    private func enqueue(_ job: FileJob, context: ScanContext, state: inout ScanState) throws {
+        state.pending.append(job)
+        state.readFiles += 1
+        state.readBytes += Int(job.node.size)
+        if state.pending.count >= Self.batchFiles { try readBatch(context: context, state: &state) }
+    }
+
+    /// Reads the files waiting, then stores the tree of every directory listed whole so far
+    /// (their files are all read now), keeping only their nodes.
+    private func readBatch(context: ScanContext, state: inout ScanState) throws {
+        guard !state.pending.isEmpty else { return }
+        let phase = progress.phase
+        progress.phase = "reading"
+        try context.reading.read(state.pending, by: self)
+        state.pending.removeAll(keepingCapacity: true)
+        progress.phase = phase
+        for dir in state.open {
+            dir.entries = try dir.entries.compactMap { try settle($0, in: dir, context: context, state: &state).map(Entry.node) }
+        }
+    }
+
+    /// The final node of an entry whose files are read: nil for a file that could not be
+    /// read (recorded as skipped).
+    private func settle(_ entry: Entry, in dir: ScanDir, context: ScanContext, state: inout ScanState) throws -> Node? {
+        switch entry {
+        case .node(let n):
+            return n
+        case .job(let job):
+            if let failure = job.failure {
+                state.skipped.append("\(dir.path(of: job.node.name)): \(failure)")
+                state.files -= 1
+                state.bytes -= job.node.size
+                return nil
+            }
+            return job.node
+        case .dir(let sub):
+            var n = sub.node
+            n.subtree = try buildTree(sub, context: context, state: &state)
+            return n
+        }
     }
 
     // MARK: read
 
     /// Per-thread reading state.
-    final class Worker {
+    final class Worker: @unchecked Sendable {
         let writer: BlobWriter
         let buffer: UnsafeMutableRawBufferPointer
+        var chunkers: [ChunkingScheme: Chunker] = [:]
         init(writer: BlobWriter, bufferSize: Int) {
             self.writer = writer
             buffer = .allocate(byteCount: bufferSize, alignment: 4096)
@@ -296,8 +423,9 @@ public final class Archiver: Sendable {
     /// Two maximum-size chunks (the chunker's minimum), so that four workers stay small.
     static let readBufferSize = 4 << 20
 
-    /// Reads one file, storing its new chunks; fills `job.node.content` or `job.failure`.
-    private func read(_ job: FileJob, worker: Worker, policy: ChunkingPolicy, seed: UInt64, chunkers: inout [ChunkingScheme: Chunker]) throws {
+    /// Reads one file, storing its new chunks; fills `job.node.content` and its extended
+    /// attributes, or `job.failure`.
+    fileprivate func read(_ job: FileJob, worker: Worker, policy: ChunkingPolicy, seed: UInt64) throws {
         let fdOpen = open(job.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fdOpen >= 0 else {
             job.failure = POSIX.errorText(errno)
@@ -305,13 +433,14 @@ public final class Archiver: Sendable {
         }
         defer { close(fdOpen) }
         _ = posix_fadvise(fdOpen, 0, 0, POSIX_FADV_SEQUENTIAL)
+        job.node.xattrs = POSIX.xattrs(descriptor: fdOpen)
         let scheme = policy.scheme(forFileNamed: job.node.name)
         let chunker: Chunker
-        if let c = chunkers[scheme] {
+        if let c = worker.chunkers[scheme] {
             chunker = c
         } else {
             chunker = Chunker(scheme: scheme, seed: seed)
-            chunkers[scheme] = chunker
+            worker.chunkers[scheme] = chunker
         }
         var total: UInt64 = 0
         var content: [BlobID] = []
@@ -343,79 +472,95 @@ public final class Archiver: Sendable {
         job.node.content = content
     }
 
-    private func readAll(_ jobs: [FileJob], request: CreateRequest) throws -> (raw: Int, stored: Int) {
-        // Hard links: read each inode once.
-        var firstOfInode: [String: FileJob] = [:]
-        var toRead: [FileJob] = []
-        for job in jobs {
-            if job.node.links > 1 {
-                let key = "\(job.node.device):\(job.node.inode)"
-                if let first = firstOfInode[key] {
-                    job.sameAs = first
-                    continue
+    /// The reading threads' writers and buffers, kept from batch to batch so that packs
+    /// fill up; flushed once, when every component is read.
+    final class ReadPool: @unchecked Sendable {
+        let repository: Repository
+        let request: CreateRequest
+        private let idle = Mutex<[Worker]>([])
+        /// Hard links: the first name seen of each inode with several, read once (used by
+        /// the scanning thread only).
+        private var firstOfInode: [String: FileJob] = [:]
+
+        init(repository: Repository, request: CreateRequest) {
+            self.repository = repository
+            self.request = request
+        }
+
+        func read(_ jobs: [FileJob], by archiver: Archiver) throws {
+            var toRead: [FileJob] = []
+            toRead.reserveCapacity(jobs.count)
+            for job in jobs {
+                if job.node.links > 1 {
+                    let key = "\(job.node.device):\(job.node.inode)"
+                    if let first = firstOfInode[key] {
+                        job.sameAs = first
+                        continue
+                    }
+                    firstOfInode[key] = job
                 }
-                firstOfInode[key] = job
+                toRead.append(job)
             }
-            toRead.append(job)
-        }
-        toRead.sort { $0.node.size > $1.node.size }
-        let totals = Mutex((raw: 0, stored: 0))
-        let seed = repository.config.chunkerSeed
-        let repository = self.repository
-        let level = request.compressionLevel
-        let policy = request.chunking
-        try WorkerThreads.forEach(
-            toRead, threads: request.workers,
-            state: { (worker: Worker(writer: repository.makeBlobWriter(compressionLevel: level), bufferSize: Self.readBufferSize), chunkers: [ChunkingScheme: Chunker]()) },
-            finish: { state in
-                try state.worker.writer.flush()
-                let writer = state.worker.writer
-                totals.withLock { $0.raw += writer.newRawBytes; $0.stored += writer.newStoredBytes }
+            toRead.sort { $0.node.size > $1.node.size }
+            let seed = repository.config.chunkerSeed
+            let repository = self.repository
+            let level = request.compressionLevel
+            let policy = request.chunking
+            try WorkerThreads.forEach(
+                toRead, threads: request.workers,
+                state: { self.idle.withLock { $0.popLast() } ?? Worker(writer: repository.makeBlobWriter(compressionLevel: level), bufferSize: Archiver.readBufferSize) },
+                finish: { worker in self.idle.withLock { $0.append(worker) } }
+            ) { job, worker in
+                try archiver.read(job, worker: worker, policy: policy, seed: seed)
+                archiver.progress.filesDone.add(1, ordering: .relaxed)
             }
-        ) { job, state in
-            try self.read(job, worker: state.worker, policy: policy, seed: seed, chunkers: &state.chunkers)
-            self.progress.filesDone.add(1, ordering: .relaxed)
-        }
-        for job in jobs {
-            if let first = job.sameAs {
+            for job in jobs {
+                guard let first = job.sameAs else { continue }
                 job.node.content = first.node.content
                 job.node.size = first.node.size
+                job.node.xattrs = first.node.xattrs
                 job.failure = first.failure
-                progress.filesDone.add(1, ordering: .relaxed)
-                progress.bytesDone.add(Int(job.node.size), ordering: .relaxed)
+                archiver.progress.filesDone.add(1, ordering: .relaxed)
+                archiver.progress.bytesDone.add(Int(job.node.size), ordering: .relaxed)
             }
         }
-        return totals.withLock { $0 }
+
+        /// Writes out every thread's last pack; the new data's raw and stored bytes.
+        func flush() throws -> (raw: Int, stored: Int) {
+            try idle.withLock { workers in
+                var raw = 0, stored = 0
+                for worker in workers {
+                    try worker.writer.flush()
+                    raw += worker.writer.newRawBytes
+                    stored += worker.writer.newStoredBytes
+                }
+                return (raw, stored)
+            }
+        }
     }
 
     // MARK: trees
 
-    private func buildTree(_ dir: ScanDir, relative: String, writer: BlobWriter, trees: inout [BlobID: Tree], state: inout ScanState) throws -> BlobID {
+    /// Stores the tree of a directory whose files are all read (its subdirectories' first),
+    /// digesting it on the way, and frees its entries; returns the tree's id.
+    private func buildTree(_ dir: ScanDir, context: ScanContext, state: inout ScanState) throws -> BlobID {
         var nodes: [Node] = []
         nodes.reserveCapacity(dir.entries.count)
         for entry in dir.entries {
-            switch entry {
-            case .node(let n):
-                nodes.append(n)
-            case .job(let job):
-                let rel = relative.isEmpty ? job.node.name : relative + "/" + job.node.name
-                if let failure = job.failure {
-                    state.skipped.append("\(rel): \(failure)")
-                    state.files -= 1
-                    state.bytes -= job.node.size
-                } else {
-                    nodes.append(job.node)
-                }
-            case .dir(let sub):
-                var n = sub.node
-                let rel = relative.isEmpty ? n.name : relative + "/" + n.name
-                n.subtree = try buildTree(sub, relative: rel, writer: writer, trees: &trees, state: &state)
-                nodes.append(n)
-            }
+            if let n = try settle(entry, in: dir, context: context, state: &state) { nodes.append(n) }
         }
+        dir.entries = []
         let tree = Tree(nodes: nodes)
-        let id = try writer.store(tree.encode(), type: .tree)
-        trees[id] = tree
+        let id = try context.treeWriter.store(tree.encode(), type: .tree)
+        if state.digests[id] == nil {
+            let e = try ComponentDigest.entry(of: tree, path: dir.relative) { sub, path in
+                try state.digests[sub] ?? ComponentDigest.treeDigest(sub, path: path, cache: context.digestCache) { id, path in
+                    try context.reader.readTree(id, path: path)
+                }
+            }
+            state.digests[id] = e
+            digestCache?[id] = e
+        }
         return id
     }
 
@@ -485,14 +630,14 @@ public final class Archiver: Sendable {
         var manifestComponents: [String: ManifestComponent] = [:]
         var parentIDs: [String] = []
         var raw = 0, stored = 0
+        var readFiles = 0, readBytes = 0
         var logical: UInt64 = 0
 
         progress.phase = "scanning"
-        var scans: [(source: FileSource, root: ScanDir, state: ScanState, isFile: Bool, partial: PartialScan?, parentSkipped: [String])] = []
+        let reading = ReadPool(repository: repository, request: request)
         for source in request.sources {
             var st = stat()
             guard stat(source.path, &st) == 0 else { throw EngineError.sourceMissing(component: source.name, path: source.path) }
-            let excludes = ExcludeMatcher(source.excludes)
             let known = plan?.parentComponent(source)
             let parent: (record: SnapshotRecord, tree: BlobID)?
             if let known, repository.index.location(of: known.component.treeID) != nil {
@@ -513,19 +658,25 @@ public final class Archiver: Sendable {
                 continue
             }
             let parentTree = try parent.map { try reader.readTree($0.tree, path: source.name) }
+            let context = ScanContext(
+                excludes: ExcludeMatcher(source.excludes), reader: reader, treeWriter: treeWriter, reading: reading,
+                digestCache: digestCache ?? DigestCache())
             var state = ScanState()
-            let root: ScanDir
+            let root: Entry
+            var rootNode: Node
             var partial: PartialScan?
-            if (st.st_mode & S_IFMT) == S_IFDIR {
-                let node = FileStat.node(name: source.name, st)!
+            let isFile = (st.st_mode & S_IFMT) != S_IFDIR
+            if !isFile {
+                rootNode = FileStat.node(name: source.name, st)!
                 if plan != nil, !change.whole, let parentTree {
                     partial = PartialScan(changes: change, parentRoot: parentTree, reader: reader)
                 }
-                root = try scan(directory: source.path, relative: "", node: node, parent: parentTree, excludes: excludes, reader: reader, state: &state, partial: partial)
+                root = try scan(directory: source.path, relative: "", node: rootNode, parent: parentTree, context: context, state: &state, partial: partial)
             } else {
                 // A single file: the component holds one entry, named like the file.
                 let fileName = POSIX.lastComponent(source.path)
-                root = ScanDir(node: Node(name: source.name, kind: .directory))
+                rootNode = Node(name: source.name, kind: .directory)
+                let dir = ScanDir(node: rootNode, relative: "")
                 var lst = stat()
                 lstat(source.path, &lst)
                 guard var node = FileStat.node(name: fileName, (lst.st_mode & S_IFMT) == S_IFLNK ? st : lst) else {
@@ -540,68 +691,72 @@ public final class Archiver: Sendable {
                     old.mtime == node.mtime, old.ctime == node.ctime, old.inode == node.inode
                 {
                     node.content = old.content
-                    root.entries.append(.node(node))
+                    dir.entries.append(.node(node))
                     progress.bytesDone.add(Int(node.size), ordering: .relaxed)
                 } else {
                     let job = FileJob(path: source.path, node: node)
-                    state.jobs.append(job)
-                    root.entries.append(.job(job))
+                    dir.entries.append(.job(job))
+                    state.pending.append(job)
+                    state.readFiles += 1
+                    state.readBytes += Int(node.size)
                 }
+                root = .dir(dir)
             }
-            let parentSkipped = partial.map { p in (known?.record.metadata.components[source.name]?.skipped ?? []).filter { entry in
-                let path = entry.range(of: ": ").map { String(entry[..<$0.lowerBound]) } ?? entry
-                return p.isUntouched(path)
-            } } ?? []
-            scans.append((source, root, state, (st.st_mode & S_IFMT) != S_IFDIR, partial, parentSkipped))
+            // The last batch; then the root's tree (and those of directories still waiting).
+            try readBatch(context: context, state: &state)
+            let rootID: BlobID
+            switch root {
+            case .node(let n): rootID = n.subtree!
+            case .dir(let dir):
+                rootNode = dir.node
+                rootID = try buildTree(dir, context: context, state: &state)
+            case .job: preconditionFailure("a component's root is a directory")
+            }
+            readFiles += state.readFiles
+            readBytes += state.readBytes
+            let summary = try state.digests[rootID] ?? ComponentDigest.treeDigest(rootID, path: "", cache: context.digestCache) { id, path in
+                try reader.readTree(id, path: path)
+            }
+            if let partial {
+                // Only part of the tree was scanned: the counts come from the whole of it.
+                state.files = summary.files
+                state.bytes = summary.bytes
+                let parentSkipped = (known?.record.metadata.components[source.name]?.skipped ?? []).filter { entry in
+                    let path = entry.range(of: ": ").map { String(entry[..<$0.lowerBound]) } ?? entry
+                    return partial.isUntouched(path)
+                }
+                state.skipped = parentSkipped + state.skipped
+            }
+            summaries[source.name] = ComponentSummary(kind: source.kind, source: source.label, files: state.files, bytes: state.bytes, skipped: state.skipped)
+            checksums[source.name] = "sha256:" + summary.digest.hex
+            var mc = ManifestComponent(kind: source.kind, source: source.label, tree: rootID)
+            if isFile {
+                mc.rootIsFile = true
+            } else {
+                mc.rootMode = rootNode.mode
+                mc.rootMtime = rootNode.mtime
+            }
+            manifestComponents[source.name] = mc
+            logical += state.bytes
             if progress.isTracing {
-                let toRead = state.jobs.reduce(0) { $0 + Int($1.node.size) }
                 if let partial {
-                    progress.note("component \(source.name) (\(source.path)): \(change.paths.count) changed paths; listed \(partial.listed.count) directories again, \(partial.scannedWhole.count) whole; reading \(state.jobs.count) files, \(toRead) bytes; the rest as in \(parent!.record.type)/\(parent!.record.id)")
+                    progress.note("component \(source.name) (\(source.path)): \(change.paths.count) changed paths; listed \(partial.listed.count) directories again, \(partial.scannedWhole.count) whole; reading \(state.readFiles) files, \(state.readBytes) bytes; the rest as in \(parent!.record.type)/\(parent!.record.id)")
                 } else {
-                    let basis = parent.map { "\(state.files - state.jobs.count) unchanged since \($0.record.type)/\($0.record.id) (same size, mtime, ctime and inode) not read" }
+                    let basis = parent.map { "\(state.files - state.readFiles) unchanged since \($0.record.type)/\($0.record.id) (same size, mtime, ctime and inode) not read" }
                         ?? (request.type == .full ? "type full reads every file" : "no earlier snapshot of this component to compare with")
-                    progress.note("component \(source.name) (\(source.path)): \(state.files) files, \(state.bytes) bytes; reading \(state.jobs.count) files, \(toRead) bytes; \(basis)")
+                    progress.note("component \(source.name) (\(source.path)): \(state.files) files, \(state.bytes) bytes; reading \(state.readFiles) files, \(state.readBytes) bytes; \(basis)")
                 }
                 for e in state.excluded.prefix(50) { progress.note("  excluded \(source.name)/\(e) (matches one of \(source.excludes.joined(separator: ", ")))") }
                 if state.excluded.count > 50 { progress.note("  … and \(state.excluded.count - 50) more excluded") }
                 for s in state.skipped { progress.note("  skipped \(source.name)/\(s)") }
             }
         }
-
-        progress.phase = "reading"
-        let allJobs = scans.flatMap { $0.state.jobs }
-        readCounts.withLock { $0 = (allJobs.count, allJobs.reduce(0) { $0 + Int($1.node.size) }) }
-        let totals = try readAll(allJobs, request: request)
+        readCounts.withLock { $0 = (readFiles, readBytes) }
+        let totals = try reading.flush()
         raw += totals.raw
         stored += totals.stored
 
         progress.phase = "writing trees"
-        for (source, root, scanState, isFile, partial, parentSkipped) in scans {
-            var state = scanState
-            var trees: [BlobID: Tree] = [:]
-            let rootID = try buildTree(root, relative: "", writer: treeWriter, trees: &trees, state: &state)
-            let summary = try ComponentDigest.summarize(root: rootID, cache: digestCache) { id, path in
-                if let t = trees[id] { return t }
-                return try reader.readTree(id, path: path)
-            }
-            if partial != nil {
-                // Only part of the tree was scanned: the counts come from the whole of it.
-                state.files = summary.files
-                state.bytes = summary.bytes
-                state.skipped = parentSkipped + state.skipped
-            }
-            summaries[source.name] = ComponentSummary(kind: source.kind, source: source.label, files: state.files, bytes: state.bytes, skipped: state.skipped)
-            checksums[source.name] = summary.digest
-            var mc = ManifestComponent(kind: source.kind, source: source.label, tree: rootID)
-            if isFile {
-                mc.rootIsFile = true
-            } else {
-                mc.rootMode = root.node.mode
-                mc.rootMtime = root.node.mtime
-            }
-            manifestComponents[source.name] = mc
-            logical += state.bytes
-        }
         for source in request.generated {
             var nodes: [Node] = []
             var bytes: UInt64 = 0

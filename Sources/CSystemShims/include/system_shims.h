@@ -43,9 +43,12 @@ int snapshot_spawn_addchdir(void *actions, const char *path);
 /// -1 with errno (ELOOP for a symlink, EXDEV for an escape).
 int snapshot_open_beneath(int dirfd, const char *path, int flags, unsigned int mode);
 
-/// llistxattr(2), lgetxattr(2) and fsetxattr(2) (sys/xattr.h is not in Swift's Glibc module).
+/// llistxattr(2), lgetxattr(2), flistxattr(2), fgetxattr(2) and fsetxattr(2) (sys/xattr.h
+/// is not in Swift's Glibc module).
 long snapshot_llistxattr(const char *path, char *list, unsigned long size);
 long snapshot_lgetxattr(const char *path, const char *name, void *value, unsigned long size);
+long snapshot_flistxattr(int fd, char *list, unsigned long size);
+long snapshot_fgetxattr(int fd, const char *name, void *value, unsigned long size);
 int snapshot_fsetxattr(int fd, const char *name, const void *value, unsigned long size);
 
 #endif
