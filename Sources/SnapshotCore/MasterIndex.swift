@@ -158,6 +158,9 @@ public final class MasterIndex: Sendable {
         }
     }
 
+    /// Blobs in packs finished since the last `takeNewPacks()`.
+    public var unrecordedBlobs: Int { state.withLock { $0.newPacks.reduce(0) { $0 + $1.entries.count } } }
+
     /// Takes the packs finished since the last call, for writing into an index file.
     public func takeNewPacks() -> [(pack: BlobID, entries: [PackEntry])] {
         state.withLock { s in

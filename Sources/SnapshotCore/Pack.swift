@@ -142,7 +142,7 @@ final class PackWriter {
         memory.reserveCapacity(BlobWriter.packTarget + (2 << 20))
     }
 
-    /// - Parameter buffer: a `DirectFileWriter.bufferSize` aligned buffer, owned by the caller
+    /// - Parameter buffer: a 4 KiB aligned buffer (a multiple of 4 KiB), owned by the caller
     ///   and used until `finish()` or `discard()`.
     init(dataDirectory: String, buffer: UnsafeMutableRawBufferPointer) throws {
         id = BlobID.random()

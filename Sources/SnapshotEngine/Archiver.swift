@@ -98,54 +98,67 @@ public final class Archiver: Sendable {
 
     // MARK: scan
 
+    /// A file to read: filled in by a reading thread, then handed back to the scanning
+    /// thread, which puts its node in its directory.
     final class FileJob: @unchecked Sendable {
         let path: String
         var node: Node
         var failure: String?
-        /// Another name of the same inode that is read instead of this one.
-        var sameAs: FileJob?
-        init(path: String, node: Node) {
+        /// Put in its place (read, or failed).
+        var placed = false
+        /// The directory that lists it, and its place among the directory's entries.
+        let dir: ScanDir
+        let slot: Int
+        init(path: String, node: Node, dir: ScanDir, slot: Int) {
             self.path = path
             self.node = node
+            self.dir = dir
+            self.slot = slot
         }
     }
 
-    /// A directory listed whole whose tree waits for some of its files to be read.
+    /// A directory being listed, or listed and waiting for some of its files to be read or
+    /// its subdirectories to be stored. Its tree is stored, and its entries freed, the moment
+    /// the last one is final, so memory follows the files in flight and not the tree.
     final class ScanDir {
         var node: Node
         /// Path relative to the component root ("" for the root).
         let relative: String
         var entries: [Entry] = []
-        init(node: Node, relative: String) {
+        /// The directory that lists it, and its place there (-1: the component root).
+        weak var parent: ScanDir?
+        let slot: Int
+        /// Entries not final yet.
+        var waiting = 0
+        /// Every entry is in `entries` (the listing is over).
+        var listed = false
+
+        init(node: Node, relative: String, parent: ScanDir?, slot: Int) {
             self.node = node
             self.relative = relative
+            self.parent = parent
+            self.slot = slot
         }
 
         func path(of name: String) -> String { relative.isEmpty ? name : relative + "/" + name }
-
-        /// Every entry final: the tree can be stored.
-        var isComplete: Bool { entries.allSatisfy { if case .node = $0 { return true } else { return false } } }
     }
 
     enum Entry {
         /// Final: a file read or unchanged, a directory whose tree is stored, anything else.
         case node(Node)
-        /// A file to read (in the next batch) or read in the last one.
+        /// A file being read.
         case job(FileJob)
+        /// A subdirectory waiting for its files.
         case dir(ScanDir)
+        /// A file that could not be read (recorded as skipped), or a place being filled.
+        case none
     }
 
-    /// Files read in batches of this many: a directory's tree is stored, and its entries
-    /// freed, once its files are read, so memory follows the batch and not the tree.
-    static let batchFiles = 8192
-
     struct ScanState {
-        /// Files listed but not read yet (the next batch).
-        var pending: [FileJob] = []
-        /// Directories being listed, the component root first.
-        var open: [ScanDir] = []
         /// Digests and counts of the trees stored by this create (version 2), by id.
         var digests: [BlobID: DigestCache.Entry] = [:]
+        /// The component root's node and tree, once stored.
+        var root: Node?
         var skipped: [String] = []
         /// Entries left out by an exclude pattern (for `--debug`; never stored).
         var excluded: [String] = []
@@ -213,14 +226,26 @@ public final class Archiver: Sendable {
         }
     }
 
-    /// Where a component's scan stores its trees and reads its files.
-    struct ScanContext {
-        let excludes: ExcludeMatcher
+    /// What the scan of every component shares: where trees are stored, files read, and
+    /// hard links remembered. Used by the scanning thread only.
+    final class ScanContext {
+        var excludes = ExcludeMatcher([])
         let reader: BlobReader
         let treeWriter: BlobWriter
-        let reading: ReadPool
+        let pipeline: ReadPipeline
         /// Digests of trees this create did not store (kept from a parent), by id.
         let digestCache: DigestCache
+        /// Hard links: the first name seen of each inode with several (read once), and the
+        /// other names waiting for it to be read.
+        var firstOfInode: [String: FileJob] = [:]
+        var sameInode: [ObjectIdentifier: [FileJob]] = [:]
+
+        init(reader: BlobReader, treeWriter: BlobWriter, pipeline: ReadPipeline, digestCache: DigestCache) {
+            self.reader = reader
+            self.treeWriter = treeWriter
+            self.pipeline = pipeline
+            self.digestCache = digestCache
+        }
     }
 
     /// One entry of a directory as listed: its lstat, and a symlink's target.
@@ -266,29 +291,29 @@ public final class Archiver: Sendable {
         return (entries, POSIX.xattrs(descriptor: fd))
     }
 
-    /// Scans a directory: unchanged files keep the parent's chunks, changed ones join the
-    /// next batch to read. Returns the directory as a final node (its tree stored) when every
-    /// entry is final, else as a `ScanDir` that a later batch completes.
+    /// Scans a directory: unchanged files keep the parent's chunks, changed ones go to the
+    /// reading threads. Returns the directory as a final node (its tree stored) when every
+    /// entry is final by the end of its listing, else as a `ScanDir` that completes later.
     private func scan(
-        directory path: String, relative: String, node: Node, parent: Tree?, context: ScanContext,
-        state: inout ScanState, partial: PartialScan? = nil
+        directory path: String, relative: String, node: Node, parent: Tree?, in up: ScanDir?, slot: Int,
+        context: ScanContext, state: inout ScanState, partial: PartialScan? = nil
     ) throws -> Entry {
         partial?.listed.insert(relative)
-        let dir = ScanDir(node: node, relative: relative)
+        let dir = ScanDir(node: node, relative: relative, parent: up, slot: slot)
         let listed: [Listed]
         do {
             (listed, dir.node.xattrs) = try list(path, relative: relative, context: context, state: &state)
         } catch let e as RepositoryError {
             state.skipped.append("\(relative.isEmpty ? "." : relative): \(e.systemReason)")
-            return try finish(dir, context: context, state: &state)
+            listed = []
         }
-        state.open.append(dir)
         var parentNodes: [String: Node] = [:]
         if let parent {
             parentNodes.reserveCapacity(parent.nodes.count)
             for n in parent.nodes { parentNodes[n.name] = n }
         }
         let index = repository.index
+        dir.entries.reserveCapacity(listed.count)
         for item in listed {
             if cancellation.isCancelled { throw EngineError.cancelled }
             let name = item.name
@@ -321,9 +346,13 @@ public final class Archiver: Sendable {
                 // New, moved in, or listed again since something below it changed.
                 let whole = partial != nil && (oldSub == nil || renamed || partial!.changes.rescan.contains(childRel))
                 if whole { partial?.scannedWhole.append(childRel) }
-                dir.entries.append(try scan(
-                    directory: childPath, relative: childRel, node: child, parent: oldTree,
-                    context: context, state: &state, partial: whole ? nil : partial))
+                let slot = dir.entries.count
+                dir.entries.append(.none)
+                let entry = try scan(
+                    directory: childPath, relative: childRel, node: child, parent: oldTree, in: dir, slot: slot,
+                    context: context, state: &state, partial: whole ? nil : partial)
+                dir.entries[slot] = entry
+                if case .dir = entry { dir.waiting += 1 }
             case .file:
                 state.files += 1
                 state.bytes += child.size
@@ -340,9 +369,7 @@ public final class Archiver: Sendable {
                     progress.filesDone.add(1, ordering: .relaxed)
                 } else {
                     // Its extended attributes are read with its content, from its descriptor.
-                    let job = FileJob(path: childPath, node: child)
-                    dir.entries.append(.job(job))
-                    try enqueue(job, context: context, state: &state)
+                    try submit(FileJob(path: childPath, node: child, dir: dir, slot: dir.entries.count), context: context, state: &state)
                 }
             case .symlink:
                 child.linkTarget = item.link ?? ""
@@ -351,58 +378,94 @@ public final class Archiver: Sendable {
                 dir.entries.append(.node(child))
             }
         }
-        state.open.removeLast()
-        return try finish(dir, context: context, state: &state)
+        dir.listed = true
+        guard dir.waiting == 0 else { return .dir(dir) }
+        var n = dir.node
+        n.subtree = try buildTree(dir, context: context, state: &state)
+        return .node(n)
     }
 
-    /// A directory listed whole: stored now if every entry is final, else left for a batch.
-    private func finish(_ dir: ScanDir, context: ScanContext, state: inout ScanState) throws -> Entry {
-        guard dir.isComplete else { return .dir(dir) }
-        var node = dir.node
-        node.subtree = try buildTree(dir, context: context, state: &state)
-        return .node(node)
-    }
-
-    /// A changed file joins the batch; a full batch is read at once.
-    private func enqueue(_ job: FileJob, context: ScanContext, state: inout ScanState) throws {
-        state.pending.append(job)
+    /// Hands a changed file (in its place in its directory) to the reading threads, and
+    /// puts the files read meanwhile in theirs. A second name of an inode with several waits
+    /// for the first instead of being read again.
+    private func submit(_ job: FileJob, context: ScanContext, state: inout ScanState) throws {
+        job.dir.entries.append(.job(job))
+        job.dir.waiting += 1
         state.readFiles += 1
         state.readBytes += Int(job.node.size)
-        if state.pending.count >= Self.batchFiles { try readBatch(context: context, state: &state) }
+        if job.node.links > 1 {
+            let key = "\(job.node.device):\(job.node.inode)"
+            if let first = context.firstOfInode[key] {
+                if !first.placed {
+                    context.sameInode[ObjectIdentifier(first), default: []].append(job)
+                } else {
+                    try place(job, sameAs: first, context: context, state: &state)
+                }
+                return
+            }
+            context.firstOfInode[key] = job
+        }
+        try place(try context.pipeline.submit(job), context: context, state: &state)
+        // An index file every so many new blobs: memory stays flat on a big first snapshot,
+        // and one that is killed leaves data the next run finds instead of reading it again.
+        if state.readFiles % 1024 == 0 && repository.index.unrecordedBlobs >= Self.indexEvery { try repository.commitIndex() }
     }
 
-    /// Reads the files waiting, then stores the tree of every directory listed whole so far
-    /// (their files are all read now), keeping only their nodes.
-    private func readBatch(context: ScanContext, state: inout ScanState) throws {
-        guard !state.pending.isEmpty else { return }
-        let phase = progress.phase
-        progress.phase = "reading"
-        try context.reading.read(state.pending, by: self)
-        state.pending.removeAll(keepingCapacity: true)
-        progress.phase = phase
-        for dir in state.open {
-            dir.entries = try dir.entries.compactMap { try settle($0, in: dir, context: context, state: &state).map(Entry.node) }
+    /// New blobs between the index files a create writes as it goes.
+    static let indexEvery = 32_768
+
+    /// Puts files read into their directories, storing every directory that is then complete.
+    private func place(_ jobs: [FileJob], context: ScanContext, state: inout ScanState) throws {
+        for job in jobs {
+            try place(job, context: context, state: &state)
+            for other in context.sameInode.removeValue(forKey: ObjectIdentifier(job)) ?? [] {
+                try place(other, sameAs: job, context: context, state: &state)
+            }
         }
     }
 
-    /// The final node of an entry whose files are read: nil for a file that could not be
-    /// read (recorded as skipped).
-    private func settle(_ entry: Entry, in dir: ScanDir, context: ScanContext, state: inout ScanState) throws -> Node? {
-        switch entry {
-        case .node(let n):
-            return n
-        case .job(let job):
-            if let failure = job.failure {
-                state.skipped.append("\(dir.path(of: job.node.name)): \(failure)")
-                state.files -= 1
-                state.bytes -= job.node.size
-                return nil
+    private func place(_ other: FileJob, sameAs first: FileJob, context: ScanContext, state: inout ScanState) throws {
+        other.node.content = first.node.content
+        other.node.size = first.node.size
+        other.node.xattrs = first.node.xattrs
+        other.failure = first.failure
+        progress.filesDone.add(1, ordering: .relaxed)
+        progress.bytesDone.add(Int(other.node.size), ordering: .relaxed)
+        try place(other, context: context, state: &state)
+    }
+
+    private func place(_ job: FileJob, context: ScanContext, state: inout ScanState) throws {
+        let dir = job.dir
+        job.placed = true
+        if let failure = job.failure {
+            state.skipped.append("\(dir.path(of: job.node.name)): \(failure)")
+            state.files -= 1
+            state.bytes -= job.node.size
+            dir.entries[job.slot] = .none
+        } else {
+            dir.entries[job.slot] = .node(job.node)
+        }
+        dir.waiting -= 1
+        try completeIfDone(dir, context: context, state: &state)
+    }
+
+    /// Stores a listed directory whose entries are all final, then its parent if that was
+    /// the last one it waited for, and so on up.
+    private func completeIfDone(_ dir: ScanDir, context: ScanContext, state: inout ScanState) throws {
+        var dir = dir
+        while dir.waiting == 0 && dir.listed {
+            var n = dir.node
+            n.subtree = try buildTree(dir, context: context, state: &state)
+            guard dir.slot >= 0 else {
+                state.root = n
+                return
             }
-            return job.node
-        case .dir(let sub):
-            var n = sub.node
-            n.subtree = try buildTree(sub, context: context, state: &state)
-            return n
+            guard let up = dir.parent else {
+                throw EngineError.componentFailed(component: dir.relative, detail: "its directory was released before it was complete")
+            }
+            up.entries[dir.slot] = .node(n)
+            up.waiting -= 1
+            dir = up
         }
     }
 
@@ -425,7 +488,7 @@ public final class Archiver: Sendable {
 
     /// Reads one file, storing its new chunks; fills `job.node.content` and its extended
     /// attributes, or `job.failure`.
-    fileprivate func read(_ job: FileJob, worker: Worker, policy: ChunkingPolicy, seed: UInt64) throws {
+    func read(_ job: FileJob, worker: Worker, policy: ChunkingPolicy, seed: UInt64) throws {
         let fdOpen = open(job.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fdOpen >= 0 else {
             job.failure = POSIX.errorText(errno)
@@ -472,83 +535,14 @@ public final class Archiver: Sendable {
         job.node.content = content
     }
 
-    /// The reading threads' writers and buffers, kept from batch to batch so that packs
-    /// fill up; flushed once, when every component is read.
-    final class ReadPool: @unchecked Sendable {
-        let repository: Repository
-        let request: CreateRequest
-        private let idle = Mutex<[Worker]>([])
-        /// Hard links: the first name seen of each inode with several, read once (used by
-        /// the scanning thread only).
-        private var firstOfInode: [String: FileJob] = [:]
-
-        init(repository: Repository, request: CreateRequest) {
-            self.repository = repository
-            self.request = request
-        }
-
-        func read(_ jobs: [FileJob], by archiver: Archiver) throws {
-            var toRead: [FileJob] = []
-            toRead.reserveCapacity(jobs.count)
-            for job in jobs {
-                if job.node.links > 1 {
-                    let key = "\(job.node.device):\(job.node.inode)"
-                    if let first = firstOfInode[key] {
-                        job.sameAs = first
-                        continue
-                    }
-                    firstOfInode[key] = job
-                }
-                toRead.append(job)
-            }
-            toRead.sort { $0.node.size > $1.node.size }
-            let seed = repository.config.chunkerSeed
-            let repository = self.repository
-            let level = request.compressionLevel
-            let policy = request.chunking
-            try WorkerThreads.forEach(
-                toRead, threads: request.workers,
-                state: { self.idle.withLock { $0.popLast() } ?? Worker(writer: repository.makeBlobWriter(compressionLevel: level), bufferSize: Archiver.readBufferSize) },
-                finish: { worker in self.idle.withLock { $0.append(worker) } }
-            ) { job, worker in
-                try archiver.read(job, worker: worker, policy: policy, seed: seed)
-                archiver.progress.filesDone.add(1, ordering: .relaxed)
-            }
-            for job in jobs {
-                guard let first = job.sameAs else { continue }
-                job.node.content = first.node.content
-                job.node.size = first.node.size
-                job.node.xattrs = first.node.xattrs
-                job.failure = first.failure
-                archiver.progress.filesDone.add(1, ordering: .relaxed)
-                archiver.progress.bytesDone.add(Int(job.node.size), ordering: .relaxed)
-            }
-        }
-
-        /// Writes out every thread's last pack; the new data's raw and stored bytes.
-        func flush() throws -> (raw: Int, stored: Int) {
-            try idle.withLock { workers in
-                var raw = 0, stored = 0
-                for worker in workers {
-                    try worker.writer.flush()
-                    raw += worker.writer.newRawBytes
-                    stored += worker.writer.newStoredBytes
-                }
-                return (raw, stored)
-            }
-        }
-    }
-
     // MARK: trees
 
-    /// Stores the tree of a directory whose files are all read (its subdirectories' first),
-    /// digesting it on the way, and frees its entries; returns the tree's id.
+    /// Stores the tree of a directory whose entries are all final, digesting it on the way,
+    /// and frees its entries; returns the tree's id.
     private func buildTree(_ dir: ScanDir, context: ScanContext, state: inout ScanState) throws -> BlobID {
         var nodes: [Node] = []
         nodes.reserveCapacity(dir.entries.count)
-        for entry in dir.entries {
-            if let n = try settle(entry, in: dir, context: context, state: &state) { nodes.append(n) }
-        }
+        for case .node(let n) in dir.entries { nodes.append(n) }
         dir.entries = []
         let tree = Tree(nodes: nodes)
         let id = try context.treeWriter.store(tree.encode(), type: .tree)
@@ -634,7 +628,11 @@ public final class Archiver: Sendable {
         var logical: UInt64 = 0
 
         progress.phase = "scanning"
-        let reading = ReadPool(repository: repository, request: request)
+        let context = ScanContext(
+            reader: reader, treeWriter: treeWriter, pipeline: ReadPipeline(archiver: self, request: request),
+            digestCache: digestCache ?? DigestCache())
+        var pipelineClosed = false
+        defer { if !pipelineClosed { context.pipeline.abandon() } }
         for source in request.sources {
             var st = stat()
             guard stat(source.path, &st) == 0 else { throw EngineError.sourceMissing(component: source.name, path: source.path) }
@@ -658,25 +656,22 @@ public final class Archiver: Sendable {
                 continue
             }
             let parentTree = try parent.map { try reader.readTree($0.tree, path: source.name) }
-            let context = ScanContext(
-                excludes: ExcludeMatcher(source.excludes), reader: reader, treeWriter: treeWriter, reading: reading,
-                digestCache: digestCache ?? DigestCache())
+            context.excludes = ExcludeMatcher(source.excludes)
             var state = ScanState()
             let root: Entry
-            var rootNode: Node
             var partial: PartialScan?
             let isFile = (st.st_mode & S_IFMT) != S_IFDIR
             if !isFile {
-                rootNode = FileStat.node(name: source.name, st)!
                 if plan != nil, !change.whole, let parentTree {
                     partial = PartialScan(changes: change, parentRoot: parentTree, reader: reader)
                 }
-                root = try scan(directory: source.path, relative: "", node: rootNode, parent: parentTree, context: context, state: &state, partial: partial)
+                root = try scan(
+                    directory: source.path, relative: "", node: FileStat.node(name: source.name, st)!, parent: parentTree, in: nil, slot: -1,
+                    context: context, state: &state, partial: partial)
             } else {
                 // A single file: the component holds one entry, named like the file.
                 let fileName = POSIX.lastComponent(source.path)
-                rootNode = Node(name: source.name, kind: .directory)
-                let dir = ScanDir(node: rootNode, relative: "")
+                let dir = ScanDir(node: Node(name: source.name, kind: .directory), relative: "", parent: nil, slot: -1)
                 var lst = stat()
                 lstat(source.path, &lst)
                 guard var node = FileStat.node(name: fileName, (lst.st_mode & S_IFMT) == S_IFLNK ? st : lst) else {
@@ -694,23 +689,18 @@ public final class Archiver: Sendable {
                     dir.entries.append(.node(node))
                     progress.bytesDone.add(Int(node.size), ordering: .relaxed)
                 } else {
-                    let job = FileJob(path: source.path, node: node)
-                    dir.entries.append(.job(job))
-                    state.pending.append(job)
-                    state.readFiles += 1
-                    state.readBytes += Int(node.size)
+                    try submit(FileJob(path: source.path, node: node, dir: dir, slot: 0), context: context, state: &state)
                 }
+                dir.listed = true
                 root = .dir(dir)
             }
-            // The last batch; then the root's tree (and those of directories still waiting).
-            try readBatch(context: context, state: &state)
-            let rootID: BlobID
-            switch root {
-            case .node(let n): rootID = n.subtree!
-            case .dir(let dir):
-                rootNode = dir.node
-                rootID = try buildTree(dir, context: context, state: &state)
-            case .job: preconditionFailure("a component's root is a directory")
+            // The files still being read; each completes its directory, and so up to the root.
+            if case .node(let n) = root { state.root = n }
+            try place(try context.pipeline.waitForAll(), context: context, state: &state)
+            // (A single file unchanged: its directory waits for nothing.)
+            if state.root == nil, case .dir(let dir) = root { try completeIfDone(dir, context: context, state: &state) }
+            guard let rootNode = state.root, let rootID = rootNode.subtree else {
+                throw EngineError.componentFailed(component: source.name, detail: "its tree was not completed")
             }
             readFiles += state.readFiles
             readBytes += state.readBytes
@@ -752,7 +742,8 @@ public final class Archiver: Sendable {
             }
         }
         readCounts.withLock { $0 = (readFiles, readBytes) }
-        let totals = try reading.flush()
+        pipelineClosed = true
+        let totals = try context.pipeline.close()
         raw += totals.raw
         stored += totals.stored
 

@@ -25,16 +25,24 @@ public enum WorkerThreads {
     /// Blocks the calling thread: call it from a thread of its own (see `Blocking`).
     private static func run(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         let done = DispatchGroup()
+        for _ in 0..<count { done.enter() }
+        start(count) { i in
+            body(i)
+            done.leave()
+        }
+        done.wait()
+    }
+
+    /// Starts `body(index)` on `count` new threads (at the niceness set) and returns at once;
+    /// the caller learns of their end its own way.
+    static func start(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         let nice = niceness.load(ordering: .relaxed)
         for i in 0..<count {
-            done.enter()
             Thread.detachNewThread {
                 if nice > 0 { _ = snapshot_set_thread_niceness(nice) }
                 body(i)
-                done.leave()
             }
         }
-        done.wait()
     }
 
     /// Hands `items` out, in order, to up to `threads` threads, each with its own `state`

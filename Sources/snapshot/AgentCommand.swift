@@ -1,5 +1,4 @@
 import ArgumentParser
-import CSystemShims
 import Logging
 import ServiceLifecycle
 import SnapshotAgent
@@ -25,9 +24,6 @@ extension Snapshot {
         var group: [String] = []
 
         func run() async throws {
-            // Long-running: two malloc arenas, not one per busy thread (a 200,000-file start-up
-            // scan otherwise leaves ~85 MiB behind instead of ~28).
-            _ = snapshot_limit_malloc_arenas(2)
             let context = try Context(global, command: "agent")
             let settings = try await context.run {
                 try AgentSettings.from(config: context.config, repositoryPath: context.repositoryPath, broker: broker, id: id, groups: group)

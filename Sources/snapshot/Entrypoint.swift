@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import CSystemShims
 import Dispatch
 import SnapshotCore
 
@@ -52,6 +53,9 @@ enum Entrypoint {
     /// opens a descriptor: under a tight `ulimit -n` that could crash the process, SIGILL,
     /// instead of letting the command exit 74 naming the limit.)
     static func main() {
+        // Two malloc arenas, not one per busy thread: the reading threads of a 200,000-file
+        // create otherwise keep ~25 MiB more in their own arenas, at no gain in speed.
+        _ = snapshot_limit_malloc_arenas(2)
         // Below this many open files the runtime itself (libdispatch's thread pool monitor
         // reads /proc) cannot work: say so rather than crash somewhere later.
         var limit = rlimit()

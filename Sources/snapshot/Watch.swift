@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import ArgumentParser
-import CSystemShims
 import Dispatch
 import Foundation
 import SnapshotCore
@@ -27,9 +26,6 @@ extension Snapshot {
         var component: [String] = []
 
         func run() async throws {
-            // Long-running: two malloc arenas, not one per busy thread (a 200,000-file start-up
-            // scan otherwise leaves ~85 MiB behind instead of ~28).
-            _ = snapshot_limit_malloc_arenas(2)
             let context = try Context(global, command: "watch")
             let entries = try await context.run { try Self.entries(config: context.config, components: component) }
             let json = global.json, quiet = global.quiet, debug = global.debug
