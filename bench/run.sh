@@ -10,7 +10,7 @@
 #   restore    the third backup restored into an empty directory (then treecheck.py)
 #   check      a full integrity check that reads all data back
 #   repo       the repository's size after the three backups; stored = what the day added
-# and on SMALL_FILES_TREE (many small files): small_first, small_restore.
+# and on SMALL_FILES_TREE (many small files): small_first, small_nochange, small_restore.
 # Wall time from date, peak RSS from GNU time. Rounds are the outer loop so that drift
 # hits every tool alike. Results: WORKDIR/results/raw.csv; medians and ratios to restic
 # printed by summarize.py.
@@ -31,7 +31,22 @@ done
 [[ -x $SNAPSHOT_BIN ]] || { echo "run.sh: no snapshot binary at $SNAPSHOT_BIN (swift build -c release)" >&2; exit 69; }
 case "$WORK/" in "$DATASET/"* | "$SMALL/"*) echo "run.sh: WORKDIR must not be inside a dataset" >&2; exit 64 ;; esac
 
-SRC=$WORK/src REPO=$WORK/repo OUT=$WORK/restore RES=$WORK/results
+# BENCH_FS_IMAGE_MB=N (as root): sources, repositories and restores on a new ext4 file system
+# of N MiB (an image under WORKDIR, loop-mounted), the same for every tool. On an aged ext4
+# without a journal, inode allocation (ext4's recently_deleted scan) can make creating
+# 200,000 files take anywhere from 5 to 50 s whichever tool creates them.
+SCRATCH=$WORK
+if [[ -n ${BENCH_FS_IMAGE_MB:-} ]]; then
+    mkdir -p "$WORK/mnt"
+    if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
+    rm -f "$WORK/fs.img"
+    truncate -s "${BENCH_FS_IMAGE_MB}M" "$WORK/fs.img"
+    mkfs.ext4 -q -F -N $((BENCH_FS_IMAGE_MB * 256)) "$WORK/fs.img"
+    mount -o loop "$WORK/fs.img" "$WORK/mnt"
+    trap 'umount "$WORK/mnt"; rm -f "$WORK/fs.img"' EXIT
+    SCRATCH=$WORK/mnt
+fi
+SRC=$SCRATCH/src REPO=$SCRATCH/repo OUT=$SCRATCH/restore RES=$WORK/results
 mkdir -p "$RES/logs"
 RAW=$RES/raw.csv
 echo "round,tool,metric,value" > "$RAW"
@@ -124,6 +139,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
         sync
         bash -c "$INIT" > /dev/null 2>&1
         timed small_first "$BACKUP"
+        timed small_nochange "$BACKUP"
         timed small_restore "$RESTORE"
         row small_restore_check "$(python3 "$HERE/treecheck.py" "$SRC" "$OUT" | tr ' ' '/')"
     done

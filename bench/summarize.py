@@ -11,8 +11,9 @@ import sys
 COLUMNS = [("first_s", "first s"), ("nochange_s", "no change s"), ("daychange_s", "day of change s"),
            ("restore_s", "restore s"), ("check_s", "check s"), ("repo_mib", "repo MiB"),
            ("stored_day_mib", "day stored MiB"), ("small_first_s", "small files first s"),
-           ("small_restore_s", "small files restore s")]
-RSS = ["first_rss_mib", "daychange_rss_mib", "restore_rss_mib", "small_first_rss_mib", "small_restore_rss_mib"]
+           ("small_nochange_s", "small files no change s"), ("small_restore_s", "small files restore s")]
+RSS = ["first_rss_mib", "daychange_rss_mib", "restore_rss_mib"]
+SMALL_RSS = ["small_first_rss_mib", "small_nochange_rss_mib", "small_restore_rss_mib"]
 
 
 def main():
@@ -34,8 +35,8 @@ def main():
         return statistics.median(v) if v else None
 
     print("Medians of %d round(s); in brackets the ratio to restic (below 1 is better).\n" % rounds)
-    print("| tool | " + " | ".join(c[1] for c in COLUMNS) + " | peak RSS MiB |")
-    print("|---" * (len(COLUMNS) + 2) + "|")
+    print("| tool | " + " | ".join(c[1] for c in COLUMNS) + " | peak RSS MiB | small files peak RSS MiB |")
+    print("|---" * (len(COLUMNS) + 3) + "|")
     for tool in tools:
         cells = []
         for metric, _ in COLUMNS:
@@ -47,7 +48,8 @@ def main():
             else:
                 cells.append("%g" % m)
         peak = max((median(tool, k) or 0) for k in RSS)
-        print("| %s | %s | %d |" % (tool, " | ".join(cells), peak))
+        small_peak = max((median(tool, k) or 0) for k in SMALL_RSS)
+        print("| %s | %s | %d | %d |" % (tool, " | ".join(cells), peak, small_peak))
     print()
     for (tool, metric), seen in sorted(notes.items()):
         print("%s %s: %s" % (tool, metric.replace("_check", ""), ", ".join(sorted(seen))))

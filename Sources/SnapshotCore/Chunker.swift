@@ -105,13 +105,27 @@ public struct ChunkingPolicy: Sendable, Equatable {
     public var fixedSuffixes: [String]
     public var fixedScheme: ChunkingScheme
 
-    /// Content-defined chunks of 128 KiB–1 MiB (average 512 KiB) for most files, 64 KiB
-    /// fixed blocks for Qdrant mmap vector storage (`*.mmap`). Chosen by measurement on the
-    /// shared benchmark dataset (see docs/design.md).
+    /// Version 2, what new repositories use: content-defined chunks of 64 KiB–1 MiB (average
+    /// 256 KiB) for most files, 32 KiB fixed blocks for Qdrant mmap vector storage
+    /// (`*.mmap`). Chosen by measurement on the benchmark dataset (see docs/design.md).
     public static let standard = ChunkingPolicy(
+        defaultScheme: .contentDefined(min: 64 << 10, average: 256 << 10, max: 1 << 20),
+        fixedSuffixes: [".mmap"],
+        fixedScheme: .fixed(size: 32 << 10))
+
+    /// Version 1, kept by repositories made before version 2: 128 KiB–2 MiB (average
+    /// 512 KiB), 64 KiB fixed blocks.
+    public static let version1 = ChunkingPolicy(
         defaultScheme: .contentDefined(min: 128 << 10, average: 512 << 10, max: 2 << 20),
         fixedSuffixes: [".mmap"],
         fixedScheme: .fixed(size: 64 << 10))
+
+    /// The version new repositories record.
+    public static let currentVersion = 2
+
+    /// The policy a repository's config names (a version this build does not know cuts as
+    /// the current one: only deduplication against older chunks depends on it).
+    public static func version(_ n: Int) -> ChunkingPolicy { n == 1 ? version1 : standard }
 
     public init(defaultScheme: ChunkingScheme, fixedSuffixes: [String], fixedScheme: ChunkingScheme) {
         self.defaultScheme = defaultScheme

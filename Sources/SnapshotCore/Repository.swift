@@ -12,11 +12,17 @@ public struct RepositoryConfig: Codable, Sendable {
     /// field holds 0).
     public var encryption: String
     public var created: String
+    /// The chunking policy's version (`ChunkingPolicy.version(_:)`); absent in repositories
+    /// made before version 2, which keep version 1 so that their chunks still deduplicate.
+    public var chunking: Int? = nil
 
     enum CodingKeys: String, CodingKey {
-        case version, id, encryption, created
+        case version, id, encryption, created, chunking
         case chunkerSeed = "chunker_seed"
     }
+
+    /// How this repository's files are cut into chunks.
+    public var chunkingPolicy: ChunkingPolicy { ChunkingPolicy.version(chunking ?? 1) }
 }
 
 /// A snapshot repository: `<type>/<id>/` snapshot directories and the content-addressed store
@@ -192,7 +198,9 @@ public final class Repository: Sendable {
     /// content-defined chunks no longer deduplicate against the old ones.
     public static func replaceLostConfig(at path: String) throws -> RepositoryConfig {
         let store = path + "/.store"
-        let config = RepositoryConfig(version: formatVersion, id: BlobID.random().hex, chunkerSeed: randomSeed(), encryption: "none", created: Timestamp.now().iso8601)
+        let config = RepositoryConfig(
+            version: formatVersion, id: BlobID.random().hex, chunkerSeed: randomSeed(), encryption: "none", created: Timestamp.now().iso8601,
+            chunking: ChunkingPolicy.currentVersion)
         let bytes = try configBytes(config)
         try POSIX.writeFileAtomically(store + "/config.copy", bytes)
         try POSIX.writeFileAtomically(store + "/config", bytes)
@@ -236,7 +244,11 @@ public final class Repository: Sendable {
             }
         }
         let seed = sibling.map { $0.keys == nil ? $0.config.chunkerSeed : 0 } ?? (encryption == "none" ? randomSeed() : 0)
-        let config = RepositoryConfig(version: formatVersion, id: BlobID.random().hex, chunkerSeed: seed, encryption: encryption, created: Timestamp.now().iso8601)
+        // A sibling cuts files as its source does, so that the same file gives the same chunks.
+        let chunking = sibling.map { $0.config.chunking } ?? ChunkingPolicy.currentVersion
+        let config = RepositoryConfig(
+            version: formatVersion, id: BlobID.random().hex, chunkerSeed: seed, encryption: encryption, created: Timestamp.now().iso8601,
+            chunking: chunking)
         var keys: MasterKeys?
         if let password, encryption != "none" {
             if let siblingKeys = sibling?.keys {

@@ -42,14 +42,15 @@ public struct CreateRequest: Sendable {
     /// snapshot is committed or has failed.
     public var temporaryDirectories: [String] = []
     public var compressionLevel: Int
-    public var chunking: ChunkingPolicy
+    /// How files are cut into chunks; nil: as the repository's config says.
+    public var chunking: ChunkingPolicy?
     public var workers: Int
     /// The name gets `-<the new snapshot's id>` appended (pre-restore snapshots).
     public var appendIDToName = false
 
     public init(
         type: SnapshotType, name: String = "", auto: Bool = false, time: Timestamp? = nil, tags: [String: String] = [:],
-        sources: [FileSource], generated: [GeneratedSource] = [], compressionLevel: Int = 3, chunking: ChunkingPolicy = .standard,
+        sources: [FileSource], generated: [GeneratedSource] = [], compressionLevel: Int = 3, chunking: ChunkingPolicy? = nil,
         workers: Int = WorkerThreads.defaultCount
     ) {
         self.type = type
@@ -751,7 +752,7 @@ public final class Archiver: Sendable {
         for source in request.generated {
             var nodes: [Node] = []
             var bytes: UInt64 = 0
-            let chunker = Chunker(scheme: request.chunking.defaultScheme, seed: repository.config.chunkerSeed)
+            let chunker = Chunker(scheme: (request.chunking ?? repository.config.chunkingPolicy).defaultScheme, seed: repository.config.chunkerSeed)
             for (fileName, content) in source.files {
                 var node = Node(name: fileName, kind: .file)
                 node.mode = 0o644

@@ -191,13 +191,13 @@ public struct InPlaceRestorer: Sendable {
         return out
     }
 
-    /// The chunk ids a file would get in a snapshot (the standard chunking policy).
+    /// The chunk ids a file would get in a snapshot (the repository's chunking policy).
     static func contentIDs(_ path: String, name: String, repository: Repository) throws -> [BlobID] {
         let seed = repository.config.chunkerSeed
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
         defer { close(fd) }
-        let chunker = Chunker(scheme: ChunkingPolicy.standard.scheme(forFileNamed: name), seed: seed)
+        let chunker = Chunker(scheme: repository.config.chunkingPolicy.scheme(forFileNamed: name), seed: seed)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
         defer { buffer.deallocate() }
         var ids: [BlobID] = []

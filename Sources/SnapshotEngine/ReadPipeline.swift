@@ -14,6 +14,7 @@ extension Archiver {
 
         private let archiver: Archiver
         private let request: CreateRequest
+        private let chunking: ChunkingPolicy
         private let condition = NSCondition()
         // Guarded by `condition`:
         private var small: [FileJob] = []
@@ -33,6 +34,7 @@ extension Archiver {
         init(archiver: Archiver, request: CreateRequest) {
             self.archiver = archiver
             self.request = request
+            chunking = request.chunking ?? archiver.repository.config.chunkingPolicy
         }
 
         /// Queues a file; returns the files read since the last call. Throws the first
@@ -152,7 +154,7 @@ extension Archiver {
                 var error: (any Error)?
                 do {
                     for job in jobs {
-                        try archiver.read(job, worker: worker, policy: request.chunking, seed: seed)
+                        try archiver.read(job, worker: worker, policy: chunking, seed: seed)
                         archiver.progress.filesDone.add(1, ordering: .relaxed)
                     }
                 } catch let e {

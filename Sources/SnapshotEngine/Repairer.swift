@@ -447,7 +447,7 @@ struct Repairer {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        let chunker = Chunker(scheme: ChunkingPolicy.standard.scheme(forFileNamed: node.name), seed: repository.config.chunkerSeed)
+        let chunker = Chunker(scheme: repository.config.chunkingPolicy.scheme(forFileNamed: node.name), seed: repository.config.chunkerSeed)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
         defer { buffer.deallocate() }
         do {
@@ -470,7 +470,7 @@ struct Repairer {
                 guard let c = manifest.components[file.component], let node = findNode(file.relative, in: c.treeID, component: file.component, reader: reader),
                     node.kind == .file, node.size == file.node.size, node.content != file.node.content
                 else { continue }
-                let chunker = Chunker(scheme: ChunkingPolicy.standard.scheme(forFileNamed: file.node.name), seed: repository.config.chunkerSeed)
+                let chunker = Chunker(scheme: repository.config.chunkingPolicy.scheme(forFileNamed: file.node.name), seed: repository.config.chunkerSeed)
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
                 defer { buffer.deallocate() }
                 var blobs = node.content.makeIterator()

@@ -53,12 +53,21 @@ public final class Restorer: Sendable {
         let dir: ConfinedDirectory
     }
 
+    /// What the walk of the trees has found: the files of the batch being gathered, and
+    /// what is done once every file is written.
     struct Plan {
         var files: [FileJob] = []
-        var hardlinks: [(path: String, first: String)] = []
+        var hardlinks: [(path: String, first: String, size: UInt64)] = []
         var directories: [(path: String, node: Node)] = []
         var firstOfInode: [String: String] = [:]
+        /// Files written and their bytes (hard links not counted).
+        var written = 0
+        var bytes: UInt64 = 0
     }
+
+    /// Files written in batches of this many, each as the walk of the trees gathers it: memory
+    /// follows the batch, not the tree.
+    static let batchFiles = 8192
 
     /// Restores `components` (all when empty) of a snapshot under `target`.
     public func restore(_ record: SnapshotRecord, manifest: SnapshotManifest, components: [String], target: String, verify: Bool) throws -> RestoreResult {
@@ -69,7 +78,13 @@ public final class Restorer: Sendable {
         }
         let reader = BlobReader(repository: repository)
         var plan = Plan()
-        progress.phase = "planning"
+        progress.phase = "restoring"
+        // The totals from the snapshot's counts (every name of a file, its size each time).
+        for name in names {
+            guard let c = record.metadata.components[name] else { continue }
+            progress.bytesTotal.add(Int(c.bytes), ordering: .relaxed)
+            progress.filesTotal.add(c.files, ordering: .relaxed)
+        }
         try POSIX.makeDirectories(target)
         let dir = try ConfinedDirectory(target)
         for name in names {
@@ -82,53 +97,57 @@ public final class Restorer: Sendable {
             try makePlan(tree: c.treeID, at: dest, relative: name, reader: reader, dir: dir, plan: &plan)
             if c.rootMtime != nil { plan.directories.append((dest, rootNode)) }
         }
-        progress.phase = "restoring"
-        let bytes = plan.files.reduce(UInt64(0)) { $0 + $1.node.size }
-        progress.bytesTotal.store(Int(bytes), ordering: .relaxed)
-        progress.filesTotal.store(plan.files.count + plan.hardlinks.count, ordering: .relaxed)
-        try runParallel(plan.files.sorted { $0.node.size > $1.node.size }) { job, worker in
-            try self.write(job, worker: worker)
-        }
-        for (path, first) in plan.hardlinks {
+        try writeBatch(&plan)
+        for (path, first, size) in plan.hardlinks {
             try dir.link(first, at: path)
             progress.filesDone.add(1, ordering: .relaxed)
+            progress.bytesDone.add(Int(size), ordering: .relaxed)
         }
         // Deepest first, so that setting a child's mtime does not disturb its parent's.
         for (path, node) in plan.directories.reversed() {
             try applyMetadata(path: path, node: node, fd: nil, dir: dir)
         }
-        var mismatches: [String] = []
-        if verify {
-            progress.phase = "verifying"
-            let found = Mutex<[String]>([])
-            try runParallel(plan.files) { job, _ in
-                if !(try self.matches(job)) { found.withLock { $0.append(job.path) } }
-            }
-            mismatches = found.withLock { $0 }.sorted()
-        }
+        let mismatches = verify ? try verifyRestored(manifest: manifest, components: names, target: target) : []
         progress.phase = "done"
         return RestoreResult(
-            files: plan.files.count + plan.hardlinks.count, bytes: bytes,
+            files: plan.written + plan.hardlinks.count, bytes: plan.bytes,
             seconds: Timestamp.now().timeInterval - started.timeInterval, mismatches: mismatches)
     }
 
+    /// Writes the files gathered so far, largest first, on the worker threads.
+    private func writeBatch(_ plan: inout Plan) throws {
+        guard !plan.files.isEmpty else { return }
+        plan.written += plan.files.count
+        plan.bytes += plan.files.reduce(UInt64(0)) { $0 + $1.node.size }
+        try runParallel(plan.files.sorted { $0.node.size > $1.node.size }) { job, worker in
+            try self.write(job, worker: worker)
+        }
+        plan.files.removeAll(keepingCapacity: true)
+    }
+
     /// Re-reads what a restore into `target` wrote and returns the files that differ from the
-    /// snapshot (content by chunk hashes, and size).
+    /// snapshot (content by chunk hashes, and size), a batch of files at a time.
     public func verifyRestored(manifest: SnapshotManifest, components: [String], target: String) throws -> [String] {
         let reader = BlobReader(repository: repository)
         let dir = try ConfinedDirectory(target)
+        progress.phase = "verifying"
+        let found = Mutex<[String]>([])
         var jobs: [FileJob] = []
+        func check() throws {
+            try runParallel(jobs) { job, _ in
+                if !(try self.matches(job)) { found.withLock { $0.append(job.path) } }
+            }
+            jobs.removeAll(keepingCapacity: true)
+        }
         for name in components.isEmpty ? manifest.components.keys.sorted() : components {
             guard let c = manifest.components[name] else { continue }
             try ComponentDigest.walk(c.treeID, prefix: "", loadTree: { id, p in try reader.readTree(id, path: p) }) { path, node in
-                if node.kind == .file { jobs.append(FileJob(path: target + "/" + name + "/" + path, node: node, dir: dir)) }
+                guard node.kind == .file else { return }
+                jobs.append(FileJob(path: target + "/" + name + "/" + path, node: node, dir: dir))
+                if jobs.count >= Self.batchFiles { try check() }
             }
         }
-        progress.phase = "verifying"
-        let found = Mutex<[String]>([])
-        try runParallel(jobs) { job, _ in
-            if !(try self.matches(job)) { found.withLock { $0.append(job.path) } }
-        }
+        try check()
         return found.withLock { $0 }.sorted()
     }
 
@@ -154,7 +173,7 @@ public final class Restorer: Sendable {
                 if node.links > 1 {
                     let key = "\(node.device):\(node.inode)"
                     if let first = plan.firstOfInode[key] {
-                        plan.hardlinks.append((child, first))
+                        plan.hardlinks.append((child, first, node.size))
                         continue
                     }
                     plan.firstOfInode[key] = child
@@ -163,6 +182,7 @@ public final class Restorer: Sendable {
                     throw RepositoryError.missingBlob(id: id, context: "content of \(relative)/\(node.name)")
                 }
                 plan.files.append(FileJob(path: child, node: node, dir: dir))
+                if plan.files.count >= Self.batchFiles { try writeBatch(&plan) }
             case .symlink:
                 try dir.removeTree(child)
                 try dir.symlink(node.linkTarget, at: child)
@@ -239,9 +259,11 @@ public final class Restorer: Sendable {
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: job.path, operation: "create") }
         defer { close(fd) }
         var offset = 0
+        var end = 0
         for id in job.node.content {
             let data = try reader.read(id)
             if !Self.isZero(data) {
+                end = offset + data.count
                 try data.withUnsafeBytes { raw in
                     var done = 0
                     while done < raw.count {
@@ -257,7 +279,12 @@ public final class Restorer: Sendable {
             offset += data.count
             progress.bytesDone.add(data.count, ordering: .relaxed)
         }
-        guard ftruncate(fd, off_t(offset)) == 0 else { throw RepositoryError.fromErrno(path: job.path, operation: "truncate") }
+        // The file (created empty) ends where the last write did, unless zeros at its end were
+        // skipped: only then is it extended (a hole), which for a new small file would cost a
+        // tenth of the restore.
+        if end != offset {
+            guard ftruncate(fd, off_t(offset)) == 0 else { throw RepositoryError.fromErrno(path: job.path, operation: "truncate") }
+        }
         try applyMetadata(path: job.path, node: job.node, fd: fd, dir: job.dir)
         progress.filesDone.add(1, ordering: .relaxed)
     }

@@ -65,7 +65,7 @@ extension SnapshotService {
                             changedFiles += 1
                             progress.note("\(child): " + found.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
                             let out = Array(clean.utf8)
-                            let chunker = Chunker(scheme: ChunkingPolicy.standard.scheme(forFileNamed: node.name), seed: repository.config.chunkerSeed)
+                            let chunker = Chunker(scheme: repository.config.chunkingPolicy.scheme(forFileNamed: node.name), seed: repository.config.chunkerSeed)
                             node.content = try writer.storeChunks(out, chunker: chunker)
                             node.size = UInt64(out.count)
                         }

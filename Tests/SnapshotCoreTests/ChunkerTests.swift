@@ -55,7 +55,9 @@ import TestSupport
     }
 
     @Test func policyPicksFixedBlocksForVectorStorage() {
-        #expect(ChunkingPolicy.standard.scheme(forFileNamed: "chunk_0.mmap") == .fixed(size: 64 << 10))
+        #expect(ChunkingPolicy.standard.scheme(forFileNamed: "chunk_0.mmap") == .fixed(size: 32 << 10))
         #expect(ChunkingPolicy.standard.scheme(forFileNamed: "system.log") == ChunkingPolicy.standard.defaultScheme)
+        #expect(ChunkingPolicy.version1.scheme(forFileNamed: "chunk_0.mmap") == .fixed(size: 64 << 10))
+        #expect(ChunkingPolicy.version(1) == .version1 && ChunkingPolicy.version(2) == .standard)
     }
 }
