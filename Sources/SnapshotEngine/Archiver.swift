@@ -628,13 +628,13 @@ public final class Archiver: Sendable {
         var readFiles = 0, readBytes = 0
         var logical: UInt64 = 0
 
-        progress.phase = "scanning"
         let context = ScanContext(
             reader: reader, treeWriter: treeWriter, pipeline: ReadPipeline(archiver: self, request: request),
             digestCache: digestCache ?? DigestCache())
         var pipelineClosed = false
         defer { if !pipelineClosed { context.pipeline.abandon() } }
         for source in request.sources {
+            progress.phase = "scanning"
             var st = stat()
             guard stat(source.path, &st) == 0 else { throw EngineError.sourceMissing(component: source.name, path: source.path) }
             let known = plan?.parentComponent(source)
@@ -695,8 +695,10 @@ public final class Archiver: Sendable {
                 dir.listed = true
                 root = .dir(dir)
             }
-            // The files still being read; each completes its directory, and so up to the root.
+            // The files still being read (the scan reads beside them, so this is what is left
+            // once it ends); each completes its directory, and so up to the root.
             if case .node(let n) = root { state.root = n }
+            progress.phase = "reading"
             try place(try context.pipeline.waitForAll(), context: context, state: &state)
             // (A single file unchanged: its directory waits for nothing.)
             if state.root == nil, case .dir(let dir) = root { try completeIfDone(dir, context: context, state: &state) }
