@@ -107,8 +107,9 @@ public final class Archiver: Sendable {
         var failure: String?
         /// Put in its place (read, or failed).
         var placed = false
-        /// The directory that lists it, and its place among the directory's entries.
-        let dir: ScanDir
+        /// The directory that lists it, and its place among the directory's entries (unowned:
+        /// the directory holds the job until it is placed, and a failed create drops both).
+        unowned let dir: ScanDir
         let slot: Int
         init(path: String, node: Node, dir: ScanDir, slot: Int) {
             self.path = path
