@@ -42,8 +42,10 @@ if [[ -n ${BENCH_FS_IMAGE_MB:-} ]]; then
     rm -f "$WORK/fs.img"
     truncate -s "${BENCH_FS_IMAGE_MB}M" "$WORK/fs.img"
     mkfs.ext4 -q -F -N $((BENCH_FS_IMAGE_MB * 256)) "$WORK/fs.img"
-    mount -o loop "$WORK/fs.img" "$WORK/mnt"
-    trap 'umount "$WORK/mnt"; rm -f "$WORK/fs.img"' EXIT
+    # Direct I/O on the image file, so that the loop device adds no page cache of its own.
+    LOOP=$(losetup --direct-io=on --find --show "$WORK/fs.img")
+    mount "$LOOP" "$WORK/mnt"
+    trap 'umount "$WORK/mnt"; losetup -d "$LOOP"; rm -f "$WORK/fs.img"' EXIT
     SCRATCH=$WORK/mnt
 fi
 SRC=$SCRATCH/src REPO=$SCRATCH/repo OUT=$SCRATCH/restore RES=$WORK/results
