@@ -15,6 +15,7 @@ extension Archiver {
         private let archiver: Archiver
         private let request: CreateRequest
         private let chunking: ChunkingPolicy
+        private let threads: Int
         private let condition = NSCondition()
         // Guarded by `condition`:
         private var small: [FileJob] = []
@@ -35,6 +36,7 @@ extension Archiver {
             self.archiver = archiver
             self.request = request
             chunking = request.chunking ?? archiver.repository.config.chunkingPolicy
+            threads = max(1, request.workers)
         }
 
         /// Queues a file; returns the files read since the last call. Throws the first
@@ -114,8 +116,8 @@ extension Archiver {
         /// Called with the lock held.
         private func start() {
             started = true
-            running = request.workers
-            WorkerThreads.start(request.workers) { _ in self.work() }
+            running = threads
+            WorkerThreads.start(threads) { _ in self.work() }
         }
 
         /// Files a thread takes at a time from the queue of small ones.
@@ -140,7 +142,7 @@ extension Archiver {
                     let i = large.indices.max { large[$0].node.size < large[$1].node.size }!
                     jobs.append(large.remove(at: i))
                 } else {
-                    let n = min(Self.take, small.count - head, max(1, (small.count - head) / request.workers))
+                    let n = min(Self.take, small.count - head, max(1, (small.count - head) / threads))
                     jobs.append(contentsOf: small[head..<head + n])
                     head += n
                     if head >= 1024 && head * 2 >= small.count {
