@@ -59,21 +59,21 @@ public final class MasterIndex: Sendable {
                 swap(&sorted, &unsorted)
                 return
             }
-            var out: [Entry] = []
-            out.reserveCapacity(sorted.count + unsorted.count)
-            var i = 0, j = 0
-            while i < sorted.count && j < unsorted.count {
-                if Entry.before(unsorted[j], sorted[i]) {
-                    out.append(unsorted[j])
-                    j += 1
+            // In place, from the back: `sorted` grows by doubling, so most merges need no
+            // second copy of the whole index (a 200,000-blob create peaked 11 MiB higher).
+            var i = sorted.count - 1, j = unsorted.count - 1
+            sorted.append(contentsOf: unsorted)
+            var k = sorted.count - 1
+            while j >= 0 {
+                if i >= 0 && Entry.before(unsorted[j], sorted[i]) {
+                    sorted[k] = sorted[i]
+                    i -= 1
                 } else {
-                    out.append(sorted[i])
-                    i += 1
+                    sorted[k] = unsorted[j]
+                    j -= 1
                 }
+                k -= 1
             }
-            out.append(contentsOf: sorted[i...])
-            out.append(contentsOf: unsorted[j...])
-            sorted = out
             unsorted = []
         }
 
