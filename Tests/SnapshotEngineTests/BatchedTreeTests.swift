@@ -64,4 +64,29 @@ import TestSupport
         #expect(POSIX.xattrs(again + "/src/" + Self.name(100, 50)).map(\.name) == ["user.origin"], "an unchanged file keeps its attribute")
         try h.expectVerifies()
     }
+
+    /// Files are written batch by batch, yet a chunk missing from the index — here the last
+    /// file's, in the second batch — stops the restore before it writes anything.
+    @Test func aChunkMissingFromTheIndexStopsARestoreBeforeItWritesAnything() throws {
+        let h = try EngineHarness()
+        for i in 0..<8_300 { Fixture.write(h.source + "/f\(10_000 + i).txt", Array("file \(i)\n".utf8)) }
+        let record = try h.create(type: .full)
+        let repo = try h.open()
+        let manifest = try SnapshotCatalog(repositoryPath: h.repoPath).readManifest(record)
+        let tree = try BlobReader(repository: repo).readTree(try #require(manifest.components["src"]).treeID, path: "src")
+        let lost = try #require(tree.nodes.last?.content.first)
+        // The index rewritten without it (its pack stays).
+        let kept = Dictionary(grouping: repo.index.allLocations().filter { $0.key != lost }, by: { $0.value.pack }).map { pack, blobs in
+            (pack: pack, entries: blobs.map { PackEntry(id: $0.key, type: $0.value.type, offset: $0.value.offset, length: $0.value.length, rawLength: $0.value.rawLength) })
+        }
+        let old = try repo.indexFileNames()
+        try repo.writeIndex(kept)
+        for name in old { unlink(h.repoPath + "/.store/index/" + name) }
+
+        let out = h.dir.sub("out")
+        #expect(throws: RepositoryError.self) { try h.restore(record.id, to: out) }
+        #expect(!POSIX.exists(out + "/src/f10000.txt"), "nothing written before the missing chunk was found")
+        let report = try h.verify(readData: false)
+        #expect(!report.ok, "verify names the missing chunk too")
+    }
 }
