@@ -320,7 +320,7 @@ public final class Archiver: Sendable {
             if cancellation.isCancelled { throw EngineError.cancelled }
             let name = item.name
             let childPath = path + "/" + name
-            let childRel = relative.isEmpty ? name : relative + "/" + name
+            let childRel = dir.path(of: name)
             guard var child = FileStat.node(name: name, item.st) else { continue }
             var old = parentNodes[name]
             // A rename seen whole: compare with what the entry was at its old path (its ctime
@@ -679,7 +679,6 @@ public final class Archiver: Sendable {
                 guard var node = FileStat.node(name: fileName, (lst.st_mode & S_IFMT) == S_IFLNK ? st : lst) else {
                     throw EngineError.sourceMissing(component: source.name, path: source.path)
                 }
-                node.xattrs = FileStat.xattrs(source.path)
                 state.files = 1
                 state.bytes = node.size
                 progress.bytesTotal.add(Int(node.size), ordering: .relaxed)
@@ -688,9 +687,11 @@ public final class Archiver: Sendable {
                     old.mtime == node.mtime, old.ctime == node.ctime, old.inode == node.inode
                 {
                     node.content = old.content
+                    node.xattrs = FileStat.xattrs(source.path)
                     dir.entries.append(.node(node))
                     progress.bytesDone.add(Int(node.size), ordering: .relaxed)
                 } else {
+                    // Its extended attributes are read with its content, from its descriptor.
                     try submit(FileJob(path: source.path, node: node, dir: dir, slot: 0), context: context, state: &state)
                 }
                 dir.listed = true

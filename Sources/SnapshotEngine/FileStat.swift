@@ -50,12 +50,7 @@ enum FileStat {
         return String(decoding: buf[0..<n], as: UTF8.self)
     }
 
-    static func readLink(_ path: String) -> String? {
-        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = buf.withUnsafeMutableBytes { readlink(path, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
-        guard n >= 0 else { return nil }
-        return String(decoding: buf[0..<n], as: UTF8.self)
-    }
+    static func readLink(_ path: String) -> String? { readLink(at: AT_FDCWD, path) }
 }
 
 /// Shell-style exclude patterns (fnmatch): a pattern without `/` matches an entry's name at
