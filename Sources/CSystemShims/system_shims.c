@@ -84,3 +84,43 @@ long snapshot_lgetxattr(const char *path, const char *name, void *value, unsigne
 long snapshot_flistxattr(int fd, char *list, unsigned long size) { return (long)flistxattr(fd, list, size); }
 long snapshot_fgetxattr(int fd, const char *name, void *value, unsigned long size) { return (long)fgetxattr(fd, name, value, size); }
 int snapshot_fsetxattr(int fd, const char *name, const void *value, unsigned long size) { return fsetxattr(fd, name, value, size, 0); }
+
+/* The kernel key retention service, through syscall(2): glibc has no wrappers (libkeyutils
+   does, and is not worth a dependency for five calls). */
+#define SNAPSHOT_KEY_SPEC_SESSION_KEYRING (-3)
+#define SNAPSHOT_KEYCTL_GET_KEYRING_ID 0
+#define SNAPSHOT_KEYCTL_SETPERM 5
+#define SNAPSHOT_KEYCTL_SEARCH 10
+#define SNAPSHOT_KEYCTL_READ 11
+#define SNAPSHOT_KEYCTL_SET_TIMEOUT 15
+#define SNAPSHOT_KEYCTL_INVALIDATE 21
+/* KEY_POS_ALL: view, read, write, search, link, setattr for the possessor; nothing for
+   anyone else. */
+#define SNAPSHOT_KEY_POS_ALL 0x3f000000u
+
+long snapshot_key_session_keyring(void) {
+    return syscall(SYS_keyctl, SNAPSHOT_KEYCTL_GET_KEYRING_ID, (long)SNAPSHOT_KEY_SPEC_SESSION_KEYRING, 0L);
+}
+
+long snapshot_key_add(long keyring, const char *description, const void *payload, unsigned long length, unsigned int seconds) {
+    long key = syscall(SYS_add_key, "user", description, payload, (size_t)length, (long)keyring);
+    if (key < 0) return -1;
+    if (syscall(SYS_keyctl, SNAPSHOT_KEYCTL_SET_TIMEOUT, key, (unsigned long)seconds) < 0
+        || syscall(SYS_keyctl, SNAPSHOT_KEYCTL_SETPERM, key, (unsigned long)SNAPSHOT_KEY_POS_ALL) < 0) {
+        int saved = errno;
+        syscall(SYS_keyctl, SNAPSHOT_KEYCTL_INVALIDATE, key);
+        errno = saved;
+        return -1;
+    }
+    return key;
+}
+
+long snapshot_key_search(long keyring, const char *description) {
+    return syscall(SYS_keyctl, SNAPSHOT_KEYCTL_SEARCH, keyring, "user", description, 0L);
+}
+
+long snapshot_key_read(long key, void *buffer, unsigned long length) {
+    return syscall(SYS_keyctl, SNAPSHOT_KEYCTL_READ, key, buffer, (size_t)length);
+}
+
+int snapshot_key_invalidate(long key) { return (int)syscall(SYS_keyctl, SNAPSHOT_KEYCTL_INVALIDATE, key); }

@@ -68,23 +68,33 @@ public struct KeyInfo: Codable, Sendable, Equatable {
 }
 
 /// Opens an encrypted repository's master keys with a password, once per process (scrypt
-/// is deliberately slow), and manages its key files. Thread-safe.
+/// is deliberately slow) — or from the kernel keyring after `key unlock` — and manages its
+/// key files. Thread-safe.
 public final class Keyring: Sendable {
     public let repositoryPath: String
     public let storage: any RepositoryStorage
     public let password: [UInt8]?
+    /// Whether keys that `key unlock` left in the kernel keyring open the repository (not
+    /// for the `key` commands: they always prove the password).
+    public let usesKeyCache: Bool
     private let state = Mutex<(keys: MasterKeys, keyID: String)?>(nil)
     private let encrypted = Mutex<Bool?>(nil)
+    /// How the master keys were opened: by the password, or from the kernel keyring.
+    private let source = Mutex<String>("")
 
     public convenience init(repositoryPath: String, password: [UInt8]?) {
         self.init(storage: LocalStorage(root: repositoryPath), password: password)
     }
 
-    public init(storage: any RepositoryStorage, password: [UInt8]?) {
+    public init(storage: any RepositoryStorage, password: [UInt8]?, usesKeyCache: Bool = true) {
         self.storage = storage
         self.repositoryPath = storage.location
         self.password = password
+        self.usesKeyCache = usesKeyCache
     }
+
+    /// "password", "kernel keyring", or "" before the keys are opened (for `--debug`).
+    public var openedBy: String { source.withLock { $0 } }
 
     var keysPath: String { storage.describe(".store/keys") }
 
@@ -97,15 +107,21 @@ public final class Keyring: Sendable {
         try JSONDecoder().decode(KeyFile.self, from: Data(try storage.load(".store/keys/" + name)))
     }
 
+    /// The repository's config, or its copy when the config is damaged.
+    private func readConfig() -> RepositoryConfig? {
+        for file in ["config", "config.copy"] {
+            if let c = try? Repository.readConfig(storage, ".store/" + file) { return c }
+        }
+        return nil
+    }
+
     /// Whether the repository's config says it is encrypted (config or its copy).
     public var repositoryIsEncrypted: Bool {
         if let known = encrypted.withLock({ $0 }) { return known }
-        for file in ["config", "config.copy"] {
-            if let c = try? Repository.readConfig(storage, ".store/" + file) {
-                // Known once a config says so (not before: the repository may not exist yet).
-                encrypted.withLock { $0 = c.encryption != "none" }
-                return c.encryption != "none"
-            }
+        if let c = readConfig() {
+            // Known once a config says so (not before: the repository may not exist yet).
+            encrypted.withLock { $0 = c.encryption != "none" }
+            return c.encryption != "none"
         }
         return !((try? keyNames()) ?? []).isEmpty
     }
@@ -120,10 +136,18 @@ public final class Keyring: Sendable {
     /// The master keys and the id of the key file the password opened.
     public func unlock() throws -> (keys: MasterKeys, keyID: String) {
         if let done = state.withLock({ $0 }) { return done }
-        guard let password else {
-            throw RepositoryError.key(path: repositoryPath, detail: "the repository is encrypted: give its password with --password-file, SNAPSHOT_PASSWORD_FILE or SNAPSHOT_PASSWORD")
-        }
         let names = try keyNames()
+        if usesKeyCache, let repository = readConfig()?.id {
+            for name in names {
+                guard let file = try? readKeyFile(name), let sealed = Data(base64Encoded: file.data),
+                    let material = KeyCache.lookup(repository: repository, keyID: file.id, sealed: Array(sealed))
+                else { continue }
+                return opened(MasterKeys(material), file.id, by: "kernel keyring")
+            }
+        }
+        guard let password else {
+            throw RepositoryError.key(path: repositoryPath, detail: "the repository is encrypted: give its password with --password-file, SNAPSHOT_PASSWORD_FILE or SNAPSHOT_PASSWORD (or unlock it for a while with `snapshot key unlock`)")
+        }
         guard !names.isEmpty else {
             throw RepositoryError.corrupt(file: keysPath, detail: "an encrypted repository without key files")
         }
@@ -131,11 +155,38 @@ public final class Keyring: Sendable {
             guard let file = try? readKeyFile(name),
                 let material = Self.open(file, password: password)
             else { continue }
-            let opened = (MasterKeys(material), file.id)
-            state.withLock { $0 = opened }
-            return opened
+            return opened(MasterKeys(material), file.id, by: "password")
         }
         throw RepositoryError.key(path: repositoryPath, detail: "wrong password: no key in .store/keys opens with it")
+    }
+
+    private func opened(_ keys: MasterKeys, _ keyID: String, by: String) -> (keys: MasterKeys, keyID: String) {
+        source.withLock { $0 = by }
+        state.withLock { $0 = (keys, keyID) }
+        return (keys, keyID)
+    }
+
+    /// `key unlock`: the master keys this password opens, kept in the kernel keyring for
+    /// `seconds` (see `KeyCache`); returns the key file's id.
+    public func unlockForSession(seconds: Double) throws -> String {
+        let (keys, keyID) = try unlock()
+        guard let repository = readConfig()?.id, let file = try? readKeyFile(keyID), let sealed = Data(base64Encoded: file.data) else {
+            throw RepositoryError.corrupt(file: keysPath + "/" + keyID, detail: "the key file changed while it was read")
+        }
+        try KeyCache.store(repository: repository, keyID: keyID, sealed: Array(sealed), material: keys.material, seconds: seconds, path: repositoryPath)
+        return keyID
+    }
+
+    /// `key forget`: drops what `key unlock` kept for this repository (every key file's);
+    /// how many there were. Needs no password.
+    public func forgetSession() throws -> Int {
+        guard let repository = readConfig()?.id else { throw RepositoryError.notFound(path: repositoryPath) }
+        return KeyCache.forget(repository: repository, keyIDs: try keyNames())
+    }
+
+    /// Drops a removed or replaced key file's cached keys.
+    private func forgetCached(_ keyID: String) {
+        if let repository = readConfig()?.id { _ = KeyCache.forget(repository: repository, keyIDs: [keyID]) }
     }
 
     /// scrypt parameters a key file may ask for: a forged one must not make the unlock take
@@ -199,6 +250,7 @@ public final class Keyring: Sendable {
             throw RepositoryError.snapshotNotFound(reference: id, detail: "no such key (see `snapshot key list`)")
         }
         try storage.remove(".store/keys/" + id)
+        forgetCached(id)
     }
 
     /// `key passwd`: the key this password opened is replaced by one for `newPassword`.
@@ -206,6 +258,7 @@ public final class Keyring: Sendable {
         let (keys, current) = try unlock()
         let id = try Self.writeKeyFile(keys: keys, password: newPassword, in: storage)
         try storage.remove(".store/keys/" + current)
+        forgetCached(current)
         return id
     }
 

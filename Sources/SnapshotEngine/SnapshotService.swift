@@ -55,6 +55,7 @@ public struct SnapshotService: Sendable {
         if let trace, trace.isTracing {
             let packs = Set(repository.index.allLocations().values.map(\.pack)).count
             trace.note(String(format: "%@ lock for %@ taken in %.3f s; index read in %.3f s: %d blobs in %d packs from %d index files", mode == .exclusive ? "exclusive" : "shared", purpose, locked.timeIntervalSince(started), Date().timeIntervalSince(locked), repository.index.count, packs, (try? repository.indexFileNames().count) ?? 0))
+            if repository.keys != nil { trace.note("the master keys opened by \(keyring.openedBy)") }
             for problem in repository.damagedIndexFiles + repository.configProblems { trace.note("set aside: \(problem)") }
         }
         return (repository, lock)

@@ -24,7 +24,9 @@ struct Context {
 
     /// - Parameter remote: the command works on an object store (`s3://`); other commands
     ///   given one exit 64 saying so.
-    init(_ options: GlobalOptions, command: String = "this command", remote: Bool = false) throws {
+    /// - Parameter keyCache: keys `key unlock` left in the kernel keyring open the
+    ///   repository (the `key` commands say false: they prove the password).
+    init(_ options: GlobalOptions, command: String = "this command", remote: Bool = false, keyCache: Bool = true) throws {
         self.options = options
         let env = ProcessInfo.processInfo.environment
         let cwd = POSIX.currentDirectory()
@@ -50,7 +52,7 @@ struct Context {
         }
         do {
             password = try Keyring.readPassword(file: options.passwordFile.map { POSIX.absolute($0, relativeTo: cwd) }, environment: env)
-            keyring = Keyring(storage: try config.storage(for: repositoryPath, environment: env), password: password)
+            keyring = Keyring(storage: try config.storage(for: repositoryPath, environment: env), password: password, usesKeyCache: keyCache)
         } catch {
             throw Context.fail(error)
         }

@@ -123,6 +123,63 @@ import TestSupport
         #expect(try CLI.run(["--repo", dir.sub("plain"), "key", "list"]).status == 77)
     }
 
+    /// `key unlock`: the password's key is derived once, then commands of this session need
+    /// no password until `key forget` — or until the key file it opened is replaced.
+    @Test func anUnlockedRepositoryOpensWithoutItsPasswordUntilForgotten() throws {
+        #expect(try cli(["init"]).status == 0)
+        #expect(try cli(["create", "--path", src]).status == 0)
+        #expect(try cli(["key", "unlock", "--for", "0"]).status == 64)
+        #expect(try cli(["key", "unlock"], password: "wrong").status == 77)
+        #expect(try cli(["list"], password: nil).status == 77, "not unlocked by a refused unlock")
+        let unlocked = try cli(["key", "unlock", "--for", "10m", "--json"])
+        if unlocked.status == 74 {
+            // A sandbox that refuses keyctl (containers' seccomp profiles do): one clear line,
+            // and everything else works with the password as before.
+            #expect(unlocked.stderr.contains("kernel keyring"), "\(unlocked.stderr)")
+            return
+        }
+        #expect(unlocked.status == 0, "\(unlocked.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(unlocked.stdout.utf8)) as? [String: Any])
+        let keyID = try #require(report["key"] as? String)
+        defer { _ = try? cli(["key", "forget"], password: nil) }
+
+        // No password now: create, restore and verify open the keys from the kernel keyring
+        // (and say so with --debug), deriving nothing.
+        Fixture.write(src + "/notes.txt", Fixture.text(lines: 500))
+        let created = try cli(["create", "--path", src, "--debug"], password: nil)
+        #expect(created.status == 0 && created.stderr.contains("the master keys opened by kernel keyring"), "\(created.stderr)")
+        let restored = try cli(["restore", "--snapshot", "latest", "--target", dir.sub("out")], password: nil)
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(TreeComparison.differences(src, dir.sub("out/secret-project")) == [])
+        #expect(try cli(["verify", "--all", "--read-data"], password: nil).status == 0)
+        // The key commands still prove the password.
+        #expect(try cli(["key", "list"], password: nil).status == 77)
+
+        // The cached key is bound to the key file that sealed it: the same name holding
+        // another sealing (here: of the same keys, for another password) does not open.
+        #expect(try cli(["key", "add", "--new-password-file", dir.sub("pw2")]).status == 0)
+        let other = try #require(try POSIX.listDirectory(repo + "/.store/keys").first { $0 != keyID })
+        let original = try POSIX.readFile(repo + "/.store/keys/" + keyID)
+        Fixture.write(repo + "/.store/keys/" + keyID, try POSIX.readFile(repo + "/.store/keys/" + other), mode: 0o600)
+        #expect(try cli(["list"], password: nil).status == 77)
+        Fixture.write(repo + "/.store/keys/" + keyID, original, mode: 0o600)
+        #expect(try cli(["list"], password: nil).status == 0)
+
+        // Forgotten: the password is needed again; a second forget finds nothing.
+        let forgot = try cli(["key", "forget"], password: nil)
+        #expect(forgot.status == 0 && forgot.stdout.contains("forgot the unlocked key"), "\(forgot.stdout)")
+        #expect(try cli(["key", "forget"], password: nil).stdout.contains("nothing was unlocked"))
+        #expect(try cli(["list"], password: nil).status == 77)
+
+        // A changed password ends the unlock of the key file it replaced.
+        #expect(try cli(["key", "unlock"]).status == 0)
+        #expect(try cli(["list"], password: nil).status == 0)
+        Fixture.write(dir.sub("pw3"), Array("new one\n".utf8), mode: 0o600)
+        #expect(try cli(["key", "passwd", "--new-password-file", dir.sub("pw3")]).status == 0)
+        #expect(try cli(["list"], password: nil).status == 77)
+        #expect(try cli(["verify", "--all", "--read-data"], password: "pw3").status == 0)
+    }
+
     @Test func rebuildRepairAndPruneWorkOnAnEncryptedRepository() throws {
         #expect(try cli(["init"]).status == 0)
         for day in 0..<3 {

@@ -51,4 +51,20 @@ long snapshot_flistxattr(int fd, char *list, unsigned long size);
 long snapshot_fgetxattr(int fd, const char *name, void *value, unsigned long size);
 int snapshot_fsetxattr(int fd, const char *name, const void *value, unsigned long size);
 
+/// The kernel key retention service (keyrings(7)), for `key unlock`: "user" keys, found by
+/// description, readable only by the processes that possess the keyring they are in.
+/// The caller's session keyring — or, when the process has none, the user-session keyring
+/// shared by the user's processes without one — never creating a keyring; -1 with errno.
+long snapshot_key_session_keyring(void);
+/// add_key(2): a "user" key (a new one, or the payload of one of that description
+/// replaced), its permissions narrowed to the possessor, expiring after `seconds`.
+long snapshot_key_add(long keyring, const char *description, const void *payload, unsigned long length, unsigned int seconds);
+/// keyctl(KEYCTL_SEARCH): the "user" key with that description in `keyring` or a keyring
+/// it links; -1 with errno (ENOKEY, EKEYEXPIRED, EKEYREVOKED: none usable).
+long snapshot_key_search(long keyring, const char *description);
+/// keyctl(KEYCTL_READ): the payload's length (copied when `length` is enough).
+long snapshot_key_read(long key, void *buffer, unsigned long length);
+/// keyctl(KEYCTL_INVALIDATE): the key is gone at once, for every process.
+int snapshot_key_invalidate(long key);
+
 #endif
