@@ -2,8 +2,9 @@
 # bench/run.sh DATASET SMALL_FILES_TREE WORKDIR: snapshot beside restic and borg.
 #
 # For each round (ROUNDS, default 3) and each tool (TOOLS, default "restic borg-zstd3
-# snapshot snapshot-aes"; the last is snapshot on an encrypted repository), on a fresh copy
-# of DATASET at WORKDIR/src, with a fresh repository:
+# snapshot snapshot-aes snapshot-aes-unlocked"; the last two are snapshot on an encrypted
+# repository, with the password's key derived by every command, or once by `key unlock`),
+# on a fresh copy of DATASET at WORKDIR/src, with a fresh repository:
 #   first      the first backup
 #   nochange   a second backup, nothing changed
 #   daychange  a third backup after mutate_dataset.py (one day of change)
@@ -16,12 +17,12 @@
 # printed by summarize.py.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[[ $# -eq 3 ]] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 64; }
+[[ $# -eq 3 ]] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 64; }
 DATASET=$(realpath -e "$1")
 SMALL=$(realpath -e "$2")
 WORK=$(realpath -m "$3")
 ROUNDS=${ROUNDS:-3}
-TOOLS=${TOOLS:-"restic borg-zstd3 snapshot snapshot-aes"}
+TOOLS=${TOOLS:-"restic borg-zstd3 snapshot snapshot-aes snapshot-aes-unlocked"}
 SNAPSHOT_BIN=${SNAPSHOT_BIN:-$HERE/../.build/release/snapshot}
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_BASE_DIR=$WORK/borg-home
 export RESTIC_CACHE_DIR=$WORK/restic-cache BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
@@ -81,7 +82,11 @@ commands() {
         commands snapshot
         INIT='"$SNAPSHOT_BIN" --repo "$REPO" init --encryption aes-256-gcm >/dev/null'
         export SNAPSHOT_PASSWORD=bench ;;
-    *) echo "run.sh: unknown tool $1 (restic, borg-zstd3, snapshot, snapshot-aes)" >&2; exit 64 ;;
+    snapshot-aes-unlocked)
+        # The same after `key unlock`: the password's key is derived once, not per command.
+        commands snapshot-aes
+        INIT='"$SNAPSHOT_BIN" --repo "$REPO" init --encryption aes-256-gcm >/dev/null && "$SNAPSHOT_BIN" --repo "$REPO" key unlock --for 1h >/dev/null' ;;
+    *) echo "run.sh: unknown tool $1 (restic, borg-zstd3, snapshot, snapshot-aes, snapshot-aes-unlocked)" >&2; exit 64 ;;
     esac
 }
 

@@ -50,6 +50,18 @@ def main():
         peak = max((median(tool, k) or 0) for k in RSS)
         small_peak = max((median(tool, k) or 0) for k in SMALL_RSS)
         print("| %s | %s | %d | %d |" % (tool, " | ".join(cells), peak, small_peak))
+    encrypted = [t for t in tools if t.startswith("snapshot-aes")]
+    if "snapshot" in tools and encrypted:
+        print("\nEncrypted against plain snapshot (ratio of medians; the goal is at most 1.15×):\n")
+        timed = [c for c in COLUMNS if c[0].endswith("_s")]
+        print("| tool | " + " | ".join(c[1] for c in timed) + " |")
+        print("|---" * (len(timed) + 1) + "|")
+        for tool in encrypted:
+            cells = []
+            for metric, _ in timed:
+                m, base = median(tool, metric), median("snapshot", metric)
+                cells.append("%.2f×" % (m / base) if m is not None and base else "-")
+            print("| %s | %s |" % (tool, " | ".join(cells)))
     print()
     for (tool, metric), seen in sorted(notes.items()):
         print("%s %s: %s" % (tool, metric.replace("_check", ""), ", ".join(sorted(seen))))

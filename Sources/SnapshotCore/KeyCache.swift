@@ -50,13 +50,13 @@ public enum KeyCache {
         let ring: Int
         switch keyring() {
         case .success(let id): ring = id
-        case .failure(let reason): throw RepositoryError.io(path: path, operation: "use the kernel keyring (keyctl; a container may refuse it)", errno: reason.errno)
+        case .failure(let reason): throw RepositoryError.io(path: path, operation: "use the kernel keyring (a container's seccomp profile may refuse keyctl) for", errno: reason.errno)
         }
         let payload = material + tag(material: material, sealed: sealed).bytes
         let name = description(repository: repository, keyID: keyID)
         let key = payload.withUnsafeBytes { snapshot_key_add(ring, name, $0.baseAddress, UInt($0.count), UInt32(max(1, min(seconds, longest)))) }
         guard key >= 0 else {
-            throw RepositoryError.io(path: path, operation: "add the key to the kernel keyring", errno: errno)
+            throw RepositoryError.io(path: path, operation: "add the key to the kernel keyring for", errno: errno)
         }
     }
 
