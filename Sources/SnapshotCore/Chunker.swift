@@ -16,6 +16,12 @@ public enum ChunkingScheme: Sendable, Hashable {
     case contentDefined(min: Int, average: Int, max: Int)
     case fixed(size: Int)
 
+    /// Fixed-size blocks (vector storage).
+    public var isFixed: Bool {
+        if case .fixed = self { return true }
+        return false
+    }
+
     /// The largest chunk this scheme emits.
     public var maxSize: Int {
         switch self {

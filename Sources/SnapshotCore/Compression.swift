@@ -3,24 +3,45 @@ import Glibc
 #endif
 import CZstd
 
+/// How a new blob is compressed (`BlobWriter.storeNew`).
+public enum BlobCompression: Sendable {
+    /// Stored as it is.
+    case none
+    /// zstd at the writer's level.
+    case zstd
+    /// Float planes (`Compressor.compressPlanes`); zstd in a repository older than format
+    /// version 2.
+    case floatPlanes
+    /// Both float planes and zstd tried, the smaller kept (the first blocks of a file, to
+    /// learn which suits it).
+    case smaller
+}
+
 /// zstd compression of single blobs.
 ///
 /// A `Compressor` owns zstd contexts and is not thread-safe: give each worker its own.
 public final class Compressor {
     private let cctx: OpaquePointer
     private let dctx: OpaquePointer
+    /// For the top byte plane of float planes: level 1 with matches of 7 bytes or more.
+    private let planeCctx: OpaquePointer
     private var scratch: [UInt8] = []
+    private var planes: [UInt8] = []
     public let level: Int32
 
     public init(level: Int) {
         self.level = Int32(level)
         cctx = ZSTD_createCCtx()
         dctx = ZSTD_createDCtx()
+        planeCctx = ZSTD_createCCtx()
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, self.level)
+        ZSTD_CCtx_setParameter(planeCctx, ZSTD_c_compressionLevel, 1)
+        ZSTD_CCtx_setParameter(planeCctx, ZSTD_c_minMatch, 7)
     }
 
     deinit {
         ZSTD_freeCCtx(cctx)
+        ZSTD_freeCCtx(planeCctx)
         ZSTD_freeDCtx(dctx)
     }
 
@@ -34,6 +55,69 @@ public final class Compressor {
         }
         guard ZSTD_isError(n) == 0, n < input.count - input.count / 32 else { return nil }
         return Array(scratch[0..<n])
+    }
+
+    /// Float planes (entry codec 2; see docs/design.md, "Packs"): the bytes taken as
+    /// little-endian 4-byte words are split into four planes — byte 0 of every word, then
+    /// byte 1, byte 2, byte 3 — and only the last plane is compressed: for float32 vectors
+    /// it holds the sign and exponent, which repeat, while the other three are mantissa
+    /// noise that no compressor shrinks. Payload: u32 length of the zstd frame of plane 3,
+    /// that frame, planes 0, 1 and 2 raw, then the 0–3 bytes after the last whole word.
+    /// On Qdrant-like vectors: 15.5 % saved at ~1.9 GB/s, where zstd level 3 on the same
+    /// blocks saves 6.3 % at ~0.9 GB/s. nil when it would not save 1/32 of the size.
+    public func compressPlanes(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
+        let n = input.count / 4, tail = input.count % 4
+        guard n >= 64 else { return nil }
+        if planes.count < 4 * n { planes = [UInt8](repeating: 0, count: 4 * n) }
+        let bound = 4 + ZSTD_compressBound(n) + 3 * n + tail
+        if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
+        let total: Int? = planes.withUnsafeMutableBufferPointer { p in
+            let p0 = p.baseAddress!, p1 = p0 + n, p2 = p0 + 2 * n, p3 = p0 + 3 * n
+            for k in 0..<n {
+                let w = UInt32(littleEndian: input.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self))
+                p0[k] = UInt8(truncatingIfNeeded: w)
+                p1[k] = UInt8(truncatingIfNeeded: w >> 8)
+                p2[k] = UInt8(truncatingIfNeeded: w >> 16)
+                p3[k] = UInt8(truncatingIfNeeded: w >> 24)
+            }
+            return scratch.withUnsafeMutableBytes { out -> Int? in
+                let frame = ZSTD_compress2(planeCctx, out.baseAddress! + 4, out.count - 4, p3, n)
+                guard ZSTD_isError(frame) == 0, frame < n else { return nil }
+                out.storeBytes(of: UInt32(frame).littleEndian, toByteOffset: 0, as: UInt32.self)
+                (out.baseAddress! + 4 + frame).copyMemory(from: p0, byteCount: 3 * n)
+                if tail > 0 { (out.baseAddress! + 4 + frame + 3 * n).copyMemory(from: input.baseAddress! + 4 * n, byteCount: tail) }
+                return 4 + frame + 3 * n + tail
+            }
+        }
+        guard let total, total < input.count - input.count / 32 else { return nil }
+        return Array(scratch[0..<total])
+    }
+
+    /// Undoes `compressPlanes` into exactly `rawLength` bytes.
+    public func decompressPlanes(_ input: UnsafeRawBufferPointer, rawLength: Int) throws -> [UInt8] {
+        let n = rawLength / 4, tail = rawLength % 4
+        guard input.count >= 4 else { throw CoreError.corrupt("float planes: no frame length") }
+        let frame = Int(UInt32(littleEndian: input.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+        guard frame <= input.count - 4, input.count - 4 - frame == 3 * n + tail else {
+            throw CoreError.corrupt("float planes: \(input.count) bytes do not hold \(rawLength)")
+        }
+        if planes.count < n { planes = [UInt8](repeating: 0, count: n) }
+        let got = planes.withUnsafeMutableBytes { ZSTD_decompressDCtx(dctx, $0.baseAddress, n, input.baseAddress! + 4, frame) }
+        if ZSTD_isError(got) != 0 { throw CoreError.corrupt("zstd: \(String(cString: ZSTD_getErrorName(got)))") }
+        guard got == n else { throw CoreError.corrupt("zstd: \(got) bytes decompressed, \(n) expected") }
+        return planes.withUnsafeBufferPointer { p3 in
+            [UInt8](unsafeUninitializedCapacity: rawLength) { out, count in
+                let raw = input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4 + frame
+                let p0 = raw, p1 = raw + n, p2 = raw + 2 * n
+                let o = UnsafeMutableRawPointer(out.baseAddress!)
+                for k in 0..<n {
+                    let w = UInt32(p0[k]) | UInt32(p1[k]) << 8 | UInt32(p2[k]) << 16 | UInt32(p3[k]) << 24
+                    o.storeBytes(of: w.littleEndian, toByteOffset: 4 * k, as: UInt32.self)
+                }
+                for t in 0..<tail { out[4 * n + t] = raw[3 * n + t] }
+                count = rawLength
+            }
+        }
     }
 
     /// Decompresses into exactly `rawLength` bytes.

@@ -32,7 +32,9 @@ public struct RepositoryConfig: Codable, Sendable {
 /// `RepositoryLock` for the duration of its work.
 public final class Repository: Sendable {
     /// The newest store format this build reads and writes.
-    public static let formatVersion = 1
+    /// 2: entries may be float planes (`PackFormat.compressionPlanes`); builds that read
+    /// only version 1 refuse such a repository instead of calling its blobs damaged.
+    public static let formatVersion = 2
 
     /// The directory, or the URL of a repository on an object store.
     public let path: String
@@ -612,9 +614,9 @@ public final class BlobReader {
             case PackFormat.compressionRaw:
                 guard payload.count == rawLength else { throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length") }
                 return payload
-            case PackFormat.compressionZstd:
+            case PackFormat.compressionZstd, PackFormat.compressionPlanes:
                 do {
-                    return try payload.withUnsafeBytes { try compressor.decompress($0, rawLength: rawLength) }
+                    return try payload.withUnsafeBytes { try decompress($0, codec: header & 0x03, rawLength: rawLength) }
                 } catch CoreError.corrupt(let detail) {
                     throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
                 }
@@ -631,21 +633,25 @@ public final class BlobReader {
                 throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length")
             }
             return Array(scratch[1..<length])
-        case PackFormat.compressionZstd:
-            return try decompress(length: length, rawLength: rawLength, location: location, file: file)
+        case PackFormat.compressionZstd, PackFormat.compressionPlanes:
+            do {
+                return try scratch.withUnsafeBytes { raw in
+                    try decompress(UnsafeRawBufferPointer(rebasing: raw[1..<length]), codec: header, rawLength: rawLength)
+                }
+            } catch CoreError.corrupt(let detail) {
+                throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
+            }
         default:
             throw RepositoryError.corrupt(file: file, detail: "unknown entry header \(header) at offset \(location.offset)")
         }
     }
 
-    private func decompress(length: Int, rawLength: Int, location: BlobLocation, file: String) throws -> [UInt8] {
-        do {
-            return try scratch.withUnsafeBytes { raw in
-                try compressor.decompress(UnsafeRawBufferPointer(rebasing: raw[1..<length]), rawLength: rawLength)
-            }
-        } catch CoreError.corrupt(let detail) {
-            throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
+    private func decompress(_ payload: UnsafeRawBufferPointer, codec: UInt8, rawLength: Int) throws -> [UInt8] {
+        if codec == PackFormat.compressionPlanes {
+            guard repository.config.version >= 2 else { throw CoreError.corrupt("float planes in a repository of format version \(repository.config.version)") }
+            return try compressor.decompressPlanes(payload, rawLength: rawLength)
         }
+        return try compressor.decompress(payload, rawLength: rawLength)
     }
 }
 
@@ -690,33 +696,53 @@ public final class BlobWriter {
     /// Stores a blob whose id the caller computed and reserved through `reserve(_:)`.
     /// Returns whether it was compressed.
     public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compress: Bool) throws -> Bool {
+        try storeNew(id: id, data: data, type: type, compression: compress ? .zstd : .none) != PackFormat.compressionRaw
+    }
+
+    /// The same with a choice of codec; returns the codec used (`PackFormat.compression…`).
+    public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compression: BlobCompression) throws -> UInt8 {
         if pack == nil { pack = try makePackWriter() }
-        var compressed = false
+        var codec = PackFormat.compressionRaw
+        var packed: [UInt8]?
+        if data.count >= 64 {
+            // Float planes only where the format allows them (older repositories: zstd).
+            let planesAllowed = repository.config.version >= 2
+            switch compression {
+            case .none:
+                break
+            case .zstd:
+                packed = compressor.compress(data)
+                codec = PackFormat.compressionZstd
+            case .floatPlanes where planesAllowed:
+                packed = compressor.compressPlanes(data)
+                codec = PackFormat.compressionPlanes
+            case .floatPlanes, .smaller:
+                let planes = planesAllowed ? compressor.compressPlanes(data) : nil
+                let whole = compressor.compress(data)
+                if let planes, planes.count <= whole?.count ?? Int.max {
+                    (packed, codec) = (planes, PackFormat.compressionPlanes)
+                } else {
+                    (packed, codec) = (whole, PackFormat.compressionZstd)
+                }
+            }
+            if packed == nil { codec = PackFormat.compressionRaw }
+        }
         if let keys = repository.keys {
             // Compressed (when it pays) then sealed: the header says both.
-            var header = PackFormat.compressionRaw | PackFormat.encrypted
-            var sealed: [UInt8]
-            if compress, data.count >= 64, let packed = compressor.compress(data) {
-                sealed = packed.withUnsafeBytes { Crypto.seal($0, key: keys.encryption, context: "blob") }
-                header = PackFormat.compressionZstd | PackFormat.encrypted
-                compressed = true
-            } else {
-                sealed = Crypto.seal(data, key: keys.encryption, context: "blob")
-            }
-            try sealed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: header, payload: $0, rawLength: data.count) }
+            var sealed = packed.map { p in p.withUnsafeBytes { Crypto.seal($0, key: keys.encryption, context: "blob") } } ?? Crypto.seal(data, key: keys.encryption, context: "blob")
+            try sealed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: codec | PackFormat.encrypted, payload: $0, rawLength: data.count) }
             newStoredBytes += sealed.count + 1
             sealed.removeAll()
-        } else if compress, data.count >= 64, let packed = compressor.compress(data) {
-            try packed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: PackFormat.compressionZstd, payload: $0, rawLength: data.count) }
+        } else if let packed {
+            try packed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: codec, payload: $0, rawLength: data.count) }
             newStoredBytes += packed.count + 1
-            compressed = true
         } else {
             try pack!.add(id: id, type: type, compression: PackFormat.compressionRaw, payload: data, rawLength: data.count)
             newStoredBytes += data.count + 1
         }
         newRawBytes += data.count
         if pack!.size >= Self.packTarget { try finishPack() }
-        return compressed
+        return codec
     }
 
     /// Copies a stored entry (header byte and payload) unchanged into this writer's pack:

@@ -511,15 +511,24 @@ public final class Archiver: Sendable {
         var content: [BlobID] = []
         content.reserveCapacity(Int(job.node.size) / 65536 + 1)
         // Compression is retried per file until it fails on 4 chunks in a row: incompressible
-        // files (vectors, weights) then skip the attempt, which costs more than hashing.
+        // files (weights) then skip the attempt, which costs more than hashing. Fixed-block
+        // files (vector storage) try float planes and zstd on their first 4 new blocks and
+        // keep float planes if they won every time (see Compressor.compressPlanes).
         var incompressibleRun = 0
+        var compression: BlobCompression = scheme.isFixed ? .smaller : .zstd
+        var trials = 0, planesWon = 0
         do {
             try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer) { data in
                 if cancellation.isCancelled { throw EngineError.cancelled }
                 let id = repository.blobID(data)
                 if worker.writer.reserve(id) {
-                    let compressed = try worker.writer.storeNew(id: id, data: data, type: .data, compress: incompressibleRun < 4)
-                    incompressibleRun = compressed ? 0 : incompressibleRun + 1
+                    let codec = try worker.writer.storeNew(id: id, data: data, type: .data, compression: incompressibleRun < 4 ? compression : .none)
+                    incompressibleRun = codec == PackFormat.compressionRaw ? incompressibleRun + 1 : 0
+                    if compression == .smaller {
+                        trials += 1
+                        planesWon += codec == PackFormat.compressionPlanes ? 1 : 0
+                        if trials == 4 { compression = planesWon == 4 ? .floatPlanes : .zstd }
+                    }
                 }
                 content.append(id)
                 total += UInt64(data.count)
