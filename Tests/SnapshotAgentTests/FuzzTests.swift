@@ -179,6 +179,19 @@ import TestSupport
         hangs += Self.fuzz("zstd", seeds: [frame], salt: 9) { bytes in
             _ = try? bytes.withUnsafeBytes { try Compressor(level: 1).decompress($0, rawLength: bytes.count * 4) }
         }
+        // Float planes: a frame length, a zstd frame and raw planes; the raw length as the
+        // payload's sizes imply it, so that mutated frames reach the zstd decoder.
+        var floats: [UInt8] = []
+        for k in 0..<8192 { withUnsafeBytes(of: (Float(sin(Double(k) * 0.37)) * 0.2).bitPattern.littleEndian) { floats += $0 } }
+        let planes = try #require(floats.withUnsafeBytes { Compressor(level: 3).compressPlanes($0) })
+        hangs += Self.fuzz("float planes", seeds: [planes], salt: 10) { bytes in
+            guard bytes.count >= 4 else { return }
+            let frame = Int(bytes[0]) | Int(bytes[1]) << 8 | Int(bytes[2]) << 16 | Int(bytes[3]) << 24
+            let rest = max(0, bytes.count - 4 - frame)
+            for rawLength in [rest / 3 * 4 + rest % 3, 32768] {
+                _ = try? bytes.withUnsafeBytes { try Compressor(level: 1).decompressPlanes($0, rawLength: rawLength) }
+            }
+        }
         #expect(hangs.isEmpty, "\(hangs)")
         #expect(Verifier(repository: try Repository.open(at: repoPath)).verify(try catalog.all(), readData: true).ok)
     }
