@@ -12,8 +12,9 @@ import Foundation
 /// Where: the session keyring of the login (pam_keyinit gives each login one), or — for a
 /// process without one — the user-session keyring shared by that user's processes without
 /// one. A key is a "user" key named `snapshot:<repository id>:<key file id>`, readable and
-/// searchable only by processes that possess that keyring (never by other users, nor by the
-/// user's processes in other sessions), never written to disk or swap, and gone at its
+/// searchable only by processes that possess that keyring (never by other users; with a
+/// login's session keyring, not by the user's processes in other sessions), held in kernel
+/// memory (never written to disk or swap), and gone at its
 /// timeout, at `key forget`, or when its key file is removed or replaced (`key remove`,
 /// `key passwd`): a key is looked up only under the id of a key file that is still there,
 /// and used only if it is the one that file seals.

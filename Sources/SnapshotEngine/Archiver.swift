@@ -511,9 +511,9 @@ public final class Archiver: Sendable {
         var content: [BlobID] = []
         content.reserveCapacity(Int(job.node.size) / 65536 + 1)
         // Compression is retried per file until it fails on 4 chunks in a row: incompressible
-        // files (weights) then skip the attempt, which costs more than hashing. Fixed-block
-        // files (vector storage) try float planes and zstd on their first 4 new blocks and
-        // keep float planes if they won every time (see Compressor.compressPlanes).
+        // files (archives, encrypted data) then skip the attempt, which costs more than
+        // hashing. Fixed-block files (vector storage) try float planes and zstd on their first
+        // 4 new blocks and keep float planes if they won every time (Compressor.compressPlanes).
         var incompressibleRun = 0
         var compression: BlobCompression = scheme.isFixed ? .smaller : .zstd
         var trials = 0, planesWon = 0
