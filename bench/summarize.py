@@ -16,6 +16,12 @@ RSS = ["first_rss_mib", "daychange_rss_mib", "restore_rss_mib"]
 SMALL_RSS = ["small_first_rss_mib", "small_nochange_rss_mib", "small_restore_rss_mib"]
 
 
+def header(columns, extra):
+    names = [c[1] for c in columns] + extra
+    print("| tool | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+
+
 def main():
     values, notes, failures = {}, {}, []
     with open(sys.argv[1]) as f:
@@ -35,8 +41,7 @@ def main():
         return statistics.median(v) if v else None
 
     print("Medians of %d round(s); in brackets the ratio to restic (below 1 is better).\n" % rounds)
-    print("| tool | " + " | ".join(c[1] for c in COLUMNS) + " | peak RSS MiB | small files peak RSS MiB |")
-    print("|---" * (len(COLUMNS) + 3) + "|")
+    header(COLUMNS, ["peak RSS MiB", "small files peak RSS MiB"])
     for tool in tools:
         cells = []
         for metric, _ in COLUMNS:
@@ -54,14 +59,10 @@ def main():
     if "snapshot" in tools and encrypted:
         print("\nEncrypted against plain snapshot (ratio of medians; the goal is at most 1.15×):\n")
         timed = [c for c in COLUMNS if c[0].endswith("_s")]
-        print("| tool | " + " | ".join(c[1] for c in timed) + " |")
-        print("|---" * (len(timed) + 1) + "|")
+        header(timed, [])
         for tool in encrypted:
-            cells = []
-            for metric, _ in timed:
-                m, base = median(tool, metric), median("snapshot", metric)
-                cells.append("%.2f×" % (m / base) if m is not None and base else "-")
-            print("| %s | %s |" % (tool, " | ".join(cells)))
+            ratios = [(median(tool, m), median("snapshot", m)) for m, _ in timed]
+            print("| %s | %s |" % (tool, " | ".join("%.2f×" % (m / b) if m is not None and b else "-" for m, b in ratios)))
     print()
     for (tool, metric), seen in sorted(notes.items()):
         print("%s %s: %s" % (tool, metric.replace("_check", ""), ", ".join(sorted(seen))))
