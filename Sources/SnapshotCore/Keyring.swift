@@ -78,7 +78,9 @@ public final class Keyring: Sendable {
     /// for the `key` commands: they always prove the password).
     public let usesKeyCache: Bool
     private let state = Mutex<(keys: MasterKeys, keyID: String)?>(nil)
-    private let encrypted = Mutex<Bool?>(nil)
+    /// The repository's config, once one was read (not before: the repository may not exist
+    /// yet): whether it is encrypted, and its id for the kernel keyring.
+    private let config = Mutex<RepositoryConfig?>(nil)
     /// How the master keys were opened: by the password, or from the kernel keyring.
     private let source = Mutex<String>("")
 
@@ -107,22 +109,21 @@ public final class Keyring: Sendable {
         try JSONDecoder().decode(KeyFile.self, from: Data(try storage.load(".store/keys/" + name)))
     }
 
-    /// The repository's config, or its copy when the config is damaged.
+    /// The repository's config, or its copy when the config is damaged; read once.
     private func readConfig() -> RepositoryConfig? {
+        if let known = config.withLock({ $0 }) { return known }
         for file in ["config", "config.copy"] {
-            if let c = try? Repository.readConfig(storage, ".store/" + file) { return c }
+            if let c = try? Repository.readConfig(storage, ".store/" + file) {
+                config.withLock { $0 = c }
+                return c
+            }
         }
         return nil
     }
 
     /// Whether the repository's config says it is encrypted (config or its copy).
     public var repositoryIsEncrypted: Bool {
-        if let known = encrypted.withLock({ $0 }) { return known }
-        if let c = readConfig() {
-            // Known once a config says so (not before: the repository may not exist yet).
-            encrypted.withLock { $0 = c.encryption != "none" }
-            return c.encryption != "none"
-        }
+        if let c = readConfig() { return c.encryption != "none" }
         return !((try? keyNames()) ?? []).isEmpty
     }
 
