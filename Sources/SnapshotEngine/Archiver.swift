@@ -513,10 +513,11 @@ public final class Archiver: Sendable {
         // Compression is retried per file until it fails on 4 chunks in a row: incompressible
         // files (archives, encrypted data) then skip the attempt, which costs more than
         // hashing. Fixed-block files (vector storage) try float planes and zstd on their first
-        // 4 new blocks and keep float planes if they won every time (Compressor.compressPlanes).
+        // 4 new blocks and keep float planes if they won every time (Compressor.compressPlanes);
+        // the first block zstd wins settles it for zstd.
         var incompressibleRun = 0
         var compression: BlobCompression = scheme.isFixed ? .smaller : .zstd
-        var trials = 0, planesWon = 0
+        var trials = 0
         do {
             try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer) { data in
                 if cancellation.isCancelled { throw EngineError.cancelled }
@@ -526,8 +527,11 @@ public final class Archiver: Sendable {
                     incompressibleRun = codec == PackFormat.compressionRaw ? incompressibleRun + 1 : 0
                     if compression == .smaller {
                         trials += 1
-                        planesWon += codec == PackFormat.compressionPlanes ? 1 : 0
-                        if trials == 4 { compression = planesWon == 4 ? .floatPlanes : .zstd }
+                        if codec != PackFormat.compressionPlanes {
+                            compression = .zstd
+                        } else if trials == 4 {
+                            compression = .floatPlanes
+                        }
                     }
                 }
                 content.append(id)
