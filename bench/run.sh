@@ -85,7 +85,7 @@ commands() {
     snapshot-aes-unlocked)
         # The same after `key unlock`: the password's key is derived once, not per command.
         commands snapshot-aes
-        INIT='"$SNAPSHOT_BIN" --repo "$REPO" init --encryption aes-256-gcm >/dev/null && "$SNAPSHOT_BIN" --repo "$REPO" key unlock --for 1h >/dev/null' ;;
+        INIT+=' && "$SNAPSHOT_BIN" --repo "$REPO" key unlock --for 1h >/dev/null' ;;
     *) echo "run.sh: unknown tool $1 (restic, borg-zstd3, snapshot, snapshot-aes, snapshot-aes-unlocked)" >&2; exit 64 ;;
     esac
 }
