@@ -85,21 +85,43 @@ public struct Chunker: Sendable {
             return gear.withUnsafeBufferPointer { g in
                 var fp: UInt64 = 0
                 var i = minSize
-                let ms = maskSmall
-                let ml = maskLarge
-                while i < normal {
-                    fp = (fp << 1) &+ g[Int(bytes[i])]
-                    if fp & ms == 0 { return i + 1 }
-                    i += 1
-                }
-                while i < end {
-                    fp = (fp << 1) &+ g[Int(bytes[i])]
-                    if fp & ml == 0 { return i + 1 }
-                    i += 1
-                }
+                if let cut = Self.scan(bytes, g, &fp, &i, upTo: normal, mask: maskSmall) { return cut }
+                if let cut = Self.scan(bytes, g, &fp, &i, upTo: end, mask: maskLarge) { return cut }
                 return end
             }
         }
+    }
+
+    /// Rolls the gear hash over `bytes[i..<stop]` and returns the position after the first
+    /// byte where `fp & mask == 0`, or nil with `fp` and `i` at `stop`.
+    ///
+    /// Four bytes per step with the same result as one at a time: `fp` after four bytes is
+    /// `fp << 4` plus a sum of the four table values that does not depend on `fp`, so the
+    /// loop's dependency chain is one shift and one add per four bytes instead of per byte
+    /// (the byte-wise loop ran at ~2 cycles per byte, its chain's latency).
+    @inline(__always)
+    private static func scan(_ bytes: UnsafeBufferPointer<UInt8>, _ g: UnsafeBufferPointer<UInt64>, _ fp: inout UInt64, _ i: inout Int, upTo stop: Int, mask: UInt64) -> Int? {
+        while i + 4 <= stop {
+            let g0 = g[Int(bytes[i])], g1 = g[Int(bytes[i + 1])], g2 = g[Int(bytes[i + 2])], g3 = g[Int(bytes[i + 3])]
+            let f1 = (fp << 1) &+ g0
+            let f2 = (fp << 2) &+ ((g0 << 1) &+ g1)
+            let f3 = (fp << 3) &+ ((g0 << 2) &+ (g1 << 1) &+ g2)
+            let f4 = (fp << 4) &+ ((g0 << 3) &+ (g1 << 2) &+ (g2 << 1) &+ g3)
+            if f1 & mask == 0 || f2 & mask == 0 || f3 & mask == 0 || f4 & mask == 0 {
+                if f1 & mask == 0 { return i + 1 }
+                if f2 & mask == 0 { return i + 2 }
+                if f3 & mask == 0 { return i + 3 }
+                return i + 4
+            }
+            fp = f4
+            i += 4
+        }
+        while i < stop {
+            fp = (fp << 1) &+ g[Int(bytes[i])]
+            i += 1
+            if fp & mask == 0 { return i }
+        }
+        return nil
     }
 }
 

@@ -54,10 +54,82 @@ import TestSupport
         #expect(c == [65536, 65536, 65536, 200_000 - 3 * 65536])
     }
 
+    /// The cut points of the standard scheme are part of the repository format: a file
+    /// chunked differently from last time no longer deduplicates against its old chunks.
+    @Test func theStandardSchemeKeepsItsCutPoints() {
+        let data = Fixture.bytes(6 << 20, seed: 5)
+        let sizes = chunks(data, Chunker(scheme: ChunkingPolicy.standard.defaultScheme, seed: 1)).map(\.count)
+        #expect(sizes == [395250, 317552, 313968, 364757, 123745, 373115, 310459, 172501, 303207, 393682, 277086,
+                          330237, 450674, 404175, 236818, 271210, 296030, 301291, 294371, 296984, 64344])
+    }
+
+    /// FastCDC as the paper states it, one byte at a time: what the unrolled `cut` must match.
+    func referenceCut(_ data: ArraySlice<UInt8>, min minSize: Int, average: Int, max maxSize: Int, seed: UInt64) -> Int {
+        let n = data.count
+        if n <= minSize { return n }
+        var state = seed
+        var gear = [UInt64](repeating: 0, count: 256)
+        for i in 0..<256 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            gear[i] = z ^ (z >> 31)
+        }
+        let bits = Int.bitWidth - 1 - average.leadingZeroBitCount
+        let small = ((UInt64(1) << UInt64(bits + 2)) - 1) << UInt64(64 - bits - 2)
+        let large = ((UInt64(1) << UInt64(bits - 2)) - 1) << UInt64(64 - bits + 2)
+        var fp: UInt64 = 0
+        for i in minSize..<Swift.min(maxSize, n) {
+            fp = (fp << 1) &+ gear[Int(data[data.startIndex + i])]
+            if fp & (i < average ? small : large) == 0 { return i + 1 }
+        }
+        return Swift.min(maxSize, n)
+    }
+
+    @Test func cutsMatchTheBytewiseDefinition() {
+        // Small sizes so that many cuts, every remainder mod 4 and both masks are exercised;
+        // low-entropy inputs cut late or at the maximum.
+        let inputs: [[UInt8]] = [
+            Fixture.bytes(3 << 20, seed: 21),
+            [UInt8](repeating: 0, count: 300_000),
+            (0..<400_000).map { UInt8(truncatingIfNeeded: $0 % 251) },
+            Array("2025-11-24T00:00:01.000Z WARN  [reviewer] payload window queue worker\n".utf8)
+                .repeated(to: 500_000),
+        ]
+        for (number, data) in inputs.enumerated() {
+            for seed: UInt64 in [1, 2, 3] {
+                let chunker = Chunker(scheme: .contentDefined(min: 1 << 10, average: 4 << 10, max: 16 << 10), seed: seed)
+                var start = 0
+                while start < data.count {
+                    // Every remainder of a short tail too.
+                    for tail in [0, 1, 2, 3, 4097] where data.count - start > tail {
+                        let slice = data[start..<data.count - tail]
+                        let got = slice.withUnsafeBytes { chunker.cut($0) }
+                        let want = referenceCut(slice, min: 1 << 10, average: 4 << 10, max: 16 << 10, seed: seed)
+                        #expect(got == want, "input \(number), seed \(seed), at \(start), tail \(tail)")
+                        if got != want { return }
+                    }
+                    start += data[start...].withUnsafeBytes { chunker.cut($0) }
+                }
+            }
+        }
+    }
+
     @Test func policyPicksFixedBlocksForVectorStorage() {
         #expect(ChunkingPolicy.standard.scheme(forFileNamed: "chunk_0.mmap") == .fixed(size: 32 << 10))
         #expect(ChunkingPolicy.standard.scheme(forFileNamed: "system.log") == ChunkingPolicy.standard.defaultScheme)
         #expect(ChunkingPolicy.version1.scheme(forFileNamed: "chunk_0.mmap") == .fixed(size: 64 << 10))
         #expect(ChunkingPolicy.version(1) == .version1 && ChunkingPolicy.version(2) == .standard)
+    }
+}
+
+
+extension Array where Element == UInt8 {
+    fileprivate func repeated(to count: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        while out.count < count { out.append(contentsOf: self.prefix(count - out.count)) }
+        return out
     }
 }
