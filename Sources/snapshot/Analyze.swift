@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Analyze: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "analyze",
             abstract: "Where a snapshot's bytes are: per component, the largest files, the largest growth.",
             discussion: "Per component: files, logical bytes, bytes its distinct chunks take in the store, bytes shared with the parent snapshot, compression ratio. Then the 20 largest files and the 20 files that grew most since the parent (new files count from 0).")
 

@@ -5,7 +5,7 @@ import SnapshotEngine
 
 extension Snapshot {
     struct Cat: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write one file of a snapshot to stdout.")
+        static let configuration = CommandConfiguration(commandName: "cat", abstract: "Write one file of a snapshot to stdout.")
 
         @OptionGroup var global: GlobalOptions
 

@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Copy: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "copy",
             abstract: "Copy snapshots to another repository, sending only the data it lacks.",
             discussion: "The target is a directory or s3://BUCKET/PREFIX; one that does not exist is created like this repository (the same chunker seed, and for an encrypted one the same keys under the same password). Blobs are read back and checked before they are sent; a snapshot appears in the target only after all its data is there. Resumable: a second run copies only what the first did not finish, and sends nothing when everything is there.")
 

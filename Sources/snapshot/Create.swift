@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "create",
             abstract: "Take a snapshot.",
             discussion: "Prints the new snapshot's id (with --json, its metadata.json object). Unchanged files (same size, mtime, ctime and inode as in the parent snapshot) are not read again, except for --type full.")
 

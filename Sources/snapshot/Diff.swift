@@ -5,7 +5,7 @@ import SnapshotEngine
 
 extension Snapshot {
     struct Diff: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show added, removed and modified paths between two snapshots.")
+        static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show added, removed and modified paths between two snapshots.")
 
         @OptionGroup var global: GlobalOptions
 

@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "export",
             abstract: "Write one snapshot as a portable archive (.tar.zst, .tar.gz or .tar), optionally age-encrypted.",
             discussion: """
                 The archive holds the directory snapshot/: every component's files, metadata.json and SHA256SUMS \\
@@ -45,6 +46,7 @@ extension Snapshot {
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "import",
             abstract: "Add a snapshot from an archive made by export (.tar.zst, .tar.gz or .tar).",
             discussion: "Every file is checked against the archive's SHA256SUMS, and nothing unlisted may be there, before anything is committed. The snapshot keeps its type, time, name (when still free) and tags, plus a tag imported_from. Prints its id (with --json: its metadata.json object). Decrypt an age-encrypted archive first with `age -d`.")
 

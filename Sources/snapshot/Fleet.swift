@@ -13,6 +13,7 @@ import Synchronization
 extension Snapshot {
     struct Fleet: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "fleet",
             abstract: "Every agent on the broker, one line each: online, busy or idle, queue, last snapshot per type, worst alert.",
             discussion: """
                 Reads the agents' retained status (<prefix>/status/+/availability, state, alerts/#) and prints what it \

@@ -4,6 +4,7 @@ import SnapshotCore
 extension Snapshot {
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "init",
             abstract: "Create an empty repository.",
             discussion: """
                 With --encryption aes-256-gcm (the default when a password is given), every blob, index file and \

@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Key: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "key",
             abstract: "Manage the passwords of an encrypted repository.",
             discussion: "Several passwords may open one repository: each has a key file in .store/keys sealing the same master key. No data is re-encrypted. `key unlock` keeps the master key in the kernel keyring of this login for a while, so that commands need neither the password nor its slow key derivation; `key forget` ends that.",
             subcommands: [List.self, Add.self, Remove.self, Passwd.self, Unlock.self, Forget.self])
@@ -36,7 +37,7 @@ extension Snapshot {
         }
 
         struct List: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "The key files and which one the password opened.")
+            static let configuration = CommandConfiguration(commandName: "list", abstract: "The key files and which one the password opened.")
             @OptionGroup var global: GlobalOptions
 
             func run() async throws {
@@ -50,7 +51,7 @@ extension Snapshot {
         }
 
         struct Add: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Add a password that opens the repository too.")
+            static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a password that opens the repository too.")
             @OptionGroup var global: GlobalOptions
             @Option(help: ArgumentHelp("The new password, in a file only its owner can read (or SNAPSHOT_NEW_PASSWORD).", valueName: "file"))
             var newPasswordFile: String?
@@ -63,7 +64,7 @@ extension Snapshot {
         }
 
         struct Remove: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Remove a key (not the one the password opened).")
+            static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a key (not the one the password opened).")
             @OptionGroup var global: GlobalOptions
             @Argument(help: "The key's id (see `snapshot key list`).")
             var id: String
@@ -76,6 +77,7 @@ extension Snapshot {
 
         struct Unlock: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
+                commandName: "unlock",
                 abstract: "Keep the repository unlocked in this login's kernel keyring for a while.",
                 discussion: "The password is checked (and its key derived) once; until the time is up, `snapshot key forget`, or the key file is removed or replaced, commands on this repository from this login session need no password and derive no key. The master key is kept in the kernel (keyrings(7)): readable only by processes of this session's keyring, never written to disk.")
             @OptionGroup var global: GlobalOptions
@@ -107,7 +109,7 @@ extension Snapshot {
         }
 
         struct Forget: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Drop what `key unlock` kept: the repository needs its password again.")
+            static let configuration = CommandConfiguration(commandName: "forget", abstract: "Drop what `key unlock` kept: the repository needs its password again.")
             @OptionGroup var global: GlobalOptions
 
             func run() async throws {
@@ -118,7 +120,7 @@ extension Snapshot {
         }
 
         struct Passwd: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Change the password: the key it opened is replaced by one for the new password.")
+            static let configuration = CommandConfiguration(commandName: "passwd", abstract: "Change the password: the key it opened is replaced by one for the new password.")
             @OptionGroup var global: GlobalOptions
             @Option(help: ArgumentHelp("The new password, in a file only its owner can read (or SNAPSHOT_NEW_PASSWORD).", valueName: "file"))
             var newPasswordFile: String?

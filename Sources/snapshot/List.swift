@@ -5,7 +5,7 @@ import SnapshotEngine
 
 extension Snapshot {
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List snapshots, newest first.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List snapshots, newest first.")
 
         @OptionGroup var global: GlobalOptions
 

@@ -5,7 +5,7 @@ import SnapshotEngine
 
 extension Snapshot {
     struct Ls: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the files in a snapshot.")
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the files in a snapshot.")
 
         @OptionGroup var global: GlobalOptions
 

@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Monitor: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "monitor",
             abstract: "Check snapshots against configs/snapshot_alerts.yaml (Nagios plugin convention).",
             discussion: "Prints one status line per check and exits 0 (ok), 1 (warning) or 2 (critical), the worst check's level. Without a check named: age, size and integrity.")
 

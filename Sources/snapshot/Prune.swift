@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Prune: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "prune",
             abstract: "Apply configs/retention.yaml: delete the snapshots that fall out and reclaim their space.",
             discussion: "Per type, the newest snapshot of each UTC day / ISO week / month / year bucket is kept while the rule has counts, and the oldest while a rule still has counts left (restic >= 0.16 forget). The newest snapshot of a type is always kept, pre-restore snapshots for 7 days. --dry-run shows every snapshot with the rules that keep it, or remove.")
 
@@ -47,7 +48,7 @@ extension Snapshot {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove one snapshot (its data is reclaimed by the next prune).")
+        static let configuration = CommandConfiguration(commandName: "delete", abstract: "Remove one snapshot (its data is reclaimed by the next prune).")
 
         @OptionGroup var global: GlobalOptions
 

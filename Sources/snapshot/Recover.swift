@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Recover: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "recover",
             abstract: "Disaster recovery: restore components in place in dependency order between the service hooks.",
             discussion: """
                 full: every component (configs, storage, models, then the mesh's retained state) in one in-place restore. \\

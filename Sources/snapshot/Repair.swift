@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Repair: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "repair",
             abstract: "Salvage a damaged snapshot into a new one; the original is left as it is.",
             discussion: """
                 Reads and re-hashes everything the snapshot needs. Damaged content is healed where another copy of it \\

@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Restore: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "restore",
             abstract: "Restore a snapshot.",
             discussion: """
                 With --target DIR, component C is written to DIR/C/. Without it, in place: stop_services runs, a pre-restore snapshot \

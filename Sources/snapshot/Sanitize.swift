@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Sanitize: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "sanitize",
             abstract: "A copy of a snapshot with personal data and secrets removed or pseudonymised.",
             discussion: """
                 Every text file of the snapshot (or of the chosen components) is searched for e-mail addresses, IPv4 and \\

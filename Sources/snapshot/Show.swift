@@ -5,7 +5,7 @@ import SnapshotEngine
 
 extension Snapshot {
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a snapshot's metadata.json.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Print a snapshot's metadata.json.")
 
         @OptionGroup var global: GlobalOptions
 

@@ -6,6 +6,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "verify",
             abstract: "Check snapshots' integrity.",
             discussion: "Without --read-data: every tree is read and checked, every content blob must be in the index and its pack present, and every component checksum must match. With --read-data every content blob is also read, decompressed and re-hashed. Exit 1 names every damaged snapshot, component and file.")
 

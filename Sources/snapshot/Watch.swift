@@ -10,6 +10,7 @@ import SnapshotEngine
 extension Snapshot {
     struct Watch: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "watch",
             abstract: "Take continuous snapshots in the foreground as files change (no broker needed).",
             discussion: """
                 Watches the files components of the config's continuous: entries (or those named with --component) with \
