@@ -124,9 +124,11 @@ public final class MasterIndex: Sendable {
     /// Adds the contents of a decoded index file.
     func add(_ packs: [(pack: BlobID, entries: [PackEntry])]) {
         state.withLock { s in
+            // Once for the whole file: reserving per pack grew the array to an exact size
+            // each time, copying it once per pack (a third of opening a 600-pack index).
+            s.unsorted.reserveCapacity(s.unsorted.count + packs.reduce(0) { $0 + $1.entries.count })
             for (pack, entries) in packs {
                 let n = s.number(of: pack)
-                s.unsorted.reserveCapacity(s.unsorted.count + entries.count)
                 for e in entries { s.append(e, pack: n) }
             }
         }

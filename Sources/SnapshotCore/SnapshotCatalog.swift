@@ -88,10 +88,23 @@ public struct SnapshotCatalog: Sendable {
 
     /// The plaintext of a snapshot file: opened when sealed; refused unsealed in an
     /// encrypted repository.
+    /// Whether `"sealed"` occurs in `bytes` (a plain loop: `Data.contains` took a generic
+    /// search that cost more than the JSON parse of the file).
+    static func mentionsSealed(_ bytes: [UInt8]) -> Bool {
+        let needle = Array("\"sealed\"".utf8)
+        return bytes.withUnsafeBufferPointer { b in
+            guard b.count >= needle.count else { return false }
+            for i in 0...(b.count - needle.count) where b[i] == 0x22 && b[i + 1] == 0x73 {
+                if needle.indices.allSatisfy({ b[i + $0] == needle[$0] }) { return true }
+            }
+            return false
+        }
+    }
+
     func plaintext(_ bytes: [UInt8], path: String, context: String) throws -> [UInt8] {
         let keys = try keys()
         // A plain repository's file without the key is read as it is (one JSON parse, not two).
-        if keys == nil && !Data(bytes).contains(Data("\"sealed\"".utf8)) { return bytes }
+        if keys == nil && !Self.mentionsSealed(bytes) { return bytes }
         let sealed = (try? JSONDecoder().decode(Sealed.self, from: Data(bytes)))?.sealed
         guard let sealed else {
             if keys != nil { throw RepositoryError.corrupt(file: path, detail: "not sealed, in an encrypted repository") }

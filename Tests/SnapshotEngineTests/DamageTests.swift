@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import SnapshotCore
+@testable import SnapshotCore
 import SnapshotEngine
 import Testing
 import TestSupport
@@ -120,5 +120,25 @@ import TestSupport
         let index = try POSIX.readFile(indexDir + "/" + name)
         Fixture.write(indexDir + "/" + name, Array(index.prefix(index.count - 7)))
         #expect(try h.open().damagedIndexFiles.first?.contains(name) == true)
+    }
+
+    /// A plain repository reads its metadata as it is, unless the file carries a sealed
+    /// part (an encrypted repository's file put there): that is damage, named.
+    @Test func aSealedMetadataFileInAPlainRepositoryIsDamage() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/a", [1, 2, 3])
+        let record = try h.create()
+        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
+        let path = record.directory + "/metadata.json"
+        var json = try POSIX.readFile(path)
+        let close = try #require(json.lastIndex(of: UInt8(ascii: "}")))
+        json.replaceSubrange(close...close, with: Array(",\"sealed\":\"AAAA\"}".utf8))
+        Fixture.write(path, json)
+        #expect(try catalog.all().isEmpty)
+        #expect(try catalog.damaged().first?.problem.contains("sealed, in an unencrypted repository") == true)
+        // Short and look-alike files are read as they are.
+        #expect(!SnapshotCatalog.mentionsSealed(Array("\"seal".utf8)))
+        #expect(!SnapshotCatalog.mentionsSealed(Array("\"sealeD\" \"sealed ".utf8)))
+        #expect(SnapshotCatalog.mentionsSealed(Array("x\"sealed\"".utf8)))
     }
 }
