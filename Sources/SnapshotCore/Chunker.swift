@@ -171,19 +171,26 @@ extension Chunker {
     /// Reads `fd` to its end through `buffer` and calls `body` with each chunk in order.
     /// The buffer must hold at least two maximum-size chunks. A read error throws
     /// `RepositoryError` naming `path`; `body` may throw to stop early.
-    public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    ///
+    /// `propose`, when given, sees the bytes from each chunk's start (at least a maximum-size
+    /// chunk of them unless the file ends sooner) before they are cut, and may name the
+    /// chunk's length itself; nil lets the scheme cut. A caller that knows where the file's
+    /// previous version was cut, and has checked that the same bytes are there, saves the
+    /// search for the cut: FastCDC's cut depends only on the bytes from the chunk's start
+    /// to the cut, so equal bytes cut at the same place.
+    public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         try chunks(reading: { space in
             while true {
                 let n = read(fd, space.baseAddress!, space.count)
                 if n >= 0 { return n }
                 if errno != EINTR { throw RepositoryError.fromErrno(path: path, operation: "read") }
             }
-        }, buffer: buffer, body)
+        }, buffer: buffer, propose: propose, body)
     }
 
     /// Chunks the bytes that `fill` supplies (it fills the space it is given from the start
     /// and returns how many bytes it wrote, 0 at the end), as `chunks(of:)` chunks a file.
-    public func chunks(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    public func chunks(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         precondition(buffer.count >= 2 * scheme.maxSize)
         let maxChunk = scheme.maxSize
         var start = 0, end = 0, eof = false
@@ -205,7 +212,12 @@ extension Chunker {
             }
             if end == start { return }
             let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
-            let n = cut(available)
+            var n = 0
+            if let propose, let proposed = try propose(available), proposed > 0, proposed <= available.count {
+                n = proposed
+            } else {
+                n = cut(available)
+            }
             try body(UnsafeRawBufferPointer(rebasing: available[0..<n]))
             start += n
         }

@@ -105,6 +105,9 @@ public final class Archiver: Sendable {
         let path: String
         var node: Node
         var failure: String?
+        /// The chunks of the file's version in the parent snapshot, when it had one (see
+        /// `PreviousCuts`).
+        var previous: [BlobID] = []
         /// Put in its place (read, or failed).
         var placed = false
         /// The directory that lists it, and its place among the directory's entries (unowned:
@@ -371,7 +374,9 @@ public final class Archiver: Sendable {
                     progress.filesDone.add(1, ordering: .relaxed)
                 } else {
                     // Its extended attributes are read with its content, from its descriptor.
-                    try submit(FileJob(path: childPath, node: child, dir: dir, slot: dir.entries.count), context: context, state: &state)
+                    let job = FileJob(path: childPath, node: child, dir: dir, slot: dir.entries.count)
+                    if let old, old.kind == .file { job.previous = old.content }
+                    try submit(job, context: context, state: &state)
                 }
             case .symlink:
                 child.linkTarget = item.link ?? ""
@@ -485,8 +490,11 @@ public final class Archiver: Sendable {
         deinit { buffer.deallocate() }
     }
 
-    /// Two maximum-size chunks (the chunker's minimum), so that four workers stay small.
-    static let readBufferSize = 4 << 20
+    /// Two maximum-size chunks of `policy` (the chunker's minimum), so that four workers stay
+    /// small: every page of it is a fault on first use (2 MiB for chunking version 2).
+    static func readBufferSize(_ policy: ChunkingPolicy) -> Int {
+        2 * max(policy.defaultScheme.maxSize, policy.fixedScheme.maxSize)
+    }
 
     /// Reads one file, storing its new chunks; fills `job.node.content` and its extended
     /// attributes, or `job.failure`.
@@ -518,10 +526,26 @@ public final class Archiver: Sendable {
         var incompressibleRun = 0
         var compression: BlobCompression = scheme.isFixed ? .smaller : .zstd
         var trials = 0
+        // A changed file cut where its previous version was, while the bytes are the same.
+        var previous = PreviousCuts(job.previous, scheme: scheme, index: repository.index)
+        job.previous = []
+        var checked: BlobID?
+        let propose: ((UnsafeRawBufferPointer) throws -> Int?)? = previous == nil ? nil : { available in
+            guard let (length, id) = previous!.propose(available, hash: { self.repository.blobID($0) }) else { return nil }
+            checked = id
+            return length
+        }
         do {
-            try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer) { data in
+            try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer, propose: propose) { data in
                 if cancellation.isCancelled { throw EngineError.cancelled }
-                let id = repository.blobID(data)
+                let id: BlobID
+                if let known = checked {
+                    id = known
+                    checked = nil
+                } else {
+                    id = repository.blobID(data)
+                    previous?.cut(id)
+                }
                 if worker.writer.reserve(id) {
                     let codec = try worker.writer.storeNew(id: id, data: data, type: .data, compression: incompressibleRun < 4 ? compression : .none)
                     incompressibleRun = codec == PackFormat.compressionRaw ? incompressibleRun + 1 : 0
@@ -548,6 +572,54 @@ public final class Archiver: Sendable {
             job.node.size = total
         }
         job.node.content = content
+    }
+
+    /// Where the previous version of a changed file was cut, so that reading it again need
+    /// not search for the same cuts (content-defined chunking is a tenth of a first backup
+    /// and most of re-reading a grown log). Each proposed chunk is hashed first and taken only
+    /// if its id is the previous chunk's: the bytes are the same, so FastCDC would cut there
+    /// too (its cut depends only on the bytes from the chunk's start to the cut). The
+    /// previous last chunk is never proposed: it was cut by the end of the file. After a
+    /// chunk that differs, the scheme cuts again until one of its chunks is a previous chunk
+    /// (an edit in the middle), whose successor is proposed next.
+    struct PreviousCuts {
+        private var ids: [BlobID] = []
+        private var lengths: [Int] = []
+        private var next: Int? = 0
+        private var positions: [BlobID: Int]?
+
+        init?(_ previous: [BlobID], scheme: ChunkingScheme, index: MasterIndex) {
+            guard case .contentDefined(let minSize, _, let maxSize) = scheme, previous.count > 1 else { return nil }
+            for id in previous.dropLast() {
+                guard let length = index.location(of: id).map({ Int($0.rawLength) }), length > minSize, length <= maxSize else { break }
+                ids.append(id)
+                lengths.append(length)
+            }
+            if ids.isEmpty { return nil }
+        }
+
+        /// The length and id of the next chunk if `available` starts with the previous
+        /// version's next chunk.
+        mutating func propose(_ available: UnsafeRawBufferPointer, hash: (UnsafeRawBufferPointer) -> BlobID) -> (Int, BlobID)? {
+            guard let k = next, k < ids.count, lengths[k] <= available.count else { return nil }
+            let id = hash(UnsafeRawBufferPointer(rebasing: available[0..<lengths[k]]))
+            guard id == ids[k] else {
+                next = nil
+                return nil
+            }
+            next = k + 1
+            return (lengths[k], id)
+        }
+
+        /// After a chunk the scheme cut: if the previous version had it, its successor is next.
+        mutating func cut(_ id: BlobID) {
+            if positions == nil {
+                var p: [BlobID: Int] = [:]
+                for (k, id) in ids.enumerated().reversed() { p[id] = k }
+                positions = p
+            }
+            next = positions![id].map { $0 + 1 }
+        }
     }
 
     // MARK: trees
@@ -705,7 +777,9 @@ public final class Archiver: Sendable {
                     progress.bytesDone.add(Int(node.size), ordering: .relaxed)
                 } else {
                     // Its extended attributes are read with its content, from its descriptor.
-                    try submit(FileJob(path: source.path, node: node, dir: dir, slot: 0), context: context, state: &state)
+                    let job = FileJob(path: source.path, node: node, dir: dir, slot: 0)
+                    if let old = parentTree?.nodes.first(where: { $0.name == fileName }), old.kind == .file { job.previous = old.content }
+                    try submit(job, context: context, state: &state)
                 }
                 dir.listed = true
                 root = .dir(dir)

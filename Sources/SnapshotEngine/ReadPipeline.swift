@@ -125,7 +125,7 @@ extension Archiver {
 
         private func work() {
             let worker = Worker(
-                writer: archiver.repository.makeBlobWriter(compressionLevel: request.compressionLevel), bufferSize: Archiver.readBufferSize)
+                writer: archiver.repository.makeBlobWriter(compressionLevel: request.compressionLevel), bufferSize: Archiver.readBufferSize(chunking))
             let seed = archiver.repository.config.chunkerSeed
             var jobs: [FileJob] = []
             jobs.reserveCapacity(Self.take)
