@@ -95,6 +95,15 @@ public final class Compressor {
 
     /// Undoes `compressPlanes` into exactly `rawLength` bytes.
     public func decompressPlanes(_ input: UnsafeRawBufferPointer, rawLength: Int) throws -> [UInt8] {
+        try [UInt8](unsafeUninitializedCapacity: rawLength) { out, count in
+            try decompressPlanes(input, into: UnsafeMutableRawBufferPointer(out))
+            count = rawLength
+        }
+    }
+
+    /// Undoes `compressPlanes` into `out`, which must be exactly as long as the original.
+    public func decompressPlanes(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws {
+        let rawLength = out.count
         let n = rawLength / 4, tail = rawLength % 4
         guard input.count >= 4 else { throw CoreError.corrupt("float planes: no frame length") }
         let frame = Int(UInt32(littleEndian: input.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
@@ -105,36 +114,35 @@ public final class Compressor {
         let got = planes.withUnsafeMutableBytes { ZSTD_decompressDCtx(dctx, $0.baseAddress, n, input.baseAddress! + 4, frame) }
         if ZSTD_isError(got) != 0 { throw CoreError.corrupt("zstd: \(String(cString: ZSTD_getErrorName(got)))") }
         guard got == n else { throw CoreError.corrupt("zstd: \(got) bytes decompressed, \(n) expected") }
-        return planes.withUnsafeBufferPointer { p3 in
-            [UInt8](unsafeUninitializedCapacity: rawLength) { out, count in
-                let raw = input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4 + frame
-                let p0 = raw, p1 = raw + n, p2 = raw + 2 * n
-                let o = UnsafeMutableRawPointer(out.baseAddress!)
-                for k in 0..<n {
-                    let w = UInt32(p0[k]) | UInt32(p1[k]) << 8 | UInt32(p2[k]) << 16 | UInt32(p3[k]) << 24
-                    o.storeBytes(of: w.littleEndian, toByteOffset: 4 * k, as: UInt32.self)
-                }
-                for t in 0..<tail { out[4 * n + t] = raw[3 * n + t] }
-                count = rawLength
+        guard let o = out.baseAddress else { return }
+        planes.withUnsafeBufferPointer { p3 in
+            let raw = input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4 + frame
+            let p0 = raw, p1 = raw + n, p2 = raw + 2 * n
+            for k in 0..<n {
+                let w = UInt32(p0[k]) | UInt32(p1[k]) << 8 | UInt32(p2[k]) << 16 | UInt32(p3[k]) << 24
+                o.storeBytes(of: w.littleEndian, toByteOffset: 4 * k, as: UInt32.self)
             }
+            for t in 0..<tail { out[4 * n + t] = raw[3 * n + t] }
         }
     }
 
     /// Decompresses into exactly `rawLength` bytes.
     public func decompress(_ input: UnsafeRawBufferPointer, rawLength: Int) throws -> [UInt8] {
-        var n = 0
-        let out = [UInt8](unsafeUninitializedCapacity: rawLength) { buf, count in
-            n = ZSTD_decompressDCtx(dctx, buf.baseAddress, rawLength, input.baseAddress, input.count)
-            // On error the bytes are garbage but initialised memory is not required for UInt8.
+        try [UInt8](unsafeUninitializedCapacity: rawLength) { out, count in
+            try decompress(input, into: UnsafeMutableRawBufferPointer(out))
             count = rawLength
         }
+    }
+
+    /// Decompresses into `out`, which the frame must fill exactly.
+    public func decompress(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws {
+        let n = ZSTD_decompressDCtx(dctx, out.baseAddress, out.count, input.baseAddress, input.count)
         if ZSTD_isError(n) != 0 {
             throw CoreError.corrupt("zstd: \(String(cString: ZSTD_getErrorName(n)))")
         }
-        guard n == rawLength else {
-            throw CoreError.corrupt("zstd: \(n) bytes decompressed, \(rawLength) expected")
+        guard n == out.count else {
+            throw CoreError.corrupt("zstd: \(n) bytes decompressed, \(out.count) expected")
         }
-        return out
     }
 }
 

@@ -70,6 +70,17 @@ public final class DirectFileWriter {
         }
     }
 
+    /// Appends `count` bytes that `fill` writes straight into the buffer (a restore decodes
+    /// blobs there instead of into an array it then copies). Nothing is appended if `fill`
+    /// throws. `count` must leave room for one aligned block (`bufferSize - 4096`).
+    public func append(count: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+        precondition(count <= buffer.count - Self.alignment)
+        if buffer.count - filled < count { try flush(padTail: false) }
+        try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<filled + count]))
+        filled += count
+        if filled == buffer.count { try flush(padTail: false) }
+    }
+
     /// Writes out the buffer. Unless `padTail`, only whole aligned blocks go out and the rest
     /// moves to the front of the buffer.
     private func flush(padTail: Bool) throws {

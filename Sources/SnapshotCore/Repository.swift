@@ -572,24 +572,40 @@ public final class BlobReader {
     /// The plaintext of a blob at a given location (another copy than the index names:
     /// `repair` heals from those).
     public func read(_ id: BlobID, at location: BlobLocation, check: Bool = true) throws -> [UInt8] {
-        let plain = try decode(location)
-        if check && repository.blobID(plain) != id {
-            throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
+        try checkLengths(location)
+        return try [UInt8](unsafeUninitializedCapacity: Int(location.rawLength)) { out, count in
+            try read(id, at: location, into: UnsafeMutableRawBufferPointer(out), check: check)
+            count = out.count
         }
-        return plain
     }
 
-    /// Reads an entry straight into its final buffer (raw) or through one reused scratch
-    /// buffer (zstd): restore and verify read every byte, so copies matter.
-    private func decode(_ location: BlobLocation) throws -> [UInt8] {
+    /// The plaintext of a blob written into `out`, which must be exactly `location.rawLength`
+    /// bytes: a restore decodes straight into its write buffer. On an error `out` holds
+    /// garbage.
+    public func read(_ id: BlobID, at location: BlobLocation, into out: UnsafeMutableRawBufferPointer, check: Bool = true) throws {
+        precondition(out.count == Int(location.rawLength))
+        try decode(location, into: out)
+        if check && repository.blobID(UnsafeRawBufferPointer(out)) != id {
+            throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
+        }
+    }
+
+    /// No blob is near this size (chunks are at most 2 MiB, trees tens of MiB): a larger
+    /// length in an index is damage, not a reason to allocate gigabytes.
+    private func checkLengths(_ location: BlobLocation) throws {
+        let length = Int(location.length)
+        guard length <= Self.maxBlobSize, Int(location.rawLength) <= Self.maxBlobSize else {
+            throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "entry at \(location.offset) claims \(max(length, Int(location.rawLength))) bytes, more than any blob")
+        }
+    }
+
+    /// Reads an entry through one reused scratch buffer and decodes it into `out`: restore
+    /// and verify read every byte, so copies matter.
+    private func decode(_ location: BlobLocation, into out: UnsafeMutableRawBufferPointer) throws {
         let file = repository.packPath(location.pack)
         let length = Int(location.length)
         guard length >= 1 else { throw RepositoryError.corrupt(file: file, detail: "empty entry at \(location.offset)") }
-        // No blob is near this size (chunks are at most 2 MiB, trees tens of MiB): a larger
-        // length in an index is damage, not a reason to allocate gigabytes.
-        guard length <= Self.maxBlobSize, Int(location.rawLength) <= Self.maxBlobSize else {
-            throw RepositoryError.corrupt(file: file, detail: "entry at \(location.offset) claims \(max(length, Int(location.rawLength))) bytes, more than any blob")
-        }
+        try checkLengths(location)
         if scratch.count < length { scratch = [UInt8](repeating: 0, count: max(length, 1 << 20)) }
         if repository.isLocal {
             try repository.withPackDescriptor(location.pack) { fd in
@@ -613,16 +629,17 @@ public final class BlobReader {
             switch header & 0x03 {
             case PackFormat.compressionRaw:
                 guard payload.count == rawLength else { throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length") }
-                return payload
+                payload.withUnsafeBytes { out.copyMemory(from: $0) }
             case PackFormat.compressionZstd, PackFormat.compressionPlanes:
                 do {
-                    return try payload.withUnsafeBytes { try decompress($0, codec: header & 0x03, rawLength: rawLength) }
+                    try payload.withUnsafeBytes { try decompress($0, codec: header & 0x03, into: out) }
                 } catch CoreError.corrupt(let detail) {
                     throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
                 }
             default:
                 throw RepositoryError.corrupt(file: file, detail: "unknown entry header \(header) at offset \(location.offset)")
             }
+            return
         }
         guard repository.keys == nil else {
             throw RepositoryError.corrupt(file: file, detail: "unencrypted entry at offset \(location.offset) in an encrypted repository")
@@ -632,11 +649,11 @@ public final class BlobReader {
             guard length - 1 == rawLength else {
                 throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length")
             }
-            return Array(scratch[1..<length])
+            scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[1..<length])) }
         case PackFormat.compressionZstd, PackFormat.compressionPlanes:
             do {
-                return try scratch.withUnsafeBytes { raw in
-                    try decompress(UnsafeRawBufferPointer(rebasing: raw[1..<length]), codec: header, rawLength: rawLength)
+                try scratch.withUnsafeBytes { raw in
+                    try decompress(UnsafeRawBufferPointer(rebasing: raw[1..<length]), codec: header, into: out)
                 }
             } catch CoreError.corrupt(let detail) {
                 throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
@@ -646,12 +663,13 @@ public final class BlobReader {
         }
     }
 
-    private func decompress(_ payload: UnsafeRawBufferPointer, codec: UInt8, rawLength: Int) throws -> [UInt8] {
+    private func decompress(_ payload: UnsafeRawBufferPointer, codec: UInt8, into out: UnsafeMutableRawBufferPointer) throws {
         if codec == PackFormat.compressionPlanes {
             guard repository.config.version >= 2 else { throw CoreError.corrupt("float planes in a repository of format version \(repository.config.version)") }
-            return try compressor.decompressPlanes(payload, rawLength: rawLength)
+            try compressor.decompressPlanes(payload, into: out)
+        } else {
+            try compressor.decompress(payload, into: out)
         }
-        return try compressor.decompress(payload, rawLength: rawLength)
     }
 }
 

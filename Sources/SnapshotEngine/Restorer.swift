@@ -249,9 +249,18 @@ public final class Restorer: Sendable {
             file = try DirectFileWriter(path: job.path, buffer: worker.buffer, opener: opener)
         }
         for id in job.node.content {
-            let data = try worker.reader.read(id)
-            try data.withUnsafeBytes { try file.append($0) }
-            progress.bytesDone.add(data.count, ordering: .relaxed)
+            guard let location = repository.location(of: id) else {
+                throw RepositoryError.missingBlob(id: id, context: "not in any index")
+            }
+            let count = Int(location.rawLength)
+            if count <= DirectFileWriter.bufferSize - 4096 {
+                // Decoded and checked in the write buffer itself: no copy of every byte.
+                try file.append(count: count) { try worker.reader.read(id, at: location, into: $0) }
+            } else {
+                let data = try worker.reader.read(id, at: location)
+                try data.withUnsafeBytes { try file.append($0) }
+            }
+            progress.bytesDone.add(count, ordering: .relaxed)
         }
         try file.finish()
         try applyMetadata(path: job.path, node: job.node, fd: file.fd, dir: job.dir)

@@ -16,14 +16,22 @@ import TestSupport
         for size in [0, 1, 4095, 4096, 4097, DirectFileWriter.bufferSize + 3, 2 * DirectFileWriter.bufferSize + 5000] {
             let data = Fixture.bytes(size, seed: UInt64(size))
             let w = try DirectFileWriter(path: path, mode: 0o600, buffer: buffer)
-            // Uneven pieces, as chunks come.
+            // Uneven pieces, as chunks come, copied in or filled in place by turns.
             var offset = 0
             var step = 1
+            var inPlace = false
             while offset < data.count {
                 let n = min(step, data.count - offset)
-                try data.withUnsafeBytes { try w.append(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
+                if inPlace && n <= DirectFileWriter.bufferSize - 4096 {
+                    // Filled in the buffer itself; a fill that fails appends nothing.
+                    #expect(throws: CancellationError.self) { try w.append(count: n) { _ in throw CancellationError() } }
+                    try w.append(count: n) { out in data.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) } }
+                } else {
+                    try data.withUnsafeBytes { try w.append(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
+                }
                 offset += n
                 step = step * 3 + 7
+                inPlace.toggle()
             }
             try w.finish(sync: true)
             #expect(w.size == size)
