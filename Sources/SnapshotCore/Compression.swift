@@ -12,8 +12,11 @@ public enum BlobCompression: Sendable {
     /// Float planes (`Compressor.compressPlanes`); zstd in a repository older than format
     /// version 2.
     case floatPlanes
-    /// Both float planes and zstd tried, the smaller kept (the first blocks of a file, to
-    /// learn which suits it).
+    /// Half planes (`Compressor.compressHalfPlanes`); zstd in a repository older than format
+    /// version 3.
+    case halfPlanes
+    /// zstd and the planes codecs the repository allows tried, the smallest kept (the first
+    /// chunks of a file, to learn which suits it).
     case smaller
 }
 
@@ -25,6 +28,19 @@ public final class Compressor {
     private let dctx: OpaquePointer
     /// For the top byte plane of float planes: level 1 with matches of 7 bytes or more.
     private let planeCctx: OpaquePointer
+    /// For the exponent plane of half planes: the same with a 256-entry hash table (on
+    /// 128 KiB planes of bfloat16 weights: 505 MB/s against 294 with the default table, and
+    /// a little smaller). Made on first use.
+    private var halfContext: OpaquePointer?
+    private var halfCctx: OpaquePointer {
+        if let c = halfContext { return c }
+        let c = ZSTD_createCCtx()!
+        ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1)
+        ZSTD_CCtx_setParameter(c, ZSTD_c_minMatch, 7)
+        ZSTD_CCtx_setParameter(c, ZSTD_c_hashLog, 8)
+        halfContext = c
+        return c
+    }
     private var scratch: [UInt8] = []
     private var planes: [UInt8] = []
     public let level: Int32
@@ -42,6 +58,7 @@ public final class Compressor {
     deinit {
         ZSTD_freeCCtx(cctx)
         ZSTD_freeCCtx(planeCctx)
+        if let halfContext { ZSTD_freeCCtx(halfContext) }
         ZSTD_freeDCtx(dctx)
     }
 
@@ -55,6 +72,81 @@ public final class Compressor {
         }
         guard ZSTD_isError(n) == 0, n < input.count - input.count / 32 else { return nil }
         return Array(scratch[0..<n])
+    }
+
+    /// Half planes (entry codec 3): float planes for 2-byte floats (bfloat16, float16 —
+    /// model weights). The bytes taken as 2-byte words are split into the plane of the byte
+    /// that holds sign and exponent, compressed (zstd level 1, matches of 7+ bytes, a
+    /// 256-entry hash table: little is matched, nearly all is the entropy coder's), and the
+    /// plane of mantissa bytes, stored as it is. Which byte of a pair holds the exponent
+    /// depends on where the chunk starts in the file, so the plane with fewer distinct values
+    /// among its first 4,096 bytes is taken for it. Payload: u8 phase (0: the exponent byte
+    /// is the first of each pair, 1: the second), u32 length of the zstd frame, the frame,
+    /// the other plane, then the odd byte at the end if any. On bfloat16 weights: 15 %
+    /// smaller than zstd level 3 on the same chunks, at twice its speed. nil when it would
+    /// not save 1/32 of the size.
+    public func compressHalfPlanes(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
+        let n = input.count / 2, tail = input.count % 2
+        guard n >= 128 else { return nil }
+        if planes.count < 2 * n { planes = [UInt8](repeating: 0, count: 2 * n) }
+        let bound = 5 + ZSTD_compressBound(n) + n + tail
+        if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
+        let bytes = input.bindMemory(to: UInt8.self)
+        var seen = [[UInt64]](repeating: [0, 0, 0, 0], count: 2)
+        var distinct = [0, 0]
+        for k in 0..<min(n, 4096) {
+            for phase in 0..<2 {
+                let b = Int(bytes[2 * k + phase])
+                let bit = UInt64(1) << UInt64(b & 63)
+                if seen[phase][b >> 6] & bit == 0 {
+                    seen[phase][b >> 6] |= bit
+                    distinct[phase] += 1
+                }
+            }
+        }
+        let phase = distinct[1] < distinct[0] ? 1 : 0
+        let total: Int? = planes.withUnsafeMutableBufferPointer { p in
+            let high = p.baseAddress!, low = high + n
+            for k in 0..<n {
+                high[k] = bytes[2 * k + phase]
+                low[k] = bytes[2 * k + 1 - phase]
+            }
+            return scratch.withUnsafeMutableBytes { out -> Int? in
+                let frame = ZSTD_compress2(halfCctx, out.baseAddress! + 5, out.count - 5, high, n)
+                guard ZSTD_isError(frame) == 0, frame < n else { return nil }
+                out[0] = UInt8(phase)
+                out.storeBytes(of: UInt32(frame).littleEndian, toByteOffset: 1, as: UInt32.self)
+                (out.baseAddress! + 5 + frame).copyMemory(from: low, byteCount: n)
+                if tail > 0 { out[5 + frame + n] = bytes[2 * n] }
+                return 5 + frame + n + tail
+            }
+        }
+        guard let total, total < input.count - input.count / 32 else { return nil }
+        return Array(scratch[0..<total])
+    }
+
+    /// Undoes `compressHalfPlanes` into `out`, which must be exactly as long as the original.
+    public func decompressHalfPlanes(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws {
+        let n = out.count / 2, tail = out.count % 2
+        guard input.count >= 5, input[0] <= 1 else { throw CoreError.corrupt("half planes: no phase and frame length") }
+        let phase = Int(input[0])
+        let frame = Int(UInt32(littleEndian: input.loadUnaligned(fromByteOffset: 1, as: UInt32.self)))
+        guard frame <= input.count - 5, input.count - 5 - frame == n + tail else {
+            throw CoreError.corrupt("half planes: \(input.count) bytes do not hold \(out.count)")
+        }
+        if planes.count < n { planes = [UInt8](repeating: 0, count: n) }
+        let got = planes.withUnsafeMutableBytes { ZSTD_decompressDCtx(dctx, $0.baseAddress, n, input.baseAddress! + 5, frame) }
+        if ZSTD_isError(got) != 0 { throw CoreError.corrupt("zstd: \(String(cString: ZSTD_getErrorName(got)))") }
+        guard got == n else { throw CoreError.corrupt("zstd: \(got) bytes decompressed, \(n) expected") }
+        guard let o = out.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        planes.withUnsafeBufferPointer { high in
+            let low = input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 5 + frame
+            for k in 0..<n {
+                o[2 * k + phase] = high[k]
+                o[2 * k + 1 - phase] = low[k]
+            }
+            if tail > 0 { o[2 * n] = low[n] }
+        }
     }
 
     /// Float planes (entry codec 2; see docs/design.md, "Packs"): the bytes taken as

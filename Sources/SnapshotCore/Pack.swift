@@ -53,11 +53,22 @@ public enum PackFormat {
     public static let magic: [UInt8] = Array("SNPK".utf8)
     public static let version: UInt32 = 1
     /// Entry header: low two bits are the compression (0 raw, 1 zstd, 2 float planes — in
-    /// repositories of format version 2 only); bit 7 set means the payload (compressed or
-    /// not) is sealed with AES-256-GCM: nonce, ciphertext, tag.
+    /// repositories of format version 2 or later —, 3 half planes — version 3 or later); bit
+    /// 7 set means the payload (compressed or not) is sealed with AES-256-GCM: nonce,
+    /// ciphertext, tag.
     public static let compressionRaw: UInt8 = 0
     public static let compressionZstd: UInt8 = 1
     public static let compressionPlanes: UInt8 = 2
+    public static let compressionHalfPlanes: UInt8 = 3
+
+    /// The lowest repository format version whose entries may use `codec`.
+    public static func formatVersion(allowing codec: UInt8) -> Int {
+        switch codec {
+        case compressionPlanes: return 2
+        case compressionHalfPlanes: return 3
+        default: return 1
+        }
+    }
     public static let encrypted: UInt8 = 0x80
     public static let entrySize = 45
     /// Trailer footer: entry count, version, magic.

@@ -32,9 +32,11 @@ public struct RepositoryConfig: Codable, Sendable {
 /// `RepositoryLock` for the duration of its work.
 public final class Repository: Sendable {
     /// The newest store format this build reads and writes.
-    /// 2: entries may be float planes (`PackFormat.compressionPlanes`); builds that read
-    /// only version 1 refuse such a repository instead of calling its blobs damaged.
-    public static let formatVersion = 2
+    /// 2: entries may be float planes (`PackFormat.compressionPlanes`); 3: half planes too
+    /// (`PackFormat.compressionHalfPlanes`). A build that reads only older versions refuses
+    /// such a repository instead of calling its blobs damaged; a repository keeps the
+    /// version it was made with, and never gets entries its version does not allow.
+    public static let formatVersion = 3
 
     /// The directory, or the URL of a repository on an object store.
     public let path: String
@@ -630,7 +632,7 @@ public final class BlobReader {
             case PackFormat.compressionRaw:
                 guard payload.count == rawLength else { throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length") }
                 payload.withUnsafeBytes { out.copyMemory(from: $0) }
-            case PackFormat.compressionZstd, PackFormat.compressionPlanes:
+            case PackFormat.compressionZstd, PackFormat.compressionPlanes, PackFormat.compressionHalfPlanes:
                 do {
                     try payload.withUnsafeBytes { try decompress($0, codec: header & 0x03, into: out) }
                 } catch CoreError.corrupt(let detail) {
@@ -650,7 +652,7 @@ public final class BlobReader {
                 throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length")
             }
             scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[1..<length])) }
-        case PackFormat.compressionZstd, PackFormat.compressionPlanes:
+        case PackFormat.compressionZstd, PackFormat.compressionPlanes, PackFormat.compressionHalfPlanes:
             do {
                 try scratch.withUnsafeBytes { raw in
                     try decompress(UnsafeRawBufferPointer(rebasing: raw[1..<length]), codec: header, into: out)
@@ -664,10 +666,15 @@ public final class BlobReader {
     }
 
     private func decompress(_ payload: UnsafeRawBufferPointer, codec: UInt8, into out: UnsafeMutableRawBufferPointer) throws {
-        if codec == PackFormat.compressionPlanes {
-            guard repository.config.version >= 2 else { throw CoreError.corrupt("float planes in a repository of format version \(repository.config.version)") }
+        let version = repository.config.version
+        switch codec {
+        case PackFormat.compressionPlanes:
+            guard version >= PackFormat.formatVersion(allowing: codec) else { throw CoreError.corrupt("float planes in a repository of format version \(version)") }
             try compressor.decompressPlanes(payload, into: out)
-        } else {
+        case PackFormat.compressionHalfPlanes:
+            guard version >= PackFormat.formatVersion(allowing: codec) else { throw CoreError.corrupt("half planes in a repository of format version \(version)") }
+            try compressor.decompressHalfPlanes(payload, into: out)
+        default:
             try compressor.decompress(payload, into: out)
         }
     }
@@ -723,8 +730,10 @@ public final class BlobWriter {
         var codec = PackFormat.compressionRaw
         var packed: [UInt8]?
         if data.count >= 64 {
-            // Float planes only where the format allows them (older repositories: zstd).
-            let planesAllowed = repository.config.version >= 2
+            // Planes codecs only where the format allows them (older repositories: zstd).
+            let version = repository.config.version
+            let planesAllowed = version >= PackFormat.formatVersion(allowing: PackFormat.compressionPlanes)
+            let halfAllowed = version >= PackFormat.formatVersion(allowing: PackFormat.compressionHalfPlanes)
             switch compression {
             case .none:
                 break
@@ -734,13 +743,16 @@ public final class BlobWriter {
             case .floatPlanes where planesAllowed:
                 packed = compressor.compressPlanes(data)
                 codec = PackFormat.compressionPlanes
-            case .floatPlanes, .smaller:
-                let planes = planesAllowed ? compressor.compressPlanes(data) : nil
-                let whole = compressor.compress(data)
-                if let planes, planes.count <= whole?.count ?? Int.max {
+            case .halfPlanes where halfAllowed:
+                packed = compressor.compressHalfPlanes(data)
+                codec = PackFormat.compressionHalfPlanes
+            case .floatPlanes, .halfPlanes, .smaller:
+                (packed, codec) = (compressor.compress(data), PackFormat.compressionZstd)
+                if planesAllowed, let planes = compressor.compressPlanes(data), planes.count <= packed?.count ?? Int.max {
                     (packed, codec) = (planes, PackFormat.compressionPlanes)
-                } else {
-                    (packed, codec) = (whole, PackFormat.compressionZstd)
+                }
+                if halfAllowed, let half = compressor.compressHalfPlanes(data), half.count <= packed?.count ?? Int.max {
+                    (packed, codec) = (half, PackFormat.compressionHalfPlanes)
                 }
             }
             if packed == nil { codec = PackFormat.compressionRaw }

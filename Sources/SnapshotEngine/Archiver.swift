@@ -490,6 +490,10 @@ public final class Archiver: Sendable {
         deinit { buffer.deallocate() }
     }
 
+    /// Files this large try the planes codecs on their first chunks (smaller ones: zstd):
+    /// the trial compresses 4 chunks two or three times, which only pays off on big files.
+    static let codecTrialMinimum: UInt64 = 4 << 20
+
     /// Two maximum-size chunks of `policy` (the chunker's minimum), so that four workers stay
     /// small: every page of it is a fault on first use (2 MiB for chunking version 2).
     static func readBufferSize(_ policy: ChunkingPolicy) -> Int {
@@ -520,12 +524,14 @@ public final class Archiver: Sendable {
         content.reserveCapacity(Int(job.node.size) / 65536 + 1)
         // Compression is retried per file until it fails on 4 chunks in a row: incompressible
         // files (archives, encrypted data) then skip the attempt, which costs more than
-        // hashing. Fixed-block files (vector storage) try float planes and zstd on their first
-        // 4 new blocks and keep float planes if they won every time (Compressor.compressPlanes);
-        // the first block zstd wins settles it for zstd.
+        // hashing. Fixed-block files (vector storage) and files of 4 MiB or more (model
+        // weights among them) try zstd and the planes codecs on their first 4 new chunks and
+        // keep a planes codec if it won every time (Compressor.compressPlanes,
+        // compressHalfPlanes); the first chunk zstd wins settles it for zstd.
         var incompressibleRun = 0
-        var compression: BlobCompression = scheme.isFixed ? .smaller : .zstd
+        var compression: BlobCompression = scheme.isFixed || job.node.size >= Self.codecTrialMinimum ? .smaller : .zstd
         var trials = 0
+        var trialWinner: UInt8?
         // A changed file cut where its previous version was, while the bytes are the same.
         var previous = PreviousCuts(job.previous, scheme: scheme, index: repository.index)
         job.previous = []
@@ -551,11 +557,13 @@ public final class Archiver: Sendable {
                     incompressibleRun = codec == PackFormat.compressionRaw ? incompressibleRun + 1 : 0
                     if compression == .smaller {
                         trials += 1
-                        if codec != PackFormat.compressionPlanes {
+                        let planes = codec == PackFormat.compressionPlanes || codec == PackFormat.compressionHalfPlanes
+                        if !planes || (trialWinner ?? codec) != codec {
                             compression = .zstd
                         } else if trials == 4 {
-                            compression = .floatPlanes
+                            compression = codec == PackFormat.compressionPlanes ? .floatPlanes : .halfPlanes
                         }
+                        trialWinner = codec
                     }
                 }
                 content.append(id)

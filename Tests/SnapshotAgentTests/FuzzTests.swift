@@ -192,6 +192,20 @@ import TestSupport
                 _ = try? bytes.withUnsafeBytes { try Compressor(level: 1).decompressPlanes($0, rawLength: rawLength) }
             }
         }
+        // Half planes: a phase, a frame length, a zstd frame and the raw plane; the raw length
+        // as the payload implies it.
+        var halves: [UInt8] = []
+        for k in 0..<16384 { withUnsafeBytes(of: (Float(sin(Double(k) * 0.37)) * 0.2).bitPattern.littleEndian) { halves += $0[2...3] } }
+        let half = try #require(halves.withUnsafeBytes { Compressor(level: 3).compressHalfPlanes($0) })
+        hangs += Self.fuzz("half planes", seeds: [half], salt: 11) { bytes in
+            guard bytes.count >= 5 else { return }
+            let frame = Int(bytes[1]) | Int(bytes[2]) << 8 | Int(bytes[3]) << 16 | Int(bytes[4]) << 24
+            let rest = max(0, bytes.count - 5 - frame)
+            for rawLength in [rest * 2, rest * 2 - 1, 32768] where rawLength >= 0 {
+                var out = [UInt8](repeating: 0, count: rawLength)
+                _ = try? bytes.withUnsafeBytes { p in try out.withUnsafeMutableBytes { try Compressor(level: 1).decompressHalfPlanes(p, into: $0) } }
+            }
+        }
         #expect(hangs.isEmpty, "\(hangs)")
         #expect(Verifier(repository: try Repository.open(at: repoPath)).verify(try catalog.all(), readData: true).ok)
     }

@@ -6,7 +6,8 @@ import TestSupport
 
 /// Float planes (entry codec 2): vector storage is stored as byte planes with only the
 /// sign/exponent plane compressed — smaller and faster than zstd on whole blocks — in
-/// repositories of format version 2; a repository of version 1 never gets such an entry.
+/// repositories of format version 2 or later; a repository of version 1 never gets such an
+/// entry. Half planes (codec 3) do the same for 2-byte floats (model weights), from version 3.
 @Suite struct FloatPlanesTests {
     /// Little-endian float32 values like an embedding's: small, of either sign.
     static func vectors(_ count: Int, seed: UInt64) -> [UInt8] {
@@ -22,6 +23,51 @@ import TestSupport
             withUnsafeBytes(of: value.bitPattern.littleEndian) { out += $0 }
         }
         return out
+    }
+
+    /// Little-endian bfloat16 values (the top half of float32): model weights.
+    static func weights(_ count: Int, seed: UInt64) -> [UInt8] {
+        let floats = vectors(count, seed: seed)
+        var out: [UInt8] = []
+        out.reserveCapacity(2 * count)
+        for k in 0..<count { out += [floats[4 * k + 2], floats[4 * k + 3]] }
+        return out
+    }
+
+    @Test func halfPlanesRoundTripEveryLengthAndPhaseAndRefuseWhatDoesNotAddUp() throws {
+        let c = Compressor(level: 3)
+        let data = Self.weights(70_000, seed: 5)
+        // Little-endian: the exponent byte is the second of each pair (phase 1), or the
+        // first when the chunk starts at an odd offset (phase 0).
+        for start in [0, 1] {
+            for length in [256, 257, 131_072, 131_073] {
+                let input = Array(data[start..<start + length])
+                let packed = try #require(input.withUnsafeBytes { c.compressHalfPlanes($0) })
+                #expect(packed[0] == UInt8(1 - start), "phase of a chunk starting at \(start)")
+                let whole = input.withUnsafeBytes { c.compress($0) }?.count ?? length
+                #expect(packed.count < whole, "half planes beat zstd on bfloat16 (\(packed.count) vs \(whole) of \(length))")
+                var out = [UInt8](repeating: 0, count: length)
+                try packed.withUnsafeBytes { p in try out.withUnsafeMutableBytes { try c.decompressHalfPlanes(p, into: $0) } }
+                #expect(out == input)
+            }
+        }
+        #expect(Fixture.bytes(65536, seed: 2).withUnsafeBytes { c.compressHalfPlanes($0) } == nil)
+        #expect(Array(data[0..<200]).withUnsafeBytes { c.compressHalfPlanes($0) } == nil)
+        // Damage: a phase that is not 0 or 1, a wrong frame length, a cut payload, a wrong
+        // raw length, no header at all.
+        let input = Array(data[0..<65536])
+        let packed = try #require(input.withUnsafeBytes { c.compressHalfPlanes($0) })
+        func decodes(_ bytes: [UInt8], _ length: Int) -> Bool {
+            var out = [UInt8](repeating: 0, count: length)
+            return (try? bytes.withUnsafeBytes { p in try out.withUnsafeMutableBytes { try c.decompressHalfPlanes(p, into: $0) } }) != nil
+        }
+        #expect(decodes(packed, 65536))
+        var phase = packed
+        phase[0] = 2
+        var frame = packed
+        frame[1] &+= 1
+        #expect(!decodes(phase, 65536) && !decodes(frame, 65536))
+        #expect(!decodes(Array(packed.dropLast()), 65536) && !decodes(packed, 65538) && !decodes([0, 0, 0], 0))
     }
 
     @Test func planesRoundTripEveryLengthAndRefuseWhatDoesNotAddUp() throws {
@@ -62,7 +108,7 @@ import TestSupport
         Fixture.write(h.source + "/chunk_0.mmap", Self.vectors(100_000, seed: 3))
         // A fixed-block file that is text, not floats: its first blocks show zstd wins.
         Fixture.write(h.source + "/ids.mmap", Fixture.text(lines: 8000))
-        #expect(try h.open().config.version == 2)
+        #expect(try h.open().config.version == 3)
         let first = try h.create(type: .full)
         let vectorCodecs = try Self.codecs(h, first, file: "chunk_0.mmap")
         #expect(vectorCodecs.count == 13 && vectorCodecs.allSatisfy { $0 == PackFormat.compressionPlanes }, "\(vectorCodecs)")
@@ -81,6 +127,34 @@ import TestSupport
         let errors = try h.verify(readData: true).snapshots.flatMap(\.errors)
         #expect(!errors.isEmpty && errors.allSatisfy { $0.contains("float planes in a repository of format version 1") }, "\(errors)")
         try Self.setVersion(2, h.repoPath)
+        try h.expectVerifies()
+    }
+
+    @Test func modelWeightsAreStoredAsHalfPlanesOnlyInAVersionThreeRepository() throws {
+        let h = try EngineHarness()
+        // 6 MiB of bfloat16 weights after a small header (an odd offset, as in safetensors),
+        // and 5 MiB of text: both large enough to try the planes codecs.
+        Fixture.write(h.source + "/model.safetensors", Array("{\"weight\":{\"dtype\":\"BF16\"}}".utf8) + Self.weights(3 << 20, seed: 6))
+        Fixture.write(h.source + "/big.log", Fixture.text(lines: 80_000))
+        #expect(try h.open().config.version == 3)
+        let first = try h.create(type: .full)
+        let weights = try Self.codecs(h, first, file: "model.safetensors")
+        #expect(weights.count > 4 && weights.allSatisfy { $0 == PackFormat.compressionHalfPlanes }, "\(weights)")
+        #expect(try Self.codecs(h, first, file: "big.log").allSatisfy { $0 == PackFormat.compressionZstd })
+        _ = try h.restore(first.id, to: h.dir.sub("out"))
+        #expect(TreeComparison.differences(h.source, h.dir.sub("out/src")) == [])
+
+        // Version 2: no half planes (zstd wins over float planes on 2-byte floats).
+        try Self.setVersion(2, h.repoPath)
+        Fixture.write(h.source + "/model.safetensors", Self.weights(3 << 20, seed: 7))
+        let second = try h.create(type: .full)
+        #expect(try Self.codecs(h, second, file: "model.safetensors").allSatisfy { $0 == PackFormat.compressionZstd })
+        _ = try h.restore(second.id, to: h.dir.sub("out2"))
+        #expect(TreeComparison.differences(h.source, h.dir.sub("out2/src")) == [])
+        // ...and half planes in a version 2 repository are damage, named.
+        let errors = try h.verify(readData: true).snapshots.flatMap(\.errors)
+        #expect(!errors.isEmpty && errors.allSatisfy { $0.contains("half planes in a repository of format version 2") }, "\(errors)")
+        try Self.setVersion(3, h.repoPath)
         try h.expectVerifies()
     }
 
