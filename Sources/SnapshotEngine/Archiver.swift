@@ -105,8 +105,8 @@ public final class Archiver: Sendable {
         let path: String
         var node: Node
         var failure: String?
-        /// The chunks of the file's version in the parent snapshot, when it had one (see
-        /// `PreviousCuts`).
+        /// The chunks of the file's version in the parent snapshot, when it had more than one
+        /// (see `PreviousCuts`; a single chunk was cut by the end of the file).
         var previous: [BlobID] = []
         /// Put in its place (read, or failed).
         var placed = false
@@ -375,7 +375,7 @@ public final class Archiver: Sendable {
                 } else {
                     // Its extended attributes are read with its content, from its descriptor.
                     let job = FileJob(path: childPath, node: child, dir: dir, slot: dir.entries.count)
-                    if let old, old.kind == .file { job.previous = old.content }
+                    if let old, old.kind == .file, old.content.count > 1 { job.previous = old.content }
                     try submit(job, context: context, state: &state)
                 }
             case .symlink:
@@ -535,23 +535,22 @@ public final class Archiver: Sendable {
         // A changed file cut where its previous version was, while the bytes are the same.
         var previous = PreviousCuts(job.previous, scheme: scheme, index: repository.index)
         job.previous = []
-        var checked: BlobID?
+        var checked: (length: Int, id: BlobID)?
         let propose: ((UnsafeRawBufferPointer) throws -> Int?)? = previous == nil ? nil : { available in
-            guard let (length, id) = previous!.propose(available, hash: { self.repository.blobID($0) }) else { return nil }
-            checked = id
-            return length
+            checked = previous!.propose(available, hash: { self.repository.blobID($0) })
+            return checked?.length
         }
         do {
             try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer, propose: propose) { data in
                 if cancellation.isCancelled { throw EngineError.cancelled }
                 let id: BlobID
-                if let known = checked {
-                    id = known
-                    checked = nil
+                if let known = checked, known.length == data.count {
+                    id = known.id
                 } else {
                     id = repository.blobID(data)
                     previous?.cut(id)
                 }
+                checked = nil
                 if worker.writer.reserve(id) {
                     let codec = try worker.writer.storeNew(id: id, data: data, type: .data, compression: incompressibleRun < 4 ? compression : .none)
                     incompressibleRun = codec == PackFormat.compressionRaw ? incompressibleRun + 1 : 0
@@ -608,7 +607,7 @@ public final class Archiver: Sendable {
 
         /// The length and id of the next chunk if `available` starts with the previous
         /// version's next chunk.
-        mutating func propose(_ available: UnsafeRawBufferPointer, hash: (UnsafeRawBufferPointer) -> BlobID) -> (Int, BlobID)? {
+        mutating func propose(_ available: UnsafeRawBufferPointer, hash: (UnsafeRawBufferPointer) -> BlobID) -> (length: Int, id: BlobID)? {
             guard let k = next, k < ids.count, lengths[k] <= available.count else { return nil }
             let id = hash(UnsafeRawBufferPointer(rebasing: available[0..<lengths[k]]))
             guard id == ids[k] else {
@@ -786,7 +785,7 @@ public final class Archiver: Sendable {
                 } else {
                     // Its extended attributes are read with its content, from its descriptor.
                     let job = FileJob(path: source.path, node: node, dir: dir, slot: 0)
-                    if let old = parentTree?.nodes.first(where: { $0.name == fileName }), old.kind == .file { job.previous = old.content }
+                    if let old = parentTree?.nodes.first(where: { $0.name == fileName }), old.kind == .file, old.content.count > 1 { job.previous = old.content }
                     try submit(job, context: context, state: &state)
                 }
                 dir.listed = true
