@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SnapshotCore
 import SnapshotEngine
 import Synchronization
 
@@ -118,7 +119,7 @@ public final class HTTPServer: Sendable {
             let n = buffer.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
             if n <= 0 { return }
             data += buffer[0..<n]
-            headEnd = Self.find(data, [0x0d, 0x0a, 0x0d, 0x0a])
+            headEnd = data.offset(of: [0x0d, 0x0a, 0x0d, 0x0a])
         }
         let head = String(decoding: data[0..<headEnd!], as: UTF8.self).components(separatedBy: "\r\n")
         let line = head[0].split(separator: " ")
@@ -139,12 +140,6 @@ public final class HTTPServer: Sendable {
         let method = String(line[0])
         let path = line[1].split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
         respond(c, handler(HTTPRequest(method: method, path: path, headers: headers, body: Array(body.prefix(length)))), method: method)
-    }
-
-    static func find(_ haystack: [UInt8], _ needle: [UInt8]) -> Int? {
-        guard haystack.count >= needle.count else { return nil }
-        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] && Array(haystack[i..<(i + needle.count)]) == needle { return i }
-        return nil
     }
 
     private func respond(_ c: Int32, _ reply: HTTPReply, method: String) {

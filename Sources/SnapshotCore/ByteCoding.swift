@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Little-endian binary writer for the repository's own formats.
 public struct ByteWriter {
     public var bytes: [UInt8] = []
@@ -107,5 +111,23 @@ extension String {
             }
         }
         return out
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Where `needle` first occurs, or nil. A plain loop over the bytes (`Data.contains` and
+    /// the standard library's `firstRange(of:)` take a generic search that costs more than
+    /// parsing a small file).
+    public func offset(of needle: [UInt8]) -> Int? {
+        guard let first = needle.first else { return 0 }
+        guard count >= needle.count else { return nil }
+        return withUnsafeBufferPointer { b in
+            needle.withUnsafeBufferPointer { n in
+                for i in 0...(b.count - n.count) where b[i] == first {
+                    if memcmp(b.baseAddress! + i, n.baseAddress!, n.count) == 0 { return i }
+                }
+                return nil
+            }
+        }
     }
 }

@@ -86,21 +86,13 @@ public struct SnapshotCatalog: Sendable {
         try (keyring ?? Keyring(storage: storage, password: nil)).keysIfEncrypted()
     }
 
-    /// The plaintext of a snapshot file: opened when sealed; refused unsealed in an
-    /// encrypted repository.
-    /// Whether `"sealed"` occurs in `bytes` (a plain loop: `Data.contains` took a generic
-    /// search that cost more than the JSON parse of the file).
+    /// Whether `"sealed"` occurs in `bytes`.
     static func mentionsSealed(_ bytes: [UInt8]) -> Bool {
-        let needle = Array("\"sealed\"".utf8)
-        return bytes.withUnsafeBufferPointer { b in
-            guard b.count >= needle.count else { return false }
-            for i in 0...(b.count - needle.count) where b[i] == 0x22 && b[i + 1] == 0x73 {
-                if needle.indices.allSatisfy({ b[i + $0] == needle[$0] }) { return true }
-            }
-            return false
-        }
+        bytes.offset(of: Array("\"sealed\"".utf8)) != nil
     }
 
+    /// The plaintext of a snapshot file: opened when sealed; refused unsealed in an
+    /// encrypted repository.
     func plaintext(_ bytes: [UInt8], path: String, context: String) throws -> [UInt8] {
         let keys = try keys()
         // A plain repository's file without the key is read as it is (one JSON parse, not two).

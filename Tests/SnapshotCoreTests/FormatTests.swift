@@ -33,6 +33,14 @@ import TestSupport
         #expect(try ComponentDigest.summarize(root: id("root"), cache: cache) { _, _ in throw RepositoryError.missingBlob(id: id("x"), context: "cached") }.digest == v2.digest)
     }
 
+    @Test func byteSearchFindsTheFirstOccurrence() {
+        let crlf: [UInt8] = [0x0d, 0x0a, 0x0d, 0x0a]
+        #expect(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\r\n\r\n".utf8).offset(of: crlf) == 23)
+        #expect(Array("ab\r\n\r\n".utf8).offset(of: crlf) == 2)
+        #expect(Array("ab\r\n\r".utf8).offset(of: crlf) == nil)
+        #expect([UInt8]().offset(of: crlf) == nil && [1, 2].offset(of: []) == 0)
+    }
+
     @Test func sha256MatchesTheStandardVector() {
         #expect(BlobID.hash(Array("abc".utf8)).hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         let id = BlobID.hash(Array("x".utf8))
