@@ -619,49 +619,42 @@ public final class BlobReader {
             let entry = try repository.readEntry(location)
             scratch.withUnsafeMutableBytes { buf in entry.withUnsafeBytes { buf.copyMemory(from: $0) } }
         }
-        let rawLength = Int(location.rawLength)
         let header = scratch[0]
-        if header & PackFormat.encrypted != 0 {
-            guard let keys = repository.keys else {
-                throw RepositoryError.corrupt(file: file, detail: "encrypted entry at offset \(location.offset) in an unencrypted repository")
-            }
+        let sealed = header & PackFormat.encrypted != 0
+        let keys = repository.keys
+        if sealed && keys == nil {
+            throw RepositoryError.corrupt(file: file, detail: "encrypted entry at offset \(location.offset) in an unencrypted repository")
+        }
+        if !sealed && keys != nil {
+            throw RepositoryError.corrupt(file: file, detail: "unencrypted entry at offset \(location.offset) in an encrypted repository")
+        }
+        // The payload: opened when sealed (whose header's low bits name the codec), else the
+        // entry's bytes after the header (whose header is the codec and nothing else).
+        var opened: [UInt8] = []
+        if let keys {
             guard let payload = scratch.withUnsafeBytes({ Crypto.open(UnsafeRawBufferPointer(rebasing: $0[1..<length]), key: keys.encryption, context: "blob") }) else {
                 throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset) does not decrypt (damaged)")
             }
-            switch header & 0x03 {
+            opened = payload
+        }
+        let codec = sealed ? header & 0x03 : header
+        try (sealed ? opened : scratch).withUnsafeBytes { bytes in
+            let payload = sealed ? bytes : UnsafeRawBufferPointer(rebasing: bytes[1..<length])
+            switch codec {
             case PackFormat.compressionRaw:
-                guard payload.count == rawLength else { throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length") }
-                payload.withUnsafeBytes { out.copyMemory(from: $0) }
+                guard payload.count == Int(location.rawLength) else {
+                    throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length")
+                }
+                out.copyMemory(from: payload)
             case PackFormat.compressionZstd, PackFormat.compressionPlanes, PackFormat.compressionHalfPlanes:
                 do {
-                    try payload.withUnsafeBytes { try decompress($0, codec: header & 0x03, into: out) }
+                    try decompress(payload, codec: codec, into: out)
                 } catch CoreError.corrupt(let detail) {
                     throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
                 }
             default:
                 throw RepositoryError.corrupt(file: file, detail: "unknown entry header \(header) at offset \(location.offset)")
             }
-            return
-        }
-        guard repository.keys == nil else {
-            throw RepositoryError.corrupt(file: file, detail: "unencrypted entry at offset \(location.offset) in an encrypted repository")
-        }
-        switch header {
-        case PackFormat.compressionRaw:
-            guard length - 1 == rawLength else {
-                throw RepositoryError.corrupt(file: file, detail: "raw blob at \(location.offset) has the wrong length")
-            }
-            scratch.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[1..<length])) }
-        case PackFormat.compressionZstd, PackFormat.compressionPlanes, PackFormat.compressionHalfPlanes:
-            do {
-                try scratch.withUnsafeBytes { raw in
-                    try decompress(UnsafeRawBufferPointer(rebasing: raw[1..<length]), codec: header, into: out)
-                }
-            } catch CoreError.corrupt(let detail) {
-                throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset): \(detail)")
-            }
-        default:
-            throw RepositoryError.corrupt(file: file, detail: "unknown entry header \(header) at offset \(location.offset)")
         }
     }
 
