@@ -92,14 +92,14 @@ public final class Compressor {
         let bound = 5 + ZSTD_compressBound(n) + n + tail
         if scratch.count < bound { scratch = [UInt8](repeating: 0, count: bound) }
         let bytes = input.bindMemory(to: UInt8.self)
-        var seen = [[UInt64]](repeating: [0, 0, 0, 0], count: 2)
+        // Distinct values of each byte of a pair: slot `phase << 8 | byte`.
+        var seen = [Bool](repeating: false, count: 512)
         var distinct = [0, 0]
         for k in 0..<min(n, 4096) {
             for phase in 0..<2 {
-                let b = Int(bytes[2 * k + phase])
-                let bit = UInt64(1) << UInt64(b & 63)
-                if seen[phase][b >> 6] & bit == 0 {
-                    seen[phase][b >> 6] |= bit
+                let slot = phase << 8 | Int(bytes[2 * k + phase])
+                if !seen[slot] {
+                    seen[slot] = true
                     distinct[phase] += 1
                 }
             }
@@ -134,10 +134,7 @@ public final class Compressor {
         guard frame <= input.count - 5, input.count - 5 - frame == n + tail else {
             throw CoreError.corrupt("half planes: \(input.count) bytes do not hold \(out.count)")
         }
-        if planes.count < n { planes = [UInt8](repeating: 0, count: n) }
-        let got = planes.withUnsafeMutableBytes { ZSTD_decompressDCtx(dctx, $0.baseAddress, n, input.baseAddress! + 5, frame) }
-        if ZSTD_isError(got) != 0 { throw CoreError.corrupt("zstd: \(String(cString: ZSTD_getErrorName(got)))") }
-        guard got == n else { throw CoreError.corrupt("zstd: \(got) bytes decompressed, \(n) expected") }
+        try decompressPlane(UnsafeRawBufferPointer(rebasing: input[5..<5 + frame]), count: n)
         guard let o = out.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
         planes.withUnsafeBufferPointer { high in
             let low = input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 5 + frame
@@ -202,10 +199,7 @@ public final class Compressor {
         guard frame <= input.count - 4, input.count - 4 - frame == 3 * n + tail else {
             throw CoreError.corrupt("float planes: \(input.count) bytes do not hold \(rawLength)")
         }
-        if planes.count < n { planes = [UInt8](repeating: 0, count: n) }
-        let got = planes.withUnsafeMutableBytes { ZSTD_decompressDCtx(dctx, $0.baseAddress, n, input.baseAddress! + 4, frame) }
-        if ZSTD_isError(got) != 0 { throw CoreError.corrupt("zstd: \(String(cString: ZSTD_getErrorName(got)))") }
-        guard got == n else { throw CoreError.corrupt("zstd: \(got) bytes decompressed, \(n) expected") }
+        try decompressPlane(UnsafeRawBufferPointer(rebasing: input[4..<4 + frame]), count: n)
         guard let o = out.baseAddress else { return }
         planes.withUnsafeBufferPointer { p3 in
             let raw = input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4 + frame
@@ -216,6 +210,13 @@ public final class Compressor {
             }
             for t in 0..<tail { out[4 * n + t] = raw[3 * n + t] }
         }
+    }
+
+    /// Decompresses the compressed plane of a planes codec into the first `count` bytes of
+    /// `planes`.
+    private func decompressPlane(_ frame: UnsafeRawBufferPointer, count: Int) throws {
+        if planes.count < count { planes = [UInt8](repeating: 0, count: count) }
+        try planes.withUnsafeMutableBytes { try decompress(frame, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<count])) }
     }
 
     /// Decompresses into exactly `rawLength` bytes.
