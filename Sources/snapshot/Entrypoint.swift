@@ -93,7 +93,23 @@ enum Entrypoint {
             if debug { debugRequests(); Context.debugLine("done, exit 0") }
         } catch {
             if debug { debugRequests(); Context.debugLine("done, exit \(Snapshot.exitCode(for: error).rawValue)") }
+            endWithoutCleanup()
             Snapshot.exit(withError: error)
         }
+        endWithoutCleanup()
+    }
+
+    /// Makes `exit` end the process as soon as the output is flushed, before the cleanup
+    /// handlers the libraries registered run. OpenSSL's frees its locks while threads that
+    /// are not ours (URLSession's libcurl, libdispatch workers) may still be in it: a
+    /// process that had done everything right then crashed on its way out, SIGSEGV in
+    /// `pthread_rwlock_rdlock` (seen once in CI after a create on S3; a C program hashing on
+    /// one thread while another exits crashes that way one time in five). Registered last,
+    /// so it runs first: every library that registers a handler has done so by now.
+    static func endWithoutCleanup() {
+        on_exit({ status, _ in
+            fflush(nil)
+            _exit(status)
+        }, nil)
     }
 }
