@@ -62,7 +62,7 @@ fuzz: build
 
 # snapshot beside restic and borg (bench/run.sh): a 1 GiB mixed tree with a day of change,
 # and a tree of small files; medians of 3 rounds with ratios to restic. As root,
-# BENCH_FS_IMAGE_MB=12000 runs them on a new ext4 file system (see bench/run.sh).
+# BENCH_FS_IMAGE_MB=12000 gives each tool and data set a new ext4 file system (bench/run.sh).
 bench: deps-bench release
 	@mkdir -p $(dir $(BENCH_DATASET)) $(dir $(BENCH_SMALL))
 	@test -d $(BENCH_DATASET) || python3 bench/make_dataset.py $(BENCH_DATASET) --size-mb $(BENCH_SIZE_MB)

@@ -33,20 +33,29 @@ done
 case "$WORK/" in "$DATASET/"* | "$SMALL/"*) echo "run.sh: WORKDIR must not be inside a dataset" >&2; exit 64 ;; esac
 
 # BENCH_FS_IMAGE_MB=N (as root): sources, repositories and restores on a new ext4 file system
-# of N MiB (an image under WORKDIR, loop-mounted), the same for every tool. On an aged ext4
-# without a journal, inode allocation (ext4's recently_deleted scan) can make creating
-# 200,000 files take anywhere from 5 to 50 s whichever tool creates them.
+# of N MiB (an image under WORKDIR, loop-mounted), made anew for every tool and data set, so
+# that each meets the same fresh file system. On an aged ext4, inode allocation (ext4's
+# recently_deleted scan) can make creating 200,000 files take anywhere from 5 to 50 s
+# whichever tool creates them, and a tool pays for what the one before it deleted.
 SCRATCH=$WORK
-if [[ -n ${BENCH_FS_IMAGE_MB:-} ]]; then
-    mkdir -p "$WORK/mnt"
+LOOP=
+unmount_fs() {
     if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
+    if [[ -n $LOOP ]]; then losetup -d "$LOOP"; LOOP=; fi
     rm -f "$WORK/fs.img"
+}
+new_fs() {
+    unmount_fs
     truncate -s "${BENCH_FS_IMAGE_MB}M" "$WORK/fs.img"
     mkfs.ext4 -q -F -N $((BENCH_FS_IMAGE_MB * 256)) "$WORK/fs.img"
     # Direct I/O on the image file, so that the loop device adds no page cache of its own.
     LOOP=$(losetup --direct-io=on --find --show "$WORK/fs.img")
     mount "$LOOP" "$WORK/mnt"
-    trap 'umount "$WORK/mnt"; losetup -d "$LOOP"; rm -f "$WORK/fs.img"' EXIT
+}
+if [[ -n ${BENCH_FS_IMAGE_MB:-} ]]; then
+    mkdir -p "$WORK/mnt"
+    if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
+    trap unmount_fs EXIT
     SCRATCH=$WORK/mnt
 fi
 SRC=$SCRATCH/src REPO=$SCRATCH/repo OUT=$SCRATCH/restore RES=$WORK/results
@@ -105,7 +114,11 @@ timed() {
     fi
 }
 
-fresh() { rm -rf "$SRC" "$REPO" "$OUT" "$OUT.tmp" "$WORK/borg-home" "$WORK/restic-cache"; mkdir -p "$OUT"; }
+fresh() {
+    rm -rf "$SRC" "$REPO" "$OUT" "$OUT.tmp" "$WORK/borg-home" "$WORK/restic-cache"
+    if [[ -n ${BENCH_FS_IMAGE_MB:-} ]]; then new_fs; fi
+    mkdir -p "$OUT"
+}
 bytes() { du -sb "$1" | cut -f1; }
 
 {
@@ -151,6 +164,5 @@ for ROUND in $(seq 1 "$ROUNDS"); do
         row small_restore_check "$(python3 "$HERE/treecheck.py" "$SRC" "$OUT" | tr ' ' '/')"
     done
 done
-fresh
-rm -rf "$SRC" "$OUT"
+rm -rf "$SRC" "$REPO" "$OUT" "$OUT.tmp" "$WORK/borg-home" "$WORK/restic-cache"
 python3 "$HERE/summarize.py" "$RAW" | tee "$RES/summary.md"
