@@ -52,25 +52,39 @@ public enum Crypto {
     /// Opens what `seal` made; nil when the key, the context or any byte is wrong. (The
     /// output is never zero-filled first: restores and checks open every blob.)
     public static func open(_ sealed: UnsafeRawBufferPointer, key: [UInt8], context: String) -> [UInt8]? {
-        guard sealed.count >= overhead, key.count == keySize else { return nil }
-        let length = sealed.count - overhead
-        let ctx = ThreadContexts.current.cipher(key: key, encrypt: false)
-        let base = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        guard sealed.count >= overhead else { return nil }
         var ok = false
-        let out = [UInt8](unsafeUninitializedCapacity: max(length, 1)) { o, count in
-            count = length
-            var n: Int32 = 0
-            guard withBytes(of: context, { aad in
-                EVP_DecryptInit_ex(ctx, nil, nil, nil, base) == 1 && EVP_DecryptUpdate(ctx, nil, &n, aad.baseAddress, Int32(aad.count)) == 1
-            })
-            else { return }
-            if length > 0 {
-                guard EVP_DecryptUpdate(ctx, o.baseAddress!, &n, base + nonceSize, Int32(length)) == 1 else { return }
-            }
-            guard EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, Int32(tagSize), UnsafeMutableRawPointer(mutating: base + nonceSize + length)) == 1 else { return }
-            ok = EVP_DecryptFinal_ex(ctx, o.baseAddress! + length, &n) == 1
+        let out = [UInt8](unsafeUninitializedCapacity: max(sealed.count - overhead, 1)) { o, count in
+            count = sealed.count - overhead
+            ok = open(sealed, key: key, context: context, into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(o)[0..<count]))
         }
         return ok ? out : nil
+    }
+
+    /// Opens what `seal` made into `out`, whose size must be the plaintext's (the sealed
+    /// size less `overhead`); false when the key, the context or any byte is wrong, or the
+    /// size is not that. On false `out` holds garbage. A restore opens a blob stored
+    /// without compression straight into its write buffer.
+    public static func open(_ sealed: UnsafeRawBufferPointer, key: [UInt8], context: String, into out: UnsafeMutableRawBufferPointer) -> Bool {
+        guard sealed.count >= overhead, key.count == keySize, out.count == sealed.count - overhead else { return false }
+        let length = out.count
+        let ctx = ThreadContexts.current.cipher(key: key, encrypt: false)
+        let base = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        var n: Int32 = 0
+        guard withBytes(of: context, { aad in
+            EVP_DecryptInit_ex(ctx, nil, nil, nil, base) == 1 && EVP_DecryptUpdate(ctx, nil, &n, aad.baseAddress, Int32(aad.count)) == 1
+        })
+        else { return false }
+        // A stand-in address for an empty plaintext: OpenSSL takes one even for no bytes.
+        var empty: UInt8 = 0
+        return withUnsafeMutablePointer(to: &empty) { spare in
+            let o = out.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? spare
+            if length > 0 {
+                guard EVP_DecryptUpdate(ctx, o, &n, base + nonceSize, Int32(length)) == 1 else { return false }
+            }
+            guard EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, Int32(tagSize), UnsafeMutableRawPointer(mutating: base + nonceSize + length)) == 1 else { return false }
+            return EVP_DecryptFinal_ex(ctx, o + length, &n) == 1
+        }
     }
 
     public static func open(_ sealed: [UInt8], key: [UInt8], context: String) -> [UInt8]? {

@@ -559,8 +559,10 @@ public final class BlobReader {
         self.repository = repository
     }
 
-    /// Reused buffer for compressed entries.
+    /// Reused buffers for stored entries and, in an encrypted repository, their opened
+    /// payloads.
     private var scratch: [UInt8] = []
+    private var plain: [UInt8] = []
 
     /// The plaintext of a blob. With `check`, its SHA-256 is recomputed and compared with its
     /// id, so corrupted data is never returned.
@@ -630,16 +632,29 @@ public final class BlobReader {
         }
         // The payload: opened when sealed (whose header's low bits name the codec), else the
         // entry's bytes after the header (whose header is the codec and nothing else).
-        var opened: [UInt8] = []
-        if let keys {
-            guard let payload = scratch.withUnsafeBytes({ Crypto.open(UnsafeRawBufferPointer(rebasing: $0[1..<length]), key: keys.encryption, context: "blob") }) else {
-                throw RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset) does not decrypt (damaged)")
-            }
-            opened = payload
-        }
         let codec = sealed ? header & 0x03 : header
-        try (sealed ? opened : scratch).withUnsafeBytes { bytes in
-            let payload = sealed ? bytes : UnsafeRawBufferPointer(rebasing: bytes[1..<length])
+        var opened = 0
+        if let keys {
+            let plainLength = max(0, length - 1 - Crypto.overhead)
+            let damaged = RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset) does not decrypt (damaged)")
+            if codec == PackFormat.compressionRaw && plainLength == out.count {
+                // Stored as it is: opened straight into `out`, no copy.
+                guard scratch.withUnsafeBytes({ Crypto.open(UnsafeRawBufferPointer(rebasing: $0[1..<length]), key: keys.encryption, context: "blob", into: out) }) else {
+                    throw damaged
+                }
+                return
+            }
+            if plain.count < plainLength { plain = [UInt8](repeating: 0, count: max(plainLength, 1 << 20)) }
+            let ok = scratch.withUnsafeBytes { s in
+                plain.withUnsafeMutableBytes { p in
+                    Crypto.open(UnsafeRawBufferPointer(rebasing: s[1..<length]), key: keys.encryption, context: "blob", into: UnsafeMutableRawBufferPointer(rebasing: p[0..<plainLength]))
+                }
+            }
+            guard ok else { throw damaged }
+            opened = plainLength
+        }
+        try (sealed ? plain : scratch).withUnsafeBytes { bytes in
+            let payload = UnsafeRawBufferPointer(rebasing: sealed ? bytes[0..<opened] : bytes[1..<length])
             switch codec {
             case PackFormat.compressionRaw:
                 guard payload.count == Int(location.rawLength) else {

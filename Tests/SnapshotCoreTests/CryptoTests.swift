@@ -56,6 +56,21 @@ import Testing
             #expect(Crypto.open(again, key: a, context: "blob") == message)
         }
         #expect(Crypto.open(Crypto.seal([], key: a, context: "key"), key: a, context: "key") == [])
+        // Into a buffer: only one of the plaintext's exact size; damage is refused there too.
+        var out = [UInt8](repeating: 0, count: message.count + 1)
+        out.withUnsafeMutableBytes { o in
+            sealedA.withUnsafeBytes { s in
+                #expect(!Crypto.open(s, key: a, context: "blob", into: o))
+                #expect(!Crypto.open(s, key: a, context: "blob", into: UnsafeMutableRawBufferPointer(rebasing: o[0..<(message.count - 1)])))
+                #expect(Crypto.open(s, key: a, context: "blob", into: UnsafeMutableRawBufferPointer(rebasing: o[1...])))
+            }
+        }
+        #expect(Array(out[1...]) == message)
+        var damaged = sealedA
+        damaged[damaged.count - 1] ^= 0x80
+        damaged.withUnsafeBytes { s in
+            out.withUnsafeMutableBytes { o in #expect(!Crypto.open(s, key: a, context: "blob", into: UnsafeMutableRawBufferPointer(rebasing: o[1...]))) }
+        }
     }
 
     @Test func threadsKeepTheirOwnContexts() {
