@@ -636,11 +636,11 @@ public final class BlobReader {
         var opened = 0
         if let keys {
             let plainLength = max(0, length - 1 - Crypto.overhead)
-            let damaged = RepositoryError.corrupt(file: file, detail: "blob at offset \(location.offset) does not decrypt (damaged)")
+            func damaged() -> RepositoryError { .corrupt(file: file, detail: "blob at offset \(location.offset) does not decrypt (damaged)") }
             if codec == PackFormat.compressionRaw && plainLength == out.count {
                 // Stored as it is: opened straight into `out`, no copy.
                 guard scratch.withUnsafeBytes({ Crypto.open(UnsafeRawBufferPointer(rebasing: $0[1..<length]), key: keys.encryption, context: "blob", into: out) }) else {
-                    throw damaged
+                    throw damaged()
                 }
                 return
             }
@@ -650,7 +650,7 @@ public final class BlobReader {
                     Crypto.open(UnsafeRawBufferPointer(rebasing: s[1..<length]), key: keys.encryption, context: "blob", into: UnsafeMutableRawBufferPointer(rebasing: p[0..<plainLength]))
                 }
             }
-            guard ok else { throw damaged }
+            guard ok else { throw damaged() }
             opened = plainLength
         }
         try (sealed ? plain : scratch).withUnsafeBytes { bytes in
