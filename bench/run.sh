@@ -54,7 +54,7 @@ new_fs() {
 }
 if [[ -n ${BENCH_FS_IMAGE_MB:-} ]]; then
     mkdir -p "$WORK/mnt"
-    if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
+    unmount_fs  # what an interrupted run left mounted
     trap unmount_fs EXIT
     SCRATCH=$WORK/mnt
 fi
