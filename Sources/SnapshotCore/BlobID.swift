@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import COpenSSL
+import CSHA256
 
 /// A 32-byte content identifier: the SHA-256 of a blob's plaintext.
 ///
@@ -53,6 +54,24 @@ public struct BlobID: Hashable, Sendable, Comparable, CustomStringConvertible {
             precondition(ok == 1 && size == 32, "EVP_Digest failed")
         }
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0) }
+    }
+
+    /// Whether this CPU hashes two messages at once (the x86 SHA extensions).
+    static let pairsInterleave = snapshot_sha256_pair_available() != 0
+
+    /// The SHA-256 of `a` and of `b`. Where the CPU has the SHA extensions both are hashed
+    /// at once, at about twice the speed of one after the other (sha256_pair.h): a backup
+    /// hashes its chunks, and a restore checks its blobs, in pairs.
+    public static func hashPair(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> (BlobID, BlobID) {
+        guard pairsInterleave, a.count > 0, b.count > 0 else { return (hash(a), hash(b)) }
+        var da = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        var db = da
+        withUnsafeMutableBytes(of: &da) { outA in
+            withUnsafeMutableBytes(of: &db) { outB in
+                snapshot_sha256_pair(a.baseAddress, a.count, b.baseAddress, b.count, outA.baseAddress, outB.baseAddress)
+            }
+        }
+        return (withUnsafeBytes(of: &da) { BlobID(bytes: $0) }, withUnsafeBytes(of: &db) { BlobID(bytes: $0) })
     }
 
     /// The SHA-256 of a whole file, read 1 MiB at a time.

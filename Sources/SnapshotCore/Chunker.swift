@@ -192,24 +192,9 @@ extension Chunker {
     /// and returns how many bytes it wrote, 0 at the end), as `chunks(of:)` chunks a file.
     public func chunks(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         precondition(buffer.count >= 2 * scheme.maxSize)
-        let maxChunk = scheme.maxSize
         var start = 0, end = 0, eof = false
         while true {
-            if !eof && end - start < maxChunk {
-                if start > 0 {
-                    if end > start { memmove(buffer.baseAddress!, buffer.baseAddress! + start, end - start) }
-                    end -= start
-                    start = 0
-                }
-                while end < buffer.count {
-                    let n = try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[end...]))
-                    if n == 0 {
-                        eof = true
-                        break
-                    }
-                    end += n
-                }
-            }
+            try refill(fill, buffer: buffer, start: &start, end: &end, eof: &eof)
             if end == start { return }
             let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
             var n = 0
@@ -220,6 +205,59 @@ extension Chunker {
             }
             try body(UnsafeRawBufferPointer(rebasing: available[0..<n]))
             start += n
+        }
+    }
+
+    /// Reads `fd` to its end as `chunks(of:)` does (without `propose`), but hands `body`
+    /// every chunk the buffered bytes allow cutting at once — one or more, in order, at the
+    /// same cuts — so that it can hash them in pairs (`BlobID.hashPair`). The chunks are
+    /// valid only during the call.
+    public func chunkBatches(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+        try chunkBatches(reading: { space in
+            while true {
+                let n = read(fd, space.baseAddress!, space.count)
+                if n >= 0 { return n }
+                if errno != EINTR { throw RepositoryError.fromErrno(path: path, operation: "read") }
+            }
+        }, buffer: buffer, body)
+    }
+
+    /// `chunkBatches(of:)` over the bytes that `fill` supplies.
+    public func chunkBatches(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+        precondition(buffer.count >= 2 * scheme.maxSize)
+        var start = 0, end = 0, eof = false
+        var batch: [UnsafeRawBufferPointer] = []
+        while true {
+            try refill(fill, buffer: buffer, start: &start, end: &end, eof: &eof)
+            if end == start { return }
+            batch.removeAll(keepingCapacity: true)
+            // A cut looks at up to a maximum-size chunk of bytes: cut while that many are
+            // buffered (or the file has ended), as `chunks` would before reading more.
+            repeat {
+                let n = cut(UnsafeRawBufferPointer(rebasing: buffer[start..<end]))
+                batch.append(UnsafeRawBufferPointer(rebasing: buffer[start..<start + n]))
+                start += n
+            } while start < end && (eof || end - start >= scheme.maxSize)
+            try body(batch)
+        }
+    }
+
+    /// Moves the unread bytes `start..<end` to the buffer's front and fills it up, unless at
+    /// least a maximum-size chunk of them is buffered or the input has ended.
+    private func refill(_ fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, start: inout Int, end: inout Int, eof: inout Bool) throws {
+        guard !eof && end - start < scheme.maxSize else { return }
+        if start > 0 {
+            if end > start { memmove(buffer.baseAddress!, buffer.baseAddress! + start, end - start) }
+            end -= start
+            start = 0
+        }
+        while end < buffer.count {
+            let n = try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[end...]))
+            if n == 0 {
+                eof = true
+                return
+            }
+            end += n
         }
     }
 }

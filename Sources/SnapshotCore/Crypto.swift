@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import COpenSSL
+import CSHA256
 import Foundation
 
 /// The primitives of encrypted repositories, all from OpenSSL: AES-256-GCM, HMAC-SHA256,
@@ -110,6 +111,21 @@ public enum Crypto {
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0) }
     }
 
+    /// HMAC-SHA256 of `a` and of `b` under a key prepared for pairs (`PairedMACKey`): both
+    /// hashed at once, as `BlobID.hashPair` does.
+    static func hmacPair(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, key: PairedMACKey) -> (BlobID, BlobID) {
+        var ma = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        var mb = ma
+        withUnsafePointer(to: key.prepared) { prepared in
+            withUnsafeMutableBytes(of: &ma) { outA in
+                withUnsafeMutableBytes(of: &mb) { outB in
+                    snapshot_hmac_sha256_pair(prepared, a.baseAddress, a.count, b.baseAddress, b.count, outA.baseAddress, outB.baseAddress)
+                }
+            }
+        }
+        return (withUnsafeBytes(of: &ma) { BlobID(bytes: $0) }, withUnsafeBytes(of: &mb) { BlobID(bytes: $0) })
+    }
+
     /// scrypt; nil when the parameters are out of range (or memory for them is refused).
     public static func scrypt(password: [UInt8], salt: [UInt8], n: UInt64, r: UInt64, p: UInt64, length: Int = keySize) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: length)
@@ -121,6 +137,24 @@ public enum Crypto {
             }
         }
         return ok == 1 ? out : nil
+    }
+}
+
+/// An HMAC-SHA256 key prepared for hashing pairs of messages (the hash states after its
+/// padded key blocks, as secret as the key). Only where `BlobID.pairsInterleave`.
+final class PairedMACKey: Sendable {
+    let prepared: snapshot_hmac_sha256_key
+
+    init?(_ key: [UInt8]) {
+        guard BlobID.pairsInterleave else { return nil }
+        var k = snapshot_hmac_sha256_key()
+        key.withUnsafeBytes { snapshot_hmac_sha256_prepare($0.baseAddress, $0.count, &k) }
+        prepared = k
+    }
+
+    deinit {
+        var k = prepared
+        withUnsafeMutableBytes(of: &k) { OPENSSL_cleanse($0.baseAddress, $0.count) }
     }
 }
 

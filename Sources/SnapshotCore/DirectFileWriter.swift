@@ -58,6 +58,12 @@ public final class DirectFileWriter {
     /// Bytes appended so far.
     public var size: Int { flushed + filled }
 
+    /// Runs before any buffered bytes are written out (and before they move in the buffer);
+    /// a throw stops the write. A restore that decodes blobs into the buffer and checks them
+    /// in pairs checks one still waiting for its partner here, so that nothing unchecked
+    /// reaches the file.
+    public var beforeWrite: (() throws -> Void)?
+
     /// Appends bytes at the end of the file.
     public func append(_ data: UnsafeRawBufferPointer) throws {
         var offset = 0
@@ -84,6 +90,7 @@ public final class DirectFileWriter {
     /// Writes out the buffer. Unless `padTail`, only whole aligned blocks go out and the rest
     /// moves to the front of the buffer.
     private func flush(padTail: Bool) throws {
+        try beforeWrite?()
         let whole = filled / Self.alignment * Self.alignment
         var length = padTail ? (filled + Self.alignment - 1) / Self.alignment * Self.alignment : whole
         if !direct { length = padTail ? filled : whole }

@@ -173,13 +173,15 @@ final class PackWriter {
         if let file { try file.append(bytes) } else { memory.append(contentsOf: bytes) }
     }
 
-    /// Appends one entry; `payload` is already compressed when `compression` says so.
-    func add(id: BlobID, type: BlobType, compression: UInt8, payload: UnsafeRawBufferPointer, rawLength: Int) throws {
+    /// Appends one entry; `payload` (followed by `then`, when the payload is in two pieces)
+    /// is already compressed when `compression` says so.
+    func add(id: BlobID, type: BlobType, compression: UInt8, payload: UnsafeRawBufferPointer, then rest: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0), rawLength: Int) throws {
         let offset = size
         var header = compression
         try withUnsafeBytes(of: &header) { try append($0) }
         try append(payload)
-        entries.append(PackEntry(id: id, type: type, offset: UInt32(offset), length: UInt32(payload.count + 1), rawLength: UInt32(rawLength)))
+        if !rest.isEmpty { try append(rest) }
+        entries.append(PackEntry(id: id, type: type, offset: UInt32(offset), length: UInt32(payload.count + rest.count + 1), rawLength: UInt32(rawLength)))
     }
 
     /// Writes the trailer, fsyncs and renames the pack into place. The directory fsync is

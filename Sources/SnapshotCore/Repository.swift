@@ -51,6 +51,8 @@ public final class Repository: Sendable {
     public let keys: MasterKeys?
     /// What opened it: snapshot files are sealed and opened with the same keys.
     public let keyring: Keyring?
+    /// The id key prepared for hashing blobs in pairs (encrypted, on CPUs that can).
+    private let pairedIDKey: PairedMACKey?
     /// Open pack descriptors, least recently used first out, bounded by `maxOpenPacks` so
     /// that hundreds of packs work under a small `ulimit -n`; an entry in use is never closed.
     private let packFiles = Mutex(PackCache())
@@ -106,6 +108,7 @@ public final class Repository: Sendable {
         self.config = c
         self.keys = keys
         self.keyring = keyring
+        pairedIDKey = keys.flatMap { PairedMACKey($0.ids) }
     }
 
     /// A blob's id: the SHA-256 of its plaintext, or, in an encrypted repository, its
@@ -117,6 +120,13 @@ public final class Repository: Sendable {
 
     public func blobID(_ bytes: [UInt8]) -> BlobID {
         bytes.withUnsafeBytes { blobID($0) }
+    }
+
+    /// The ids of two blobs, hashed at once where the CPU can (`BlobID.hashPair`).
+    public func blobIDs(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> (BlobID, BlobID) {
+        guard let keys else { return BlobID.hashPair(a, b) }
+        guard let pairedIDKey, a.count > 0, b.count > 0 else { return (Crypto.hmac(a, key: keys.ids), Crypto.hmac(b, key: keys.ids)) }
+        return Crypto.hmacPair(a, b, key: pairedIDKey)
     }
 
     /// Seals a repository file's bytes (encrypted repositories; others unchanged).
@@ -589,9 +599,23 @@ public final class BlobReader {
     public func read(_ id: BlobID, at location: BlobLocation, into out: UnsafeMutableRawBufferPointer, check: Bool = true) throws {
         precondition(out.count == Int(location.rawLength))
         try decode(location, into: out)
-        if check && repository.blobID(UnsafeRawBufferPointer(out)) != id {
-            throw RepositoryError.corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
-        }
+        if check { try self.check(UnsafeRawBufferPointer(out), id: id, at: location) }
+    }
+
+    /// Throws unless `data`, read from `location`, has the id `id`.
+    public func check(_ data: UnsafeRawBufferPointer, id: BlobID, at location: BlobLocation) throws {
+        if repository.blobID(data) != id { throw mismatch(id, at: location) }
+    }
+
+    /// `check` for two blobs at once, hashed together where the CPU can (`BlobID.hashPair`).
+    public func check(_ a: UnsafeRawBufferPointer, id idA: BlobID, at locationA: BlobLocation, and b: UnsafeRawBufferPointer, id idB: BlobID, at locationB: BlobLocation) throws {
+        let (hashA, hashB) = repository.blobIDs(a, b)
+        if hashA != idA { throw mismatch(idA, at: locationA) }
+        if hashB != idB { throw mismatch(idB, at: locationB) }
+    }
+
+    private func mismatch(_ id: BlobID, at location: BlobLocation) -> RepositoryError {
+        .corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
     }
 
     /// No blob is near this size (chunks are at most 2 MiB, trees tens of MiB): a larger
@@ -736,6 +760,8 @@ public final class BlobWriter {
     public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compression: BlobCompression) throws -> UInt8 {
         if pack == nil { pack = try makePackWriter() }
         var codec = PackFormat.compressionRaw
+        // The payload: compressed into the compressor's buffer, or a trial's smallest.
+        var encoded: EncodedPayload?
         var packed: [UInt8]?
         if data.count >= 64 {
             // Planes codecs only where the format allows them (older repositories: zstd).
@@ -746,14 +772,11 @@ public final class BlobWriter {
             case .none:
                 break
             case .zstd:
-                packed = compressor.compress(data)
-                codec = PackFormat.compressionZstd
+                (encoded, codec) = (compressor.encode(data), PackFormat.compressionZstd)
             case .floatPlanes where planesAllowed:
-                packed = compressor.compressPlanes(data)
-                codec = PackFormat.compressionPlanes
+                (encoded, codec) = (compressor.encodePlanes(data), PackFormat.compressionPlanes)
             case .halfPlanes where halfAllowed:
-                packed = compressor.compressHalfPlanes(data)
-                codec = PackFormat.compressionHalfPlanes
+                (encoded, codec) = (compressor.encodeHalfPlanes(data), PackFormat.compressionHalfPlanes)
             case .floatPlanes, .halfPlanes, .smaller:
                 (packed, codec) = (compressor.compress(data), PackFormat.compressionZstd)
                 if planesAllowed, let planes = compressor.compressPlanes(data), planes.count <= packed?.count ?? Int.max {
@@ -763,20 +786,28 @@ public final class BlobWriter {
                     (packed, codec) = (half, PackFormat.compressionHalfPlanes)
                 }
             }
-            if packed == nil { codec = PackFormat.compressionRaw }
+            if encoded == nil && packed == nil { codec = PackFormat.compressionRaw }
         }
-        if let keys = repository.keys {
-            // Compressed (when it pays) then sealed: the header says both.
-            var sealed = packed.map { p in p.withUnsafeBytes { Crypto.seal($0, key: keys.encryption, context: "blob") } } ?? Crypto.seal(data, key: keys.encryption, context: "blob")
-            try sealed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: codec | PackFormat.encrypted, payload: $0, rawLength: data.count) }
-            newStoredBytes += sealed.count + 1
-            sealed.removeAll()
-        } else if let packed {
-            try packed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: codec, payload: $0, rawLength: data.count) }
-            newStoredBytes += packed.count + 1
+        func store(_ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer) throws {
+            if let keys = repository.keys {
+                // Compressed (when it pays) then sealed: the header says both.
+                let sealed = tail.isEmpty
+                    ? Crypto.seal(head, key: keys.encryption, context: "blob")
+                    : (Array(head) + Array(tail)).withUnsafeBytes { Crypto.seal($0, key: keys.encryption, context: "blob") }
+                try sealed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: codec | PackFormat.encrypted, payload: $0, rawLength: data.count) }
+                newStoredBytes += sealed.count + 1
+            } else {
+                try pack!.add(id: id, type: type, compression: codec, payload: head, then: tail, rawLength: data.count)
+                newStoredBytes += head.count + tail.count + 1
+            }
+        }
+        let none = UnsafeRawBufferPointer(start: nil, count: 0)
+        if let packed {
+            try packed.withUnsafeBytes { try store($0, none) }
+        } else if let encoded {
+            try store(encoded.head, encoded.tail)
         } else {
-            try pack!.add(id: id, type: type, compression: PackFormat.compressionRaw, payload: data, rawLength: data.count)
-            newStoredBytes += data.count + 1
+            try store(data, none)
         }
         newRawBytes += data.count
         if pack!.size >= Self.packTarget { try finishPack() }

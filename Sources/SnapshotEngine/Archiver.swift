@@ -540,34 +540,53 @@ public final class Archiver: Sendable {
             checked = previous!.propose(available, hash: { self.repository.blobID($0) })
             return checked?.length
         }
-        do {
-            try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer, propose: propose) { data in
-                if cancellation.isCancelled { throw EngineError.cancelled }
-                let id: BlobID
-                if let known = checked, known.length == data.count {
-                    id = known.id
-                } else {
-                    id = repository.blobID(data)
-                    previous?.cut(id)
-                }
-                checked = nil
-                if worker.writer.reserve(id) {
-                    let codec = try worker.writer.storeNew(id: id, data: data, type: .data, compression: incompressibleRun < 4 ? compression : .none)
-                    incompressibleRun = codec == PackFormat.compressionRaw ? incompressibleRun + 1 : 0
-                    if compression == .smaller {
-                        trials += 1
-                        let planes = codec == PackFormat.compressionPlanes || codec == PackFormat.compressionHalfPlanes
-                        if !planes || (trialWinner ?? codec) != codec {
-                            compression = .zstd
-                        } else if trials == 4 {
-                            compression = codec == PackFormat.compressionPlanes ? .floatPlanes : .halfPlanes
-                        }
-                        trialWinner = codec
+        /// Stores a chunk the repository lacks and adds it to the file.
+        func take(_ data: UnsafeRawBufferPointer, id: BlobID) throws {
+            if worker.writer.reserve(id) {
+                let codec = try worker.writer.storeNew(id: id, data: data, type: .data, compression: incompressibleRun < 4 ? compression : .none)
+                incompressibleRun = codec == PackFormat.compressionRaw ? incompressibleRun + 1 : 0
+                if compression == .smaller {
+                    trials += 1
+                    let planes = codec == PackFormat.compressionPlanes || codec == PackFormat.compressionHalfPlanes
+                    if !planes || (trialWinner ?? codec) != codec {
+                        compression = .zstd
+                    } else if trials == 4 {
+                        compression = codec == PackFormat.compressionPlanes ? .floatPlanes : .halfPlanes
                     }
+                    trialWinner = codec
                 }
-                content.append(id)
-                total += UInt64(data.count)
-                progress.bytesDone.add(data.count, ordering: .relaxed)
+            }
+            content.append(id)
+            total += UInt64(data.count)
+            progress.bytesDone.add(data.count, ordering: .relaxed)
+        }
+        do {
+            if let propose {
+                try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer, propose: propose) { data in
+                    if cancellation.isCancelled { throw EngineError.cancelled }
+                    let id: BlobID
+                    if let known = checked, known.length == data.count {
+                        id = known.id
+                    } else {
+                        id = repository.blobID(data)
+                        previous?.cut(id)
+                    }
+                    checked = nil
+                    try take(data, id: id)
+                }
+            } else {
+                // Chunks hashed in pairs where the CPU can (BlobID.hashPair).
+                try chunker.chunkBatches(of: fdOpen, path: job.path, buffer: worker.buffer) { chunks in
+                    if cancellation.isCancelled { throw EngineError.cancelled }
+                    var i = 0
+                    while i + 1 < chunks.count {
+                        let (a, b) = repository.blobIDs(chunks[i], chunks[i + 1])
+                        try take(chunks[i], id: a)
+                        try take(chunks[i + 1], id: b)
+                        i += 2
+                    }
+                    if i < chunks.count { try take(chunks[i], id: repository.blobID(chunks[i])) }
+                }
             }
         } catch let e as RepositoryError where e.isReadFailure(of: job.path) {
             job.failure = "read: \(e.systemReason)"

@@ -248,21 +248,40 @@ public final class Restorer: Sendable {
             try job.dir.removeTree(job.path)
             file = try DirectFileWriter(path: job.path, buffer: worker.buffer, opener: opener)
         }
+        // Blobs are decoded into the write buffer itself (no copy of every byte) and checked
+        // against their ids in pairs (BlobID.hashPair): one decoded blob waits for the next,
+        // or for the buffer's next write, which checks it first.
+        let reader = worker.reader
+        var waiting: (data: UnsafeRawBufferPointer, id: BlobID, location: BlobLocation)?
+        file.beforeWrite = {
+            if let w = waiting {
+                waiting = nil
+                try reader.check(w.data, id: w.id, at: w.location)
+            }
+        }
         for id in job.node.content {
             guard let location = repository.location(of: id) else {
                 throw RepositoryError.missingBlob(id: id, context: "not in any index")
             }
             let count = Int(location.rawLength)
             if count <= DirectFileWriter.bufferSize - 4096 {
-                // Decoded and checked in the write buffer itself: no copy of every byte.
-                try file.append(count: count) { try worker.reader.read(id, at: location, into: $0) }
+                try file.append(count: count) { space in
+                    try reader.read(id, at: location, into: space, check: false)
+                    if let w = waiting {
+                        waiting = nil
+                        try reader.check(w.data, id: w.id, at: w.location, and: UnsafeRawBufferPointer(space), id: id, at: location)
+                    } else {
+                        waiting = (UnsafeRawBufferPointer(space), id, location)
+                    }
+                }
             } else {
-                let data = try worker.reader.read(id, at: location)
+                let data = try reader.read(id, at: location)
                 try data.withUnsafeBytes { try file.append($0) }
             }
             progress.bytesDone.add(count, ordering: .relaxed)
         }
         try file.finish()
+        file.beforeWrite = nil
         try applyMetadata(path: job.path, node: job.node, fd: file.fd, dir: job.dir)
         progress.filesDone.add(1, ordering: .relaxed)
     }

@@ -133,3 +133,43 @@ extension Array where Element == UInt8 {
         return out
     }
 }
+
+/// `chunkBatches` hands over the same chunks as `chunks`, however the reads come in.
+@Suite struct ChunkBatchTests {
+    static func reader(_ data: [UInt8], pieces: Int) -> (UnsafeMutableRawBufferPointer) -> Int {
+        var at = 0
+        return { space in
+            let n = min(space.count, pieces, data.count - at)
+            data.withUnsafeBytes { space.baseAddress!.copyMemory(from: $0.baseAddress! + at, byteCount: n) }
+            at += n
+            return n
+        }
+    }
+
+    @Test func batchesCutWhereSingleChunksDo() {
+        let schemes: [ChunkingScheme] = [.contentDefined(min: 1 << 10, average: 4 << 10, max: 16 << 10), .fixed(size: 3000)]
+        let inputs: [[UInt8]] = [[], [7], Fixture.bytes(16 << 10, seed: 2), Fixture.bytes(1 << 20, seed: 3) + [UInt8](repeating: 0, count: 100_000)]
+        for scheme in schemes {
+            let chunker = Chunker(scheme: scheme, seed: 9)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * scheme.maxSize + 4096, alignment: 4096)
+            defer { buffer.deallocate() }
+            for data in inputs {
+                for pieces in [1 << 30, 5000, 777] {
+                    var single: [[UInt8]] = []
+                    try! chunker.chunks(reading: Self.reader(data, pieces: pieces), buffer: buffer) { single.append(Array($0)) }
+                    var batched: [[UInt8]] = []
+                    var batches = 0
+                    try! chunker.chunkBatches(reading: Self.reader(data, pieces: pieces), buffer: buffer) { chunks in
+                        #expect(!chunks.isEmpty)
+                        batches += 1
+                        batched += chunks.map { Array($0) }
+                    }
+                    #expect(batched == single, "\(scheme), \(data.count) bytes read \(pieces) at a time")
+                    #expect(batched.flatMap { $0 } == data)
+                    // More than one chunk at a time wherever the buffer holds several.
+                    if data.count > 4 * scheme.maxSize { #expect(batches < single.count) }
+                }
+            }
+        }
+    }
+}

@@ -34,6 +34,40 @@ import TestSupport
         #expect(throws: RepositoryError.self) { try h.restore(record.id, to: h.dir.sub("out")) }
     }
 
+    /// A restore decodes blobs into its write buffer and checks them against their ids in
+    /// pairs: a damaged blob anywhere in a large file (first of a pair, second, or one left
+    /// waiting when the buffer is written out) stops the restore before its bytes reach
+    /// the file.
+    @Test func noDamagedByteReachesARestoredFile() throws {
+        let h = try EngineHarness()
+        let original = Fixture.bytes(12_000_000, seed: 8)
+        Fixture.write(h.source + "/big.bin", original)
+        let record = try h.create()
+        let repo = try h.open()
+        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
+        let node = try Browser(repository: repo).node(try catalog.readManifest(try catalog.resolve(record.id)), path: "src/big.bin")
+        #expect(node.content.count > 8, "\(node.content.count) chunks")
+        var partial = 0
+        for (i, id) in node.content.enumerated() {
+            Damage.flipByte(of: id, in: repo)
+            let out = h.dir.sub("out\(i)")
+            do {
+                _ = try h.restore(record.id, to: out)
+                Issue.record("chunk \(i): the restore succeeded")
+            } catch {
+                #expect("\(error)".contains("does not match its hash"), "chunk \(i): \(error)")
+            }
+            // What reached the file is the start of the original.
+            if let written = try? POSIX.readFile(out + "/src/big.bin"), !written.isEmpty {
+                partial += 1
+                #expect(written.count < original.count && written == Array(original.prefix(written.count)), "chunk \(i): \(written.count) bytes written")
+            }
+            Damage.flipByte(of: id, in: repo)
+        }
+        #expect(partial > 0, "no restore wrote part of the file before stopping")
+        try h.expectVerifies()
+    }
+
     @Test func everySnapshotSharingADamagedBlobIsNamedHoweverManyThereAre() throws {
         let h = try EngineHarness()
         Fixture.write(h.source + "/shared.bin", Fixture.bytes(300_000, seed: 9))

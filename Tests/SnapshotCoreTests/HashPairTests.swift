@@ -1,0 +1,83 @@
+import Foundation
+@testable import SnapshotCore
+import Testing
+import TestSupport
+
+/// SHA-256 and HMAC-SHA256 of two messages at once (CSHA256) against OpenSSL one at a
+/// time: every length around the block and padding boundaries, unaligned starts, pairs of
+/// unequal lengths, and keys shorter and longer than a block.
+@Suite struct HashPairTests {
+    /// Lengths where padding takes one or two blocks, and longer messages of unequal blocks.
+    static let lengths = [0, 1, 3, 31, 55, 56, 57, 63, 64, 65, 100, 119, 120, 127, 128, 129, 191, 192, 1000, 4097, 65_536, 65_599, 300_001]
+    static let data = Fixture.bytes(700_000, seed: 41)
+
+    static func slice(_ offset: Int, _ length: Int) -> UnsafeRawBufferPointer {
+        data.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[offset..<offset + length]) }
+    }
+
+    @Test func theFastPathRunsWhereTheCPUHasTheSHAExtensions() throws {
+        #if arch(x86_64)
+        let flags = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        let sha = flags.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").contains("sha_ni") ?? false
+        #expect(BlobID.pairsInterleave == sha)
+        #endif
+    }
+
+    @Test func knownAnswers() {
+        let abc = Array("abc".utf8)
+        let twoBlocks = Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
+        let (x, y) = abc.withUnsafeBytes { a in twoBlocks.withUnsafeBytes { b in BlobID.hashPair(a, b) } }
+        #expect(x.hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(y.hex == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+    }
+
+    @Test func pairsHashAsOneAtATime() {
+        var offset = 0
+        for la in Self.lengths {
+            for lb in Self.lengths {
+                // Starts at every remainder mod 16 (the loads are unaligned).
+                offset = (offset + 7) % 300
+                let a = Self.slice(offset, la), b = Self.slice(offset + 1 + la % 13, lb)
+                let (x, y) = BlobID.hashPair(a, b)
+                #expect(x == BlobID.hash(a), "a of \(la) bytes beside \(lb)")
+                #expect(y == BlobID.hash(b), "b of \(lb) bytes beside \(la)")
+                if x != BlobID.hash(a) || y != BlobID.hash(b) { return }
+            }
+        }
+    }
+
+    @Test func macPairsMatchOpenSSLForKeysOfAnyLength() throws {
+        guard BlobID.pairsInterleave else { return }
+        for keyLength in [0, 1, 20, 32, 63, 64, 65, 131, 200] {
+            let key = Array(Fixture.bytes(keyLength, seed: UInt64(keyLength) + 5))
+            let prepared = try #require(PairedMACKey(key))
+            for (la, lb) in [(0, 0), (1, 64), (55, 56), (64, 119), (1000, 65_599), (300_001, 3)] {
+                let a = Self.slice(11, la), b = Self.slice(500, lb)
+                let (x, y) = Crypto.hmacPair(a, b, key: prepared)
+                #expect(x == Crypto.hmac(a, key: key), "key \(keyLength), a \(la)")
+                #expect(y == Crypto.hmac(b, key: key), "key \(keyLength), b \(lb)")
+            }
+        }
+        // RFC 4231 test case 6: a 131-byte key, hashed first.
+        let key = [UInt8](repeating: 0xaa, count: 131)
+        let message = Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8)
+        let (x, _) = message.withUnsafeBytes { m in Crypto.hmacPair(m, m, key: PairedMACKey(key)!) }
+        #expect(x.hex == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    }
+
+    @Test func aRepositoryHashesPairsAsItHashesOne() throws {
+        let dir = TemporaryDirectory()
+        for encrypted in [false, true] {
+            let path = dir.sub(encrypted ? "enc" : "plain")
+            let repo = encrypted
+                ? try Repository.initialize(at: path, encryption: "aes-256-gcm", password: Array("pw".utf8))
+                : try Repository.initialize(at: path)
+            #expect((repo.keys != nil) == encrypted)
+            for (la, lb) in [(0, 5), (64, 64), (4097, 100), (65_536, 65_599)] {
+                let a = Self.slice(3, la), b = Self.slice(90, lb)
+                let (x, y) = repo.blobIDs(a, b)
+                #expect(x == repo.blobID(a) && y == repo.blobID(b), "encrypted \(encrypted), \(la) and \(lb)")
+            }
+        }
+    }
+}
