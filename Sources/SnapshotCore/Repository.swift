@@ -614,7 +614,8 @@ public final class BlobReader {
         if hashB != idB { throw mismatch(idB, at: locationB) }
     }
 
-    private func mismatch(_ id: BlobID, at location: BlobLocation) -> RepositoryError {
+    /// The error for a blob at `location` whose bytes do not hash to `id`.
+    public func mismatch(_ id: BlobID, at location: BlobLocation) -> RepositoryError {
         .corrupt(file: repository.packPath(location.pack), detail: "blob \(id.short) at offset \(location.offset) does not match its hash")
     }
 

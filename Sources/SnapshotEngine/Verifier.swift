@@ -182,15 +182,28 @@ public final class Verifier: Sendable {
             } catch {
                 _ = self.isResource(error)  // out of descriptors or memory: not damage
             }
+            // Decoded one by one, checked against their ids two at a time (BlobID.hashPair).
+            var waiting: (id: BlobID, location: BlobLocation, data: [UInt8])?
             for (blob, loc) in item.toRead.sorted(by: { $0.1.offset < $1.1.offset }) {
                 do {
-                    _ = try reader.read(blob, check: true)
+                    let data = try reader.read(blob, at: loc, check: false)
+                    if let w = waiting {
+                        waiting = nil
+                        let (a, b) = w.data.withUnsafeBytes { a in data.withUnsafeBytes { b in repository.blobIDs(a, b) } }
+                        if a != w.id { damaged.withLock { $0.append((w.id, "\(reader.mismatch(w.id, at: w.location))")) } }
+                        if b != blob { damaged.withLock { $0.append((blob, "\(reader.mismatch(blob, at: loc))")) } }
+                    } else {
+                        waiting = (blob, loc, data)
+                    }
                 } catch where self.isResource(error) {
                     continue
                 } catch {
                     damaged.withLock { $0.append((blob, "\(error)")) }
                 }
                 progress.bytesDone.add(Int(loc.length), ordering: .relaxed)
+            }
+            if let w = waiting, (w.data.withUnsafeBytes { repository.blobID($0) }) != w.id {
+                damaged.withLock { $0.append((w.id, "\(reader.mismatch(w.id, at: w.location))")) }
             }
         }
         return (damaged.withLock { $0 }, badPacks.withLock { $0 }.sorted())

@@ -164,8 +164,8 @@ extension Array where Element == UInt8 {
                         batches += 1
                         batched += chunks.map { Array($0) }
                     }
-                    #expect(batched == single, "\(scheme), \(data.count) bytes read \(pieces) at a time")
-                    #expect(batched.flatMap { $0 } == data)
+                    let same = batched == single, whole = batched.flatMap { $0 } == data
+                    #expect(same && whole, "\(scheme), \(data.count) bytes read \(pieces) at a time: cuts \(batched.map(\.count)) against \(single.map(\.count))")
                     // More than one chunk at a time wherever the buffer holds several.
                     if data.count > 4 * scheme.maxSize { #expect(batches < single.count) }
                 }

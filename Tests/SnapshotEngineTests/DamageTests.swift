@@ -37,7 +37,7 @@ import TestSupport
     /// A restore decodes blobs into its write buffer and checks them against their ids in
     /// pairs: a damaged blob anywhere in a large file (first of a pair, second, or one left
     /// waiting when the buffer is written out) stops the restore before its bytes reach
-    /// the file.
+    /// the file, and `verify --read-data`, which pairs them too, names it.
     @Test func noDamagedByteReachesARestoredFile() throws {
         let h = try EngineHarness()
         let original = Fixture.bytes(12_000_000, seed: 8)
@@ -50,6 +50,9 @@ import TestSupport
         var partial = 0
         for (i, id) in node.content.enumerated() {
             Damage.flipByte(of: id, in: repo)
+            // verify --read-data checks blobs in pairs too: the damaged one is found wherever it is.
+            let report = try h.verify(readData: true)
+            #expect(report.snapshots.contains { s in s.errors.contains { $0.contains("src/big.bin") } }, "chunk \(i): \(report.snapshots.flatMap(\.errors))")
             let out = h.dir.sub("out\(i)")
             do {
                 _ = try h.restore(record.id, to: out)
