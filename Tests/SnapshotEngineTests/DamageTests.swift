@@ -71,6 +71,20 @@ import TestSupport
         try h.expectVerifies()
     }
 
+    /// The last blob of a pack, when an odd one out of the pairs `verify --read-data` hashes,
+    /// is checked on its own (fixed blocks: 3 or 5 of them, whatever the chunking version).
+    @Test func theOddBlobOutOfThePairsIsChecked() throws {
+        let h = try EngineHarness()
+        Fixture.write(h.source + "/tail.mmap", Fixture.bytes(5 * 32 << 10, seed: 12))
+        let record = try h.create()
+        let repo = try h.open()
+        let node = try Browser(repository: repo).node(try SnapshotCatalog(repositoryPath: h.repoPath).readManifest(try SnapshotCatalog(repositoryPath: h.repoPath).resolve(record.id)), path: "src/tail.mmap")
+        #expect(node.content.count % 2 == 1)
+        Damage.flipByte(of: node.content.last!, in: repo)
+        let errors = try h.verify(readData: true).snapshots.flatMap(\.errors)
+        #expect(errors.contains { $0.contains("src/tail.mmap") && $0.contains("does not match its hash") }, "\(errors)")
+    }
+
     @Test func everySnapshotSharingADamagedBlobIsNamedHoweverManyThereAre() throws {
         let h = try EngineHarness()
         Fixture.write(h.source + "/shared.bin", Fixture.bytes(300_000, seed: 9))
