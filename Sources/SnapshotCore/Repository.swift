@@ -122,6 +122,21 @@ public final class Repository: Sendable {
         bytes.withUnsafeBytes { blobID($0) }
     }
 
+    /// The ids of `blobs`, in order, hashed two at a time (`blobIDs(_:_:)`).
+    public func blobIDs(of blobs: [UnsafeRawBufferPointer]) -> [BlobID] {
+        var ids: [BlobID] = []
+        ids.reserveCapacity(blobs.count)
+        var i = 0
+        while i + 1 < blobs.count {
+            let (a, b) = blobIDs(blobs[i], blobs[i + 1])
+            ids.append(a)
+            ids.append(b)
+            i += 2
+        }
+        if i < blobs.count { ids.append(blobID(blobs[i])) }
+        return ids
+    }
+
     /// The ids of two blobs, hashed at once where the CPU can (`BlobID.hashPair`).
     public func blobIDs(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> (BlobID, BlobID) {
         guard let keys else { return BlobID.hashPair(a, b) }

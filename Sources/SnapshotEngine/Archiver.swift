@@ -540,7 +540,7 @@ public final class Archiver: Sendable {
             checked = previous!.propose(available, hash: { self.repository.blobID($0) })
             return checked?.length
         }
-        /// Stores a chunk the repository lacks and adds it to the file.
+        /// Adds a chunk to the file, storing it if no writer has claimed its id yet.
         func take(_ data: UnsafeRawBufferPointer, id: BlobID) throws {
             if worker.writer.reserve(id) {
                 let codec = try worker.writer.storeNew(id: id, data: data, type: .data, compression: incompressibleRun < 4 ? compression : .none)
@@ -578,14 +578,7 @@ public final class Archiver: Sendable {
                 // Chunks hashed in pairs where the CPU can (BlobID.hashPair).
                 try chunker.chunkBatches(of: fdOpen, path: job.path, buffer: worker.buffer) { chunks in
                     if cancellation.isCancelled { throw EngineError.cancelled }
-                    var i = 0
-                    while i + 1 < chunks.count {
-                        let (a, b) = repository.blobIDs(chunks[i], chunks[i + 1])
-                        try take(chunks[i], id: a)
-                        try take(chunks[i + 1], id: b)
-                        i += 2
-                    }
-                    if i < chunks.count { try take(chunks[i], id: repository.blobID(chunks[i])) }
+                    for (chunk, id) in zip(chunks, repository.blobIDs(of: chunks)) { try take(chunk, id: id) }
                 }
             }
         } catch let e as RepositoryError where e.isReadFailure(of: job.path) {

@@ -201,7 +201,7 @@ public struct InPlaceRestorer: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
         defer { buffer.deallocate() }
         var ids: [BlobID] = []
-        try chunker.chunks(of: fd, path: path, buffer: buffer) { ids.append(repository.blobID($0)) }
+        try chunker.chunkBatches(of: fd, path: path, buffer: buffer) { ids += repository.blobIDs(of: $0) }
         return ids
     }
 
