@@ -537,7 +537,7 @@ public final class Archiver: Sendable {
         job.previous = []
         var checked: (length: Int, id: BlobID)?
         let propose: ((UnsafeRawBufferPointer) throws -> Int?)? = previous == nil ? nil : { available in
-            checked = previous!.propose(available, hash: { self.repository.blobID($0) })
+            checked = previous!.propose(available, hash: { self.repository.blobIDs($0, $1) })
             return checked?.length
         }
         /// Adds a chunk to the file, storing it if no writer has claimed its id yet.
@@ -606,6 +606,9 @@ public final class Archiver: Sendable {
         private var lengths: [Int] = []
         private var next: Int? = 0
         private var positions: [BlobID: Int]?
+        /// Whether the chunk after a proposed one is the previous version's too: checked
+        /// beside it (the two hashed as a pair), used when it is proposed next.
+        private var following: (k: Int, same: Bool)?
 
         init?(_ previous: [BlobID], scheme: ChunkingScheme, index: MasterIndex) {
             guard case .contentDefined(let minSize, _, let maxSize) = scheme, previous.count > 1 else { return nil }
@@ -618,20 +621,34 @@ public final class Archiver: Sendable {
         }
 
         /// The length and id of the next chunk if `available` starts with the previous
-        /// version's next chunk.
-        mutating func propose(_ available: UnsafeRawBufferPointer, hash: (UnsafeRawBufferPointer) -> BlobID) -> (length: Int, id: BlobID)? {
+        /// version's next chunk. `hash` gives the ids of two byte ranges (hashed as a pair):
+        /// where the chunk after it is buffered too, it is checked at the same time.
+        mutating func propose(_ available: UnsafeRawBufferPointer, hash: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> (BlobID, BlobID)) -> (length: Int, id: BlobID)? {
             guard let k = next, k < ids.count, lengths[k] <= available.count else { return nil }
-            let id = hash(UnsafeRawBufferPointer(rebasing: available[0..<lengths[k]]))
-            guard id == ids[k] else {
+            let same: Bool
+            if let f = following, f.k == k {
+                same = f.same
+                following = nil
+            } else {
+                let first = UnsafeRawBufferPointer(rebasing: available[0..<lengths[k]])
+                let secondEnd = k + 1 < ids.count ? lengths[k] + lengths[k + 1] : Int.max
+                let second = secondEnd <= available.count ? UnsafeRawBufferPointer(rebasing: available[lengths[k]..<secondEnd]) : UnsafeRawBufferPointer(start: nil, count: 0)
+                let (a, b) = hash(first, second)
+                same = a == ids[k]
+                following = second.isEmpty || !same ? nil : (k + 1, b == ids[k + 1])
+            }
+            guard same else {
                 next = nil
+                following = nil
                 return nil
             }
             next = k + 1
-            return (lengths[k], id)
+            return (lengths[k], ids[k])
         }
 
         /// After a chunk the scheme cut: if the previous version had it, its successor is next.
         mutating func cut(_ id: BlobID) {
+            following = nil
             if positions == nil {
                 var p: [BlobID: Int] = [:]
                 for (k, id) in ids.enumerated().reversed() { p[id] = k }
