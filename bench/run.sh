@@ -5,10 +5,11 @@
 # snapshot snapshot-aes snapshot-aes-unlocked"; the last two are snapshot on an encrypted
 # repository, with the password's key derived by every command, or once by `key unlock`),
 # on a fresh copy of DATASET at WORKDIR/src, with a fresh repository:
-#   first      the first backup
+#   first      the first backup (and, as first_synced, until a sync after it returned)
 #   nochange   a second backup, nothing changed
 #   daychange  a third backup after mutate_dataset.py (one day of change)
-#   restore    the third backup restored into an empty directory (then treecheck.py)
+#   restore    the third backup restored into an empty directory (then treecheck.py);
+#              restore_synced: until a sync after it returned
 #   check      a full integrity check that reads all data back
 #   repo       the repository's size after the three backups; stored = what the day added
 # and on SMALL_FILES_TREE (many small files): small_first, small_nochange, small_restore.
@@ -17,7 +18,7 @@
 # printed by summarize.py.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[[ $# -eq 3 ]] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 64; }
+[[ $# -eq 3 ]] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 64; }
 DATASET=$(realpath -e "$1")
 SMALL=$(realpath -e "$2")
 WORK=$(realpath -m "$3")
@@ -99,14 +100,18 @@ commands() {
     esac
 }
 
-# timed STEP COMMAND: wall seconds and peak RSS of one step, then a sync outside the timing.
+# timed STEP COMMAND: wall seconds and peak RSS of one step, then a sync outside the timing;
+# STEP_synced_s is the time until that sync returned (what the step wrote is on the device:
+# a tool that leaves its writes in the page cache finishes sooner but is not done sooner).
 timed() {
-    local t0 t1 rc=0
+    local t0 t1 t2 rc=0
     t0=$(date +%s.%N)
     /usr/bin/time -f '%M' -o "$RES/rss" bash -c "$2" > "$RES/logs/r$ROUND-$TOOL-$1.log" 2>&1 || rc=$?
     t1=$(date +%s.%N)
     sync
+    t2=$(date +%s.%N)
     row "${1}_s" "$(python3 -c "print(round($t1 - $t0, 3))")"
+    row "${1}_synced_s" "$(python3 -c "print(round($t2 - $t0, 3))")"
     row "${1}_rss_mib" "$(( $(tail -n 1 "$RES/rss") / 1024 ))"
     if ((rc)); then
         log "  $TOOL $1 exited $rc: $(tail -c 300 "$RES/logs/r$ROUND-$TOOL-$1.log" | tr '\n' ' ')"

@@ -8,8 +8,9 @@ import csv
 import statistics
 import sys
 
-COLUMNS = [("first_s", "first s"), ("nochange_s", "no change s"), ("daychange_s", "day of change s"),
-           ("restore_s", "restore s"), ("check_s", "check s"), ("repo_mib", "repo MiB"),
+COLUMNS = [("first_s", "first s"), ("first_synced_s", "first, synced s"), ("nochange_s", "no change s"),
+           ("daychange_s", "day of change s"), ("restore_s", "restore s"), ("restore_synced_s", "restore, synced s"),
+           ("check_s", "check s"), ("repo_mib", "repo MiB"),
            ("stored_day_mib", "day stored MiB"), ("small_first_s", "small files first s"),
            ("small_nochange_s", "small files no change s"), ("small_restore_s", "small files restore s")]
 RSS = ["first_rss_mib", "daychange_rss_mib", "restore_rss_mib"]
@@ -40,7 +41,8 @@ def main():
         v = values.get((tool, metric))
         return statistics.median(v) if v else None
 
-    print("Medians of %d round(s); in brackets the ratio to restic (below 1 is better).\n" % rounds)
+    print("Medians of %d round(s); in brackets the ratio to restic (below 1 is better). \"synced\":"
+          " until a sync after the step returned (its writes on the device).\n" % rounds)
     header(COLUMNS, ["peak RSS MiB", "small files peak RSS MiB"])
     for tool in tools:
         cells = []
