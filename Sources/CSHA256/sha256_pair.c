@@ -158,6 +158,11 @@ void snapshot_hmac_sha256_prepare(const void *key, size_t key_length, snapshot_h
     for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x5c;
     memcpy(out->outer, H0, sizeof out->outer);
     one(out->outer, pad, 1);
+    // The key's bytes leave no copy on the stack.
+    volatile uint8_t *wipe = block;
+    for (int i = 0; i < 64; i++) wipe[i] = 0;
+    wipe = pad;
+    for (int i = 0; i < 64; i++) wipe[i] = 0;
 }
 
 void snapshot_hmac_sha256_pair(const snapshot_hmac_sha256_key *key, const void *a, size_t a_length, const void *b, size_t b_length, void *mac_a, void *mac_b) {

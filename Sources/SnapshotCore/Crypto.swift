@@ -116,11 +116,9 @@ public enum Crypto {
     static func hmacPair(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, key: PairedMACKey) -> (BlobID, BlobID) {
         var ma = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var mb = ma
-        withUnsafePointer(to: key.prepared) { prepared in
-            withUnsafeMutableBytes(of: &ma) { outA in
-                withUnsafeMutableBytes(of: &mb) { outB in
-                    snapshot_hmac_sha256_pair(prepared, a.baseAddress, a.count, b.baseAddress, b.count, outA.baseAddress, outB.baseAddress)
-                }
+        withUnsafeMutableBytes(of: &ma) { outA in
+            withUnsafeMutableBytes(of: &mb) { outB in
+                snapshot_hmac_sha256_pair(key.prepared, a.baseAddress, a.count, b.baseAddress, b.count, outA.baseAddress, outB.baseAddress)
             }
         }
         return (withUnsafeBytes(of: &ma) { BlobID(bytes: $0) }, withUnsafeBytes(of: &mb) { BlobID(bytes: $0) })
@@ -142,19 +140,20 @@ public enum Crypto {
 
 /// An HMAC-SHA256 key prepared for hashing pairs of messages (the hash states after its
 /// padded key blocks, as secret as the key). Only where `BlobID.pairsInterleave`.
-final class PairedMACKey: Sendable {
-    let prepared: snapshot_hmac_sha256_key
+/// Immutable after init, so shared between threads; wiped when released.
+final class PairedMACKey: @unchecked Sendable {
+    let prepared: UnsafeMutablePointer<snapshot_hmac_sha256_key>
 
     init?(_ key: [UInt8]) {
         guard BlobID.pairsInterleave else { return nil }
-        var k = snapshot_hmac_sha256_key()
-        key.withUnsafeBytes { snapshot_hmac_sha256_prepare($0.baseAddress, $0.count, &k) }
-        prepared = k
+        prepared = .allocate(capacity: 1)
+        prepared.initialize(to: snapshot_hmac_sha256_key())
+        key.withUnsafeBytes { snapshot_hmac_sha256_prepare($0.baseAddress, $0.count, prepared) }
     }
 
     deinit {
-        var k = prepared
-        withUnsafeMutableBytes(of: &k) { OPENSSL_cleanse($0.baseAddress, $0.count) }
+        OPENSSL_cleanse(prepared, MemoryLayout<snapshot_hmac_sha256_key>.size)
+        prepared.deallocate()
     }
 }
 
