@@ -65,18 +65,30 @@ import TestSupport
         #expect(x.hex == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
     }
 
+    /// Blobs stored under the ids hashed in pairs read back with their ids checked one at a
+    /// time, in a plain and in an encrypted repository (HMAC ids).
     @Test func aRepositoryHashesPairsAsItHashesOne() throws {
         let dir = TemporaryDirectory()
         for encrypted in [false, true] {
             let path = dir.sub(encrypted ? "enc" : "plain")
+            let password = Array("pw".utf8)
             let repo = encrypted
-                ? try Repository.initialize(at: path, encryption: "aes-256-gcm", password: Array("pw".utf8))
+                ? try Repository.initialize(at: path, encryption: "aes-256-gcm", password: password)
                 : try Repository.initialize(at: path)
             #expect((repo.keys != nil) == encrypted)
-            for (la, lb) in [(0, 5), (64, 64), (4097, 100), (65_536, 65_599)] {
-                let a = Self.slice(3, la), b = Self.slice(90, lb)
-                let (x, y) = repo.blobIDs(a, b)
-                #expect(x == repo.blobID(a) && y == repo.blobID(b), "encrypted \(encrypted), \(la) and \(lb)")
+            let blobs = [(0, 5), (64, 64), (4097, 100), (65_536, 65_599)].flatMap { [Self.slice(3, $0.0), Self.slice(90, $0.1)] } + [Self.slice(7, 1000)]
+            let ids = repo.blobIDs(of: blobs)
+            #expect(ids == blobs.map { repo.blobID($0) }, "encrypted \(encrypted)")
+            let writer = repo.makeBlobWriter(compressionLevel: 3)
+            for (blob, id) in zip(blobs, ids) where repo.index.reserve(id) {
+                _ = try writer.storeNew(id: id, data: blob, type: .data, compression: .zstd)
+            }
+            try writer.flush()
+            try repo.commitIndex()
+            let reopened = try Repository.open(at: path, keyring: encrypted ? Keyring(repositoryPath: path, password: password) : nil)
+            let reader = BlobReader(repository: reopened)
+            for (blob, id) in zip(blobs, ids) {
+                #expect(try reader.read(id, check: true) == Array(blob))
             }
         }
     }
