@@ -18,7 +18,7 @@
 # printed by summarize.py.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[[ $# -eq 3 ]] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 64; }
+[[ $# -eq 3 ]] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 64; }
 DATASET=$(realpath -e "$1")
 SMALL=$(realpath -e "$2")
 WORK=$(realpath -m "$3")
