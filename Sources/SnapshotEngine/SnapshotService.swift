@@ -106,15 +106,24 @@ public struct SnapshotService: Sendable {
         let scratch = isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory() + "/snapshot-\(getpid())"
         if isLocal { try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory) }
         try POSIX.makeDirectories(scratch, mode: RepositoryModes.storeDirectory)
-        let qdrant = try await plan.downloadQdrant(scratchRoot: scratch)
+        // The temporary directory's scratch is this process's own: it goes when the create
+        // ends, with what is in it (the repository's .store/tmp stays).
+        let ownScratch = isLocal ? [] : [scratch]
+        let qdrant: (sources: [FileSource], directories: [String])
+        do {
+            qdrant = try await plan.downloadQdrant(scratchRoot: scratch)
+        } catch {
+            for d in ownScratch { try? POSIX.removeTree(d) }
+            throw error
+        }
         if cancellation.isCancelled {
-            for d in qdrant.directories { try? POSIX.removeTree(d) }
+            for d in qdrant.directories + ownScratch { try? POSIX.removeTree(d) }
             throw EngineError.cancelled
         }
         var request = CreateRequest(
             type: options.type, name: options.name, auto: options.auto, time: options.time.flatMap { Timestamp(iso8601: $0) },
             tags: options.tags, sources: plan.files + qdrant.sources, generated: generated, compressionLevel: config.compressionLevel)
-        request.temporaryDirectories = qdrant.directories
+        request.temporaryDirectories = qdrant.directories + ownScratch
         return request
     }
 

@@ -37,11 +37,17 @@ import TestSupport
         let repo = "s3://mesh-backups/site-a"
         var r = try cli(server, ["--repo", repo, "init"])
         #expect(r.status == 0, "\(r.stderr)")
-        r = try cli(server, ["--repo", repo, "create", "--path", src, "--type", "system"])
+        // A create on an object store works in $TMPDIR and leaves nothing there.
+        let tmp = dir.sub("tmp")
+        try POSIX.makeDirectories(tmp, mode: 0o700)
+        let withTmp = server.environment.merging(["TMPDIR": tmp]) { $1 }
+        r = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "system"], in: dir.path, environment: withTmp)
         #expect(r.status == 0, "\(r.stderr)")
         Fixture.write(src + "/state/w3.json", Array("{\"worker\": 3, \"healthy\": false}\n".utf8))
-        r = try cli(server, ["--repo", repo, "--json", "create", "--path", src, "--type", "system"])
+        r = try CLI.run(["--repo", repo, "--json", "create", "--path", src, "--type", "system"], in: dir.path, environment: withTmp)
         #expect(r.status == 0, "\(r.stderr)")
+        let left = try POSIX.listDirectory(tmp)
+        #expect(left.isEmpty, "left in $TMPDIR: \(left)")
         // The second snapshot found the first as its parent: only the changed file is new.
         let added = json(r)["stored_bytes"] as? Int ?? -1
         #expect(added >= 0 && added < 10_000, "second create stored \(added) bytes")
