@@ -103,10 +103,10 @@ public struct SnapshotService: Sendable {
         }
         // Qdrant's snapshots are downloaded beside the repository (same file system), or, for
         // an object store, into the temporary directory.
-        let scratch = isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory() + "/snapshot-\(getpid())"
+        let scratch = isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory() + "/snapshot-\(getpid())-\(BlobID.random().short)"
         if isLocal { try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory) }
         try POSIX.makeDirectories(scratch, mode: RepositoryModes.storeDirectory)
-        // The temporary directory's scratch is this process's own: it goes when the create
+        // The temporary directory's scratch is this create's own: it goes when the create
         // ends, with what is in it (the repository's .store/tmp stays).
         let ownScratch = isLocal ? [] : [scratch]
         let qdrant: (sources: [FileSource], directories: [String])
