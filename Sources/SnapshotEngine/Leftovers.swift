@@ -74,6 +74,25 @@ enum Leftovers {
 }
 
 extension Leftovers {
+    /// Removes the scratch directories that creates on an object store left in the temporary
+    /// directory when they were killed (`snapshot-<pid>-<8 hex digits>`, this user's, of a
+    /// process that is gone); one line per removal.
+    static func cleanTemporary() -> [String] {
+        let tmp = POSIX.temporaryDirectory()
+        var removed: [String] = []
+        for name in (try? POSIX.listDirectory(tmp)) ?? [] where name.hasPrefix("snapshot-") {
+            let parts = name.split(separator: "-", omittingEmptySubsequences: false)
+            guard parts.count == 3, let pid = Int32(parts[1]), parts[2].count == 8,
+                parts[2].allSatisfy({ $0.isHexDigit && !$0.isUppercase }), isGone(pid: pid, host: POSIX.hostName())
+            else { continue }
+            var st = stat()
+            let path = tmp + "/" + name
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == getuid() else { continue }
+            if (try? POSIX.removeTree(path)) != nil { removed.append("the scratch directory \(path) of PID \(pid), which is gone") }
+        }
+        return removed
+    }
+
     /// The PID in a staging directory's name, `.snapshot-restore-<id>-<pid>-<component>`
     /// for one of `components` (whose names may hold '-' too, hence matched whole).
     static func stagingPID(_ name: String, components: [String]) -> Int32? {

@@ -104,7 +104,11 @@ public struct SnapshotService: Sendable {
         // Qdrant's snapshots are downloaded beside the repository (same file system), or, for
         // an object store, into the temporary directory.
         let scratch = isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory() + "/snapshot-\(getpid())-\(BlobID.random().short)"
-        if isLocal { try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory) }
+        if isLocal {
+            try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory)
+        } else {
+            for line in Leftovers.cleanTemporary() { notice?("removed \(line)") }
+        }
         try POSIX.makeDirectories(scratch, mode: RepositoryModes.storeDirectory)
         // The temporary directory's scratch is this create's own: it goes when the create
         // ends, with what is in it (the repository's .store/tmp stays).

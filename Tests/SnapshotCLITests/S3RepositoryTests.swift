@@ -202,7 +202,11 @@ import TestSupport
         for i in 0..<6 { Fixture.write(big + "/model-\(i).safetensors", Fixture.bytes(12_000_000, seed: UInt64(100 + i))) }
         let storage = try server.storage(repo)
         let packsBefore = try storage.list(prefix: ".store/data/").count
-        let running = try CLI.start(["--repo", repo, "create", "--path", big], in: dir.path, environment: server.environment)
+        // Its scratch directory in $TMPDIR is left by the kill and removed by the next create.
+        let tmp = dir.sub("killed-tmp")
+        try POSIX.makeDirectories(tmp, mode: 0o700)
+        let withTmp = server.environment.merging(["TMPDIR": tmp]) { $1 }
+        let running = try CLI.start(["--repo", repo, "create", "--path", big], in: dir.path, environment: withTmp)
         // Killed as soon as its first new pack is in the bucket.
         let deadline = Date().addingTimeInterval(60)
         while try storage.list(prefix: ".store/data/").count == packsBefore, running.process.isRunning, Date() < deadline { usleep(10_000) }
@@ -214,9 +218,14 @@ import TestSupport
         r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
         let orphans = Set(try storage.list(prefix: ".store/data/").map(\.key))
+        let scratch = try POSIX.listDirectory(tmp)
+        #expect(scratch.count == 1 && scratch[0].hasPrefix("snapshot-\(running.process.processIdentifier)-"), "\(scratch)")
         // Its lock object names a process that is gone: the next create goes ahead.
-        r = try cli(server, ["--repo", repo, "create", "--path", big])
+        r = try CLI.run(["--repo", repo, "create", "--path", big], in: dir.path, environment: withTmp)
         #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("removed the scratch directory \(tmp)/\(scratch.first ?? "?")"), "\(r.stderr)")
+        let tmpLeft = try POSIX.listDirectory(tmp)
+        #expect(tmpLeft.isEmpty, "left in $TMPDIR: \(tmpLeft)")
         r = try cli(server, ["--repo", repo, "verify", "--all", "--read-data"])
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
         // delete and prune: the killed create's packs and the deleted snapshot's data go.
