@@ -179,13 +179,18 @@ extension Chunker {
     /// search for the cut: FastCDC's cut depends only on the bytes from the chunk's start
     /// to the cut, so equal bytes cut at the same place.
     public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try chunks(reading: { space in
+        try chunks(reading: Self.reading(fd, path: path), buffer: buffer, propose: propose, body)
+    }
+
+    /// Fills a buffer from `fd` (a read error throws, naming `path`).
+    private static func reading(_ fd: Int32, path: String) -> (UnsafeMutableRawBufferPointer) throws -> Int {
+        { space in
             while true {
                 let n = read(fd, space.baseAddress!, space.count)
                 if n >= 0 { return n }
                 if errno != EINTR { throw RepositoryError.fromErrno(path: path, operation: "read") }
             }
-        }, buffer: buffer, propose: propose, body)
+        }
     }
 
     /// Chunks the bytes that `fill` supplies (it fills the space it is given from the start
@@ -213,13 +218,7 @@ extension Chunker {
     /// same cuts — so that it can hash them in pairs (`BlobID.hashPair`). The chunks are
     /// valid only during the call.
     public func chunkBatches(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
-        try chunkBatches(reading: { space in
-            while true {
-                let n = read(fd, space.baseAddress!, space.count)
-                if n >= 0 { return n }
-                if errno != EINTR { throw RepositoryError.fromErrno(path: path, operation: "read") }
-            }
-        }, buffer: buffer, body)
+        try chunkBatches(reading: Self.reading(fd, path: path), buffer: buffer, body)
     }
 
     /// `chunkBatches(of:)` over the bytes that `fill` supplies.

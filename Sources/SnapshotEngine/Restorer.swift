@@ -281,7 +281,6 @@ public final class Restorer: Sendable {
             progress.bytesDone.add(count, ordering: .relaxed)
         }
         try file.finish()
-        file.beforeWrite = nil
         try applyMetadata(path: job.path, node: job.node, fd: file.fd, dir: job.dir)
         progress.filesDone.add(1, ordering: .relaxed)
     }

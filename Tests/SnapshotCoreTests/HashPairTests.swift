@@ -9,10 +9,17 @@ import TestSupport
 @Suite struct HashPairTests {
     /// Lengths where padding takes one or two blocks, and longer messages of unequal blocks.
     static let lengths = [0, 1, 3, 31, 55, 56, 57, 63, 64, 65, 100, 119, 120, 127, 128, 129, 191, 192, 1000, 4097, 65_536, 65_599, 300_001]
-    static let data = Fixture.bytes(700_000, seed: 41)
+    /// A copy that stays where it is for the whole run (an array's address is only valid
+    /// inside `withUnsafeBytes`).
+    nonisolated(unsafe) static let data: UnsafeRawBufferPointer = {
+        let bytes = Fixture.bytes(700_000, seed: 41)
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        bytes.withUnsafeBytes { copy.copyMemory(from: $0) }
+        return UnsafeRawBufferPointer(copy)
+    }()
 
     static func slice(_ offset: Int, _ length: Int) -> UnsafeRawBufferPointer {
-        data.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[offset..<offset + length]) }
+        UnsafeRawBufferPointer(rebasing: data[offset..<offset + length])
     }
 
     @Test func theFastPathRunsWhereTheCPUHasTheSHAExtensions() throws {

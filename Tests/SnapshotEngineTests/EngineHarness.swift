@@ -16,6 +16,11 @@ final class EngineHarness {
 
     func open() throws -> Repository { try Repository.open(at: repoPath) }
 
+    /// The node at `path` (`src/…`) in a snapshot: its chunks, to damage one.
+    func node(_ record: SnapshotRecord, _ path: String) throws -> Node {
+        try Browser(repository: try open()).node(try SnapshotCatalog(repositoryPath: repoPath).readManifest(record), path: path)
+    }
+
     @discardableResult
     func create(type: SnapshotType = .incremental, name: String = "", time: String? = nil, excludes: [String] = [], archiver: ((Archiver) -> Void)? = nil) throws -> SnapshotRecord {
         let repo = try open()

@@ -22,10 +22,7 @@ import TestSupport
 
     /// Flips a byte in the middle of the entry of the first chunk of `path` in `record`.
     func damageFirstChunk(of path: String, in record: SnapshotRecord, _ h: EngineHarness) throws {
-        let repo = try h.open()
-        let catalog = SnapshotCatalog(repositoryPath: h.repoPath)
-        let node = try Browser(repository: repo).node(try catalog.readManifest(record), path: path)
-        Damage.flipByte(of: node.content[0], in: repo)
+        Damage.flipByte(of: try h.node(record, path).content[0], in: try h.open())
     }
 
     func files(of record: SnapshotRecord, _ h: EngineHarness) throws -> [String] {
