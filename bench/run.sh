@@ -35,9 +35,12 @@ case "$WORK/" in "$DATASET/"* | "$SMALL/"*) echo "run.sh: WORKDIR must not be in
 
 # BENCH_FS_IMAGE_MB=N (as root): sources, repositories and restores on a new ext4 file system
 # of N MiB (an image under WORKDIR, loop-mounted), made anew for every tool and data set, so
-# that each meets the same fresh file system. On an aged ext4, inode allocation (ext4's
-# recently_deleted scan) can make creating 200,000 files take anywhere from 5 to 50 s
-# whichever tool creates them, and a tool pays for what the one before it deleted.
+# that each meets the same fresh file system. Without it, on an ext4 that has no journal,
+# the small files restore is not comparable: such an ext4 steers new inodes around those
+# freed in the last 5 minutes by scanning past them one by one for every new file (the
+# kernel's recently_deleted), so restoring 200,000 files soon after a tree of that size was
+# deleted (the previous restore, the previous tool's source) spends 50 s or more in the
+# kernel instead of 5-20, whichever tool restores. run.sh says so when WORKDIR is on one.
 SCRATCH=$WORK
 LOOP=
 unmount_fs() {
@@ -61,6 +64,20 @@ if [[ -n ${BENCH_FS_IMAGE_MB:-} ]]; then
 fi
 SRC=$SCRATCH/src REPO=$SCRATCH/repo OUT=$SCRATCH/restore RES=$WORK/results
 mkdir -p "$RES/logs"
+# journal_less_ext4 DIR: whether DIR is on an ext4 without a journal (see above).
+journal_less_ext4() {
+    local dev type
+    read -r dev type < <(findmnt -no SOURCE,FSTYPE --target "$1") || return 1
+    [[ $type == ext4 ]] || return 1
+    [[ $(cat "/sys/fs/ext4/$(basename "$(readlink -f "$dev")")/journal_task" 2>/dev/null) == "<none>" ]]
+}
+rm -f "$RES/warnings.txt"
+if [[ -z ${BENCH_FS_IMAGE_MB:-} ]] && journal_less_ext4 "$WORK"; then
+    echo "warning: $WORK is on an ext4 without a journal, where creating many files soon after" \
+        "many were deleted is slow for every tool: the small files restore figures are not" \
+        "comparable (BENCH_FS_IMAGE_MB=12000, as root, gives each tool a fresh file system)" |
+        tee "$RES/warnings.txt" >&2
+fi
 RAW=$RES/raw.csv
 echo "round,tool,metric,value" > "$RAW"
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }

@@ -5,6 +5,7 @@
 """
 
 import csv
+import os
 import statistics
 import sys
 
@@ -70,6 +71,11 @@ def main():
         print("%s %s: %s" % (tool, metric.replace("_check", ""), ", ".join(sorted(seen))))
     for line in failures:
         print("FAILED: " + line)
+    # What run.sh found about the machine that bears on the figures.
+    warnings = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "warnings.txt")
+    if os.path.exists(warnings):
+        with open(warnings) as f:
+            print(f.read().strip())
     if failures:
         sys.exit(1)
 
