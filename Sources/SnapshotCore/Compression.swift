@@ -20,29 +20,6 @@ public enum BlobCompression: Sendable {
     case smaller
 }
 
-/// A payload encoded in a `Compressor`'s buffer, valid until its next call: `head`, then
-/// `tail` (empty but for the planes codecs, whose raw planes are split straight there).
-public struct EncodedPayload {
-    public let head: UnsafeRawBufferPointer
-    public let tail: UnsafeRawBufferPointer
-
-    init(head: UnsafeRawBufferPointer, tail: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
-        self.head = head
-        self.tail = tail
-    }
-
-    public var count: Int { head.count + tail.count }
-
-    /// The payload as one array.
-    public var bytes: [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(count)
-        out.append(contentsOf: head)
-        out.append(contentsOf: tail)
-        return out
-    }
-}
-
 /// zstd compression of single blobs.
 ///
 /// A `Compressor` owns zstd contexts and is not thread-safe: give each worker its own.
@@ -99,15 +76,41 @@ public final class Compressor {
     /// Compresses `input`; returns nil when the result would not save at least 1/32 of the size,
     /// in which case the caller stores the bytes raw.
     public func compress(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
-        encode(input)?.bytes
+        encoded(input, codec: PackFormat.compressionZstd).map { Array($0) }
     }
 
-    /// `compress`, leaving the frame in the compressor's buffer.
-    public func encode(_ input: UnsafeRawBufferPointer) -> EncodedPayload? {
-        let out = scratch(ZSTD_compressBound(input.count))
-        let n = ZSTD_compress2(cctx, out.baseAddress, out.count, input.baseAddress, input.count)
-        guard ZSTD_isError(n) == 0, n < input.count - input.count / 32 else { return nil }
-        return EncodedPayload(head: UnsafeRawBufferPointer(rebasing: out[0..<n]))
+    /// The room `encode(_:codec:into:)` needs for `count` bytes of input.
+    public static func bound(codec: UInt8, count: Int) -> Int {
+        switch codec {
+        case PackFormat.compressionPlanes: return 4 + ZSTD_compressBound(count / 4) + 3 * (count / 4) + count % 4
+        case PackFormat.compressionHalfPlanes: return 5 + ZSTD_compressBound(count / 2) + count / 2 + count % 2
+        default: return ZSTD_compressBound(count)
+        }
+    }
+
+    /// Encodes `input` with `codec` (`PackFormat.compressionZstd`, `…Planes`, `…HalfPlanes`)
+    /// into the start of `out`, which has room for `bound(codec:count:)` bytes: a pack
+    /// writer's buffer, so that the payload is not copied there afterwards. Returns the
+    /// payload's length, or nil when it would not save 1/32 of the size (what `out` then
+    /// holds is undefined).
+    public func encode(_ input: UnsafeRawBufferPointer, codec: UInt8, into out: UnsafeMutableRawBufferPointer) -> Int? {
+        precondition(out.count >= Self.bound(codec: codec, count: input.count))
+        let n: Int?
+        switch codec {
+        case PackFormat.compressionPlanes: n = encodePlanes(input, into: out)
+        case PackFormat.compressionHalfPlanes: n = encodeHalfPlanes(input, into: out)
+        default:
+            let r = ZSTD_compress2(cctx, out.baseAddress, out.count, input.baseAddress, input.count)
+            n = ZSTD_isError(r) == 0 ? r : nil
+        }
+        guard let n, n < input.count - input.count / 32 else { return nil }
+        return n
+    }
+
+    /// `encode` into the compressor's own buffer; the payload is valid until its next call.
+    public func encoded(_ input: UnsafeRawBufferPointer, codec: UInt8) -> UnsafeRawBufferPointer? {
+        let out = scratch(Self.bound(codec: codec, count: input.count))
+        return encode(input, codec: codec, into: out).map { UnsafeRawBufferPointer(rebasing: out[0..<$0]) }
     }
 
     /// Half planes (entry codec 3): float planes for 2-byte floats (bfloat16, float16 —
@@ -122,18 +125,15 @@ public final class Compressor {
     /// smaller than zstd level 3 on the same chunks, at twice its speed. nil when it would
     /// not save 1/32 of the size.
     public func compressHalfPlanes(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
-        encodeHalfPlanes(input)?.bytes
+        encoded(input, codec: PackFormat.compressionHalfPlanes).map { Array($0) }
     }
 
-    /// `compressHalfPlanes`, leaving the payload in the compressor's buffer: the raw plane
-    /// is split straight to where it is written from (the tail piece), not copied after the
-    /// frame.
-    public func encodeHalfPlanes(_ input: UnsafeRawBufferPointer) -> EncodedPayload? {
+    /// Half planes into `out` (room for `bound`): the exponent plane is gathered and its frame
+    /// written first, then the raw plane is split to its place after the frame.
+    private func encodeHalfPlanes(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int? {
         let n = input.count / 2, tail = input.count % 2
         guard n >= 128 else { return nil }
         if planes.count < n { planes = [UInt8](repeating: 0, count: n) }
-        let frameBound = ZSTD_compressBound(n)
-        let out = scratch(5 + frameBound + n + tail)
         let bytes = input.bindMemory(to: UInt8.self)
         // Distinct values of each byte of a pair: slot `phase << 8 | byte`.
         var seen = [Bool](repeating: false, count: 512)
@@ -148,24 +148,20 @@ public final class Compressor {
             }
         }
         let phase = distinct[1] < distinct[0] ? 1 : 0
-        // [phase, frame length, frame ... gap ... low plane, odd byte]
-        let rawStart = 5 + frameBound
+        // [phase, frame length, frame, low plane, odd byte]
         let frame: Int? = planes.withUnsafeMutableBufferPointer { p in
             let high = p.baseAddress!
-            let low = (out.baseAddress! + rawStart).assumingMemoryBound(to: UInt8.self)
-            for k in 0..<n {
-                high[k] = bytes[2 * k + phase]
-                low[k] = bytes[2 * k + 1 - phase]
-            }
-            if tail > 0 { low[n] = bytes[2 * n] }
-            let frame = ZSTD_compress2(halfCctx, out.baseAddress! + 5, frameBound, high, n)
+            for k in 0..<n { high[k] = bytes[2 * k + phase] }
+            let frame = ZSTD_compress2(halfCctx, out.baseAddress! + 5, ZSTD_compressBound(n), high, n)
             return ZSTD_isError(frame) == 0 && frame < n ? frame : nil
         }
         guard let frame, 5 + frame + n + tail < input.count - input.count / 32 else { return nil }
+        let low = (out.baseAddress! + 5 + frame).assumingMemoryBound(to: UInt8.self)
+        for k in 0..<n { low[k] = bytes[2 * k + 1 - phase] }
+        if tail > 0 { low[n] = bytes[2 * n] }
         out[0] = UInt8(phase)
         out.storeBytes(of: UInt32(frame).littleEndian, toByteOffset: 1, as: UInt32.self)
-        return EncodedPayload(head: UnsafeRawBufferPointer(rebasing: out[0..<5 + frame]),
-                              tail: UnsafeRawBufferPointer(rebasing: out[rawStart..<rawStart + n + tail]))
+        return 5 + frame + n + tail
     }
 
     /// Undoes `compressHalfPlanes` into `out`, which must be exactly as long as the original.
@@ -198,38 +194,36 @@ public final class Compressor {
     /// On Qdrant-like vectors: 15.5 % saved at ~1.9 GB/s, where zstd level 3 on the same
     /// blocks saves 6.3 % at ~0.9 GB/s. nil when it would not save 1/32 of the size.
     public func compressPlanes(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
-        encodePlanes(input)?.bytes
+        encoded(input, codec: PackFormat.compressionPlanes).map { Array($0) }
     }
 
-    /// `compressPlanes`, leaving the payload in the compressor's buffer: the raw planes are
-    /// split straight to where they are written from (the tail piece), not copied after the
-    /// frame.
-    public func encodePlanes(_ input: UnsafeRawBufferPointer) -> EncodedPayload? {
+    /// Float planes into `out` (room for `bound`): plane 3 is gathered and its frame written
+    /// first, then planes 0–2 are split to their places after the frame (a second pass over
+    /// a chunk still in the cache, where copying the planes there would be a third).
+    private func encodePlanes(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int? {
         let n = input.count / 4, tail = input.count % 4
         guard n >= 64 else { return nil }
         if planes.count < n { planes = [UInt8](repeating: 0, count: n) }
-        let frameBound = ZSTD_compressBound(n)
-        let out = scratch(4 + frameBound + 3 * n + tail)
-        // [frame length, frame ... gap ... planes 0, 1, 2, the bytes after the last word]
-        let rawStart = 4 + frameBound
+        // [frame length, frame, planes 0, 1, 2, the bytes after the last word]
         let frame: Int? = planes.withUnsafeMutableBufferPointer { p in
             let p3 = p.baseAddress!
-            let p0 = (out.baseAddress! + rawStart).assumingMemoryBound(to: UInt8.self), p1 = p0 + n, p2 = p0 + 2 * n
             for k in 0..<n {
-                let w = UInt32(littleEndian: input.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self))
-                p0[k] = UInt8(truncatingIfNeeded: w)
-                p1[k] = UInt8(truncatingIfNeeded: w >> 8)
-                p2[k] = UInt8(truncatingIfNeeded: w >> 16)
-                p3[k] = UInt8(truncatingIfNeeded: w >> 24)
+                p3[k] = UInt8(truncatingIfNeeded: UInt32(littleEndian: input.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)) >> 24)
             }
-            if tail > 0 { (p0 + 3 * n).update(from: input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4 * n, count: tail) }
-            let frame = ZSTD_compress2(planeCctx, out.baseAddress! + 4, frameBound, p3, n)
+            let frame = ZSTD_compress2(planeCctx, out.baseAddress! + 4, ZSTD_compressBound(n), p3, n)
             return ZSTD_isError(frame) == 0 && frame < n ? frame : nil
         }
         guard let frame, 4 + frame + 3 * n + tail < input.count - input.count / 32 else { return nil }
+        let p0 = (out.baseAddress! + 4 + frame).assumingMemoryBound(to: UInt8.self), p1 = p0 + n, p2 = p0 + 2 * n
+        for k in 0..<n {
+            let w = UInt32(littleEndian: input.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self))
+            p0[k] = UInt8(truncatingIfNeeded: w)
+            p1[k] = UInt8(truncatingIfNeeded: w >> 8)
+            p2[k] = UInt8(truncatingIfNeeded: w >> 16)
+        }
+        if tail > 0 { (p0 + 3 * n).update(from: input.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4 * n, count: tail) }
         out.storeBytes(of: UInt32(frame).littleEndian, toByteOffset: 0, as: UInt32.self)
-        return EncodedPayload(head: UnsafeRawBufferPointer(rebasing: out[0..<4 + frame]),
-                              tail: UnsafeRawBufferPointer(rebasing: out[rawStart..<rawStart + 3 * n + tail]))
+        return 4 + frame + 3 * n + tail
     }
 
     /// Undoes `compressPlanes` into exactly `rawLength` bytes.

@@ -78,13 +78,30 @@ public final class DirectFileWriter {
 
     /// Appends `count` bytes that `fill` writes straight into the buffer (a restore decodes
     /// blobs there instead of into an array it then copies). Nothing is appended if `fill`
-    /// throws. `count` must leave room for one aligned block (`bufferSize - 4096`).
+    /// throws. `count` must be at most `largestAppend`.
     public func append(count: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
-        precondition(count <= buffer.count - Self.alignment)
-        if buffer.count - filled < count { try flush(padTail: false) }
-        try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<filled + count]))
-        filled += count
+        try append(upTo: count) { space in
+            try fill(space)
+            return space.count
+        }
+    }
+
+    /// The most `append(upTo:)` can offer at once.
+    public var largestAppend: Int { buffer.count - Self.alignment }
+
+    /// Offers `fill` room for `limit` bytes straight in the buffer; it writes from the start
+    /// of that room and returns how many bytes it wrote, which are appended (a pack writer
+    /// encodes compressed payloads there). `limit` must be at most `largestAppend`. Returns
+    /// the count; nothing is appended if `fill` throws.
+    @discardableResult
+    public func append(upTo limit: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Int {
+        precondition(limit <= largestAppend)
+        if buffer.count - filled < limit { try flush(padTail: false) }
+        let n = try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<filled + limit]))
+        precondition(n >= 0 && n <= limit)
+        filled += n
         if filled == buffer.count { try flush(padTail: false) }
+        return n
     }
 
     /// Writes out the buffer. Unless `padTail`, only whole aligned blocks go out and the rest

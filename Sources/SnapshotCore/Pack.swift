@@ -173,15 +173,37 @@ final class PackWriter {
         if let file { try file.append(bytes) } else { memory.append(contentsOf: bytes) }
     }
 
-    /// Appends one entry; `payload` (followed by `then`, when the payload is in two pieces)
-    /// is already compressed when `compression` says so.
-    func add(id: BlobID, type: BlobType, compression: UInt8, payload: UnsafeRawBufferPointer, then rest: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0), rawLength: Int) throws {
+    /// Appends one entry; `payload` is already compressed when `compression` says so.
+    func add(id: BlobID, type: BlobType, compression: UInt8, payload: UnsafeRawBufferPointer, rawLength: Int) throws {
         let offset = size
         var header = compression
         try withUnsafeBytes(of: &header) { try append($0) }
         try append(payload)
-        if !rest.isEmpty { try append(rest) }
-        entries.append(PackEntry(id: id, type: type, offset: UInt32(offset), length: UInt32(payload.count + rest.count + 1), rawLength: UInt32(rawLength)))
+        entries.append(PackEntry(id: id, type: type, offset: UInt32(offset), length: UInt32(payload.count + 1), rawLength: UInt32(rawLength)))
+    }
+
+    /// Whether `add(…encodingUpTo:)` can take a payload of up to `bound` bytes: a pack
+    /// written to a file, whose buffer has the room.
+    func encodesInPlace(upTo bound: Int) -> Bool {
+        guard let file else { return false }
+        return bound + 1 <= file.largestAppend
+    }
+
+    /// Appends one entry whose payload `encode` writes straight into the pack's write buffer
+    /// (room for `bound` bytes) and whose length it returns; nil appends nothing and returns
+    /// false (the caller stores the blob otherwise). Only where `encodesInPlace(upTo:)`.
+    func add(id: BlobID, type: BlobType, compression: UInt8, rawLength: Int, encodingUpTo bound: Int,
+             _ encode: (UnsafeMutableRawBufferPointer) -> Int?) throws -> Bool {
+        precondition(encodesInPlace(upTo: bound))
+        let offset = size
+        let length = try file!.append(upTo: bound + 1) { space in
+            guard let n = encode(UnsafeMutableRawBufferPointer(rebasing: space[1...])) else { return 0 }
+            space[0] = compression
+            return n + 1
+        }
+        guard length > 0 else { return false }
+        entries.append(PackEntry(id: id, type: type, offset: UInt32(offset), length: UInt32(length), rawLength: UInt32(rawLength)))
+        return true
     }
 
     /// Writes the trailer, fsyncs and renames the pack into place. The directory fsync is

@@ -776,8 +776,7 @@ public final class BlobWriter {
     public func storeNew(id: BlobID, data: UnsafeRawBufferPointer, type: BlobType, compression: BlobCompression) throws -> UInt8 {
         if pack == nil { pack = try makePackWriter() }
         var codec = PackFormat.compressionRaw
-        // The payload: compressed into the compressor's buffer, or a trial's smallest.
-        var encoded: EncodedPayload?
+        // A trial's smallest payload, when the codec was tried rather than given.
         var packed: [UInt8]?
         if data.count >= 64 {
             // Planes codecs only where the format allows them (older repositories: zstd).
@@ -788,11 +787,11 @@ public final class BlobWriter {
             case .none:
                 break
             case .zstd:
-                (encoded, codec) = (compressor.encode(data), PackFormat.compressionZstd)
+                codec = PackFormat.compressionZstd
             case .floatPlanes where planesAllowed:
-                (encoded, codec) = (compressor.encodePlanes(data), PackFormat.compressionPlanes)
+                codec = PackFormat.compressionPlanes
             case .halfPlanes where halfAllowed:
-                (encoded, codec) = (compressor.encodeHalfPlanes(data), PackFormat.compressionHalfPlanes)
+                codec = PackFormat.compressionHalfPlanes
             case .floatPlanes, .halfPlanes, .smaller:
                 (packed, codec) = (compressor.compress(data), PackFormat.compressionZstd)
                 if planesAllowed, let planes = compressor.compressPlanes(data), planes.count <= packed?.count ?? Int.max {
@@ -801,29 +800,42 @@ public final class BlobWriter {
                 if halfAllowed, let half = compressor.compressHalfPlanes(data), half.count <= packed?.count ?? Int.max {
                     (packed, codec) = (half, PackFormat.compressionHalfPlanes)
                 }
+                if packed == nil { codec = PackFormat.compressionRaw }
             }
-            if encoded == nil && packed == nil { codec = PackFormat.compressionRaw }
         }
-        func store(_ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer) throws {
+        func store(_ payload: UnsafeRawBufferPointer) throws {
             if let keys = repository.keys {
                 // Compressed (when it pays) then sealed: the header says both.
-                let sealed = tail.isEmpty
-                    ? Crypto.seal(head, key: keys.encryption, context: "blob")
-                    : (Array(head) + Array(tail)).withUnsafeBytes { Crypto.seal($0, key: keys.encryption, context: "blob") }
+                let sealed = Crypto.seal(payload, key: keys.encryption, context: "blob")
                 try sealed.withUnsafeBytes { try pack!.add(id: id, type: type, compression: codec | PackFormat.encrypted, payload: $0, rawLength: data.count) }
                 newStoredBytes += sealed.count + 1
             } else {
-                try pack!.add(id: id, type: type, compression: codec, payload: head, then: tail, rawLength: data.count)
-                newStoredBytes += head.count + tail.count + 1
+                try pack!.add(id: id, type: type, compression: codec, payload: payload, rawLength: data.count)
+                newStoredBytes += payload.count + 1
             }
         }
-        let none = UnsafeRawBufferPointer(start: nil, count: 0)
         if let packed {
-            try packed.withUnsafeBytes { try store($0, none) }
-        } else if let encoded {
-            try store(encoded.head, encoded.tail)
+            try packed.withUnsafeBytes { try store($0) }
+        } else if codec != PackFormat.compressionRaw {
+            // Encoded straight into the pack's write buffer where it can be (a plain local
+            // repository), else into the compressor's buffer; raw when it does not pay.
+            let bound = Compressor.bound(codec: codec, count: data.count)
+            if repository.keys == nil && pack!.encodesInPlace(upTo: bound) {
+                let before = pack!.size
+                if try pack!.add(id: id, type: type, compression: codec, rawLength: data.count, encodingUpTo: bound, { compressor.encode(data, codec: codec, into: $0) }) {
+                    newStoredBytes += pack!.size - before
+                } else {
+                    codec = PackFormat.compressionRaw
+                    try store(data)
+                }
+            } else if let payload = compressor.encoded(data, codec: codec) {
+                try store(payload)
+            } else {
+                codec = PackFormat.compressionRaw
+                try store(data)
+            }
         } else {
-            try store(data, none)
+            try store(data)
         }
         newRawBytes += data.count
         if pack!.size >= Self.packTarget { try finishPack() }

@@ -20,12 +20,26 @@ import TestSupport
             var offset = 0
             var step = 1
             var inPlace = false
+            var fillTurn = 0
             while offset < data.count {
                 let n = min(step, data.count - offset)
                 if inPlace && n <= DirectFileWriter.bufferSize - 4096 {
                     // Filled in the buffer itself; a fill that fails appends nothing.
                     #expect(throws: CancellationError.self) { try w.append(count: n) { _ in throw CancellationError() } }
-                    try w.append(count: n) { out in data.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) } }
+                    // Offered more room than it uses (a pack's compressed payload), or room
+                    // it leaves empty (a refused codec): only what was written is appended.
+                    let room = min(n + 5000, w.largestAppend)
+                    #expect(try w.append(upTo: room) { _ in 0 } == 0)
+                    fillTurn += 1
+                    if fillTurn % 2 == 0 {
+                        try w.append(count: n) { out in data.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) } }
+                    } else {
+                        let written = try w.append(upTo: room) { out in
+                            data.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
+                            return n
+                        }
+                        #expect(written == n)
+                    }
                 } else {
                     try data.withUnsafeBytes { try w.append(UnsafeRawBufferPointer(rebasing: $0[offset..<offset + n])) }
                 }

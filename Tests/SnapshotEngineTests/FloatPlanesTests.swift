@@ -94,6 +94,74 @@ import TestSupport
         #expect(throws: (any Error).self) { try [UInt8](repeating: 0xff, count: 3).withUnsafeBytes { try c.decompressPlanes($0, rawLength: 0) } }
     }
 
+    /// A plain local repository's writer encodes payloads straight into its pack's write
+    /// buffer, an encrypted one's into the compressor's buffer before sealing: every codec,
+    /// and each one's refusal (data it does not shrink by 1/32 is stored raw, over whatever
+    /// the refused attempt left in the buffer), reads back as it was, with the codec the
+    /// writer reported in its header; what the writer counts as stored is what the packs
+    /// hold. ~40 MiB crosses the 4 MiB write buffer and the 16 MiB pack target many times.
+    @Test func everyCodecReadsBackWhetherEncodedInThePackOrSealed() throws {
+        let dir = TemporaryDirectory()
+        let (zstd, planes, half, raw) = (PackFormat.compressionZstd, PackFormat.compressionPlanes, PackFormat.compressionHalfPlanes, PackFormat.compressionRaw)
+        var blobs: [(data: [UInt8], compression: BlobCompression, codec: UInt8)] = []
+        for seed in UInt64(1)...6 {
+            let text = Fixture.text(lines: 12_000, seed: Int(seed))
+            blobs += [
+                (Array(text.prefix(1 << 20)), .zstd, zstd),  // as large as a chunk gets
+                (Fixture.bytes(200_000 + Int(seed), seed: seed), .zstd, raw),
+                (Self.vectors(16_384, seed: seed), .floatPlanes, planes),
+                (Self.vectors(16_384, seed: seed + 10) + [1, 2, 3], .floatPlanes, planes),  // a tail
+                (Fixture.bytes(65_536, seed: seed + 20), .floatPlanes, raw),
+                (Self.weights(65_536, seed: seed) + [9], .halfPlanes, half),  // an odd byte
+                (Fixture.bytes(131_072, seed: seed + 30), .halfPlanes, raw),
+                (Array(text.prefix(63)), .zstd, raw),  // too short to try
+                (Array(text.suffix(300_000)), .none, raw),
+            ]
+            // Pieces of a megabyte or more fill the buffer to where the next must flush it.
+            blobs += (0..<3).map { k in (Array(Fixture.bytes(1 << 20, seed: seed * 100 + UInt64(k))), .zstd, raw) }
+        }
+        for encrypted in [false, true] {
+            let path = dir.sub(encrypted ? "enc" : "plain")
+            let password = Array("pw".utf8)
+            let repo = encrypted
+                ? try Repository.initialize(at: path, encryption: "aes-256-gcm", password: password)
+                : try Repository.initialize(at: path)
+            let writer = repo.makeBlobWriter(compressionLevel: 3)
+            var ids: [BlobID] = []
+            for blob in blobs {
+                let id = blob.data.withUnsafeBytes { repo.blobID($0) }
+                ids.append(id)
+                guard writer.reserve(id) else { continue }
+                let codec = try blob.data.withUnsafeBytes { try writer.storeNew(id: id, data: $0, type: .data, compression: blob.compression) }
+                #expect(codec == blob.codec, "\(blob.data.count) bytes as \(blob.compression), encrypted \(encrypted)")
+            }
+            try writer.flush()
+            try repo.commitIndex()
+            let reopened = try Repository.open(at: path, keyring: encrypted ? Keyring(repositoryPath: path, password: password) : nil)
+            let reader = BlobReader(repository: reopened)
+            var stored = 0
+            for (blob, id) in zip(blobs, ids) {
+                let location = try #require(reopened.location(of: id))
+                let header = try reopened.readEntry(location)[0]
+                #expect(header & 0x03 == blob.codec && (header & PackFormat.encrypted != 0) == encrypted)
+                #expect(try reader.read(id, check: true) == blob.data)
+                stored += Int(location.length)
+            }
+            #expect(writer.newStoredBytes == stored)
+            #expect(writer.newRawBytes == blobs.reduce(0) { $0 + $1.data.count })
+            // Each pack's trailer has the entries the index has for it, one after another.
+            for pack in Set(ids.compactMap { reopened.location(of: $0)?.pack }) {
+                var end: UInt32 = 0
+                for entry in try reopened.readTrailer(pack).sorted(by: { $0.offset < $1.offset }) {
+                    let indexed = try #require(reopened.location(of: entry.id))
+                    #expect(indexed.pack == pack && indexed.offset == entry.offset && indexed.length == entry.length)
+                    #expect(entry.offset == end)
+                    end = entry.offset + entry.length
+                }
+            }
+        }
+    }
+
     /// The header codec of every stored block of one file in a snapshot.
     static func codecs(_ h: EngineHarness, _ record: SnapshotRecord, file: String) throws -> [UInt8] {
         let repo = try h.open()
