@@ -41,7 +41,7 @@ public final class Compressor {
         halfContext = c
         return c
     }
-    /// Where payloads are encoded (`EncodedPayload` points into it).
+    /// Where `encoded(_:codec:)` encodes payloads (what it returns points into it).
     private var scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     private var planes: [UInt8] = []
     public let level: Int32

@@ -99,7 +99,8 @@ import TestSupport
     /// and each one's refusal (data it does not shrink by 1/32 is stored raw, over whatever
     /// the refused attempt left in the buffer), reads back as it was, with the codec the
     /// writer reported in its header; what the writer counts as stored is what the packs
-    /// hold. ~40 MiB crosses the 4 MiB write buffer and the 16 MiB pack target many times.
+    /// hold. ~30 MiB crosses the 1 MiB write buffer and the 16 MiB pack target many times;
+    /// a 1 MiB chunk's room would not fit that buffer, so it is encoded aside in both.
     @Test func everyCodecReadsBackWhetherEncodedInThePackOrSealed() throws {
         let dir = TemporaryDirectory()
         let (zstd, planes, half, raw) = (PackFormat.compressionZstd, PackFormat.compressionPlanes, PackFormat.compressionHalfPlanes, PackFormat.compressionRaw)
@@ -108,6 +109,7 @@ import TestSupport
             let text = Fixture.text(lines: 12_000, seed: Int(seed))
             blobs += [
                 (Array(text.prefix(1 << 20)), .zstd, zstd),  // as large as a chunk gets
+                (Array(text.dropFirst(1000).prefix(400_000)), .zstd, zstd),
                 (Fixture.bytes(200_000 + Int(seed), seed: seed), .zstd, raw),
                 (Self.vectors(16_384, seed: seed), .floatPlanes, planes),
                 (Self.vectors(16_384, seed: seed + 10) + [1, 2, 3], .floatPlanes, planes),  // a tail
