@@ -1,0 +1,97 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotCore
+import Testing
+import TestSupport
+
+enum SmallFileSystems {
+    static func installed(_ tool: String) -> Bool {
+        ["/usr/sbin/", "/sbin/"].contains { (dir: String) in access(dir + tool, X_OK) == 0 }
+    }
+    static let available = getuid() == 0 && installed("losetup") && installed("mkfs.ext4")
+}
+
+/// A full disk as a user meets it: the repository and a restore target on a small ext4 file
+/// system of their own (an image on a loop device, so root only), filled up.
+@Suite(.enabled(if: SmallFileSystems.available, "needs root, losetup and mkfs.ext4 for a small file system of its own"))
+struct FullDiskTests {
+
+    /// An ext4 file system of `megabytes` MiB mounted at `mount`, for as long as it lives.
+    final class SmallFileSystem {
+        let dir: TemporaryDirectory
+        let mount: String
+        private var device = ""
+
+        init(megabytes: Int) throws {
+            dir = TemporaryDirectory("snapshot-fulldisk")
+            mount = dir.sub("mnt")
+            let image = dir.sub("fs.img")
+            let r = try CLI.shell("""
+                set -e; mkdir -p mnt; truncate -s \(megabytes)M fs.img; mkfs.ext4 -q -F fs.img
+                dev=$(losetup --find --show fs.img); echo "$dev"; mount "$dev" mnt
+                """, in: dir.path)
+            device = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            try #require(r.status == 0, "could not mount \(image): \(r.stderr)")
+        }
+
+        /// Bytes free, counting the blocks ext4 keeps for root (these tests run as root).
+        var free: Int {
+            var s = statvfs()
+            return statvfs(mount, &s) == 0 ? Int(s.f_bfree) * Int(s.f_frsize) : -1
+        }
+
+        deinit {
+            _ = try? CLI.shell("umount mnt; losetup -d '\(device)'", in: dir.path)
+        }
+    }
+
+    @Test func aFullDiskFailsCreateAndRestoreCleanlyAndNothingIsLost() throws {
+        let fs = try SmallFileSystem(megabytes: 24)
+        let work = TemporaryDirectory("snapshot-fulldisk-src")
+        let src = work.sub("src"), repo = fs.mount + "/repo"
+        Fixture.write(src + "/conf/app.yaml", Fixture.text(lines: 300))
+        Fixture.write(src + "/data/small.bin", Fixture.bytes(1_500_000, seed: 1))
+        let a = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "data", "--time", "2026-01-01T00:00:00Z"])
+        try #require(a.status == 0, "\(a.stderr)")
+        let first = a.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try CLI.shell("cp -a src srcA", in: work.path).status == 0)  // the tree as the snapshot has it
+        let freeBefore = fs.free
+
+        // 40 MB that does not compress: more than the file system holds.
+        for k in 0..<8 { Fixture.write(src + "/data/big\(k).bin", Fixture.bytes(5_000_000, seed: UInt64(10 + k))) }
+        let b = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "data", "--time", "2026-01-02T00:00:00Z"])
+        #expect(b.status == 74, "\(b.stderr)")
+        let line = b.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!line.contains("\n") && line.hasPrefix("snapshot: error: ") && line.contains("No space left on device") && line.contains(repo + "/.store/"), "\(b.stderr)")
+        // Nothing committed, no partial pack left, the space given back.
+        let list = try CLI.run(["--repo", repo, "list", "--json"])
+        #expect(list.status == 0 && list.stdout.contains(first) && !list.stdout.contains("2026-01-02"), "\(list.stdout)")
+        let leftovers = try CLI.shell("find .store -name '*.tmp*' | wc -l", in: repo)
+        #expect(leftovers.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        #expect(fs.free >= freeBefore - (1 << 20), "free \(fs.free) after, \(freeBefore) before")
+
+        // A restore onto the full disk (room for its directories and the small file, not
+        // for the 1.5 MB one) stops naming the file it could not write.
+        let filler = fs.mount + "/filler"
+        // (ext4 keeps 2 % of a small file system out of reach of everyone, root included,
+        // so ~1 MB counted free is ~0.5 MB usable; a short filler is fine.)
+        _ = try CLI.shell("head -c \(max(0, fs.free - 1_000_000)) /dev/zero > '\(filler)'; sync -f .", in: fs.mount)
+        #expect(fs.free < 1_400_000, "\(fs.free) bytes still free")
+        let out = fs.mount + "/out"
+        let full = try CLI.run(["--repo", repo, "restore", "--snapshot", first, "--target", out])
+        #expect(full.status == 74, "\(full.stderr)")
+        let restoreLine = full.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!restoreLine.contains("\n") && restoreLine.contains("No space left on device") && restoreLine.contains(out + "/src/data/small.bin"), "\(full.stderr)")
+
+        // With room again the same restore is exact, and the repository verifies.
+        unlink(filler)
+        #expect(try CLI.shell("rm -rf out", in: fs.mount).status == 0)
+        let restored = try CLI.run(["--repo", repo, "restore", "--snapshot", first, "--target", out])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(TreeComparison.differences(work.sub("srcA"), out + "/src") == [])
+        let verify = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
+}
