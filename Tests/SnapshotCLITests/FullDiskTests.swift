@@ -94,4 +94,37 @@ struct FullDiskTests {
         let verify = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
+
+    /// An in-place restore whose staging copy does not fit beside the live tree leaves the
+    /// live tree as it was and no staging directory; with room it swaps the snapshot in.
+    @Test func anInPlaceRestoreThatDoesNotFitLeavesTheLiveTreeAlone() throws {
+        let fs = try SmallFileSystem(megabytes: 24)
+        let work = TemporaryDirectory("snapshot-fulldisk-repo")
+        let live = fs.mount + "/live", repo = work.sub("repo")
+        Fixture.write(live + "/model.bin", Fixture.bytes(3_000_000, seed: 5))
+        Fixture.write(live + "/state.txt", Array("snapshot\n".utf8))
+        let a = try CLI.run(["--repo", repo, "create", "--path", live, "--type", "full"])
+        try #require(a.status == 0, "\(a.stderr)")
+        let id = a.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try CLI.shell("cp -a live \(work.sub("snapshotted"))", in: fs.mount).status == 0)
+        Fixture.write(live + "/state.txt", Array("changed since\n".utf8))
+        #expect(try CLI.shell("cp -a live \(work.sub("changed"))", in: fs.mount).status == 0)
+
+        // Room for less than the staging copy of the 3 MB file (see the test above).
+        _ = try CLI.shell("head -c \(max(0, fs.free - 1_000_000)) /dev/zero > filler; sync -f .", in: fs.mount)
+        let full = try CLI.run(["--repo", repo, "restore", "--snapshot", id, "--type", "full"])
+        #expect(full.status == 74, "\(full.stderr)")
+        let line = full.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!line.contains("\n") && line.contains("No space left on device") && line.contains(fs.mount + "/.snapshot-restore-"), "\(full.stderr)")
+        #expect(TreeComparison.differences(work.sub("changed"), live) == [])
+        #expect(try POSIX.listDirectory(fs.mount).filter { $0.hasPrefix(".snapshot-restore-") } == [])
+
+        unlink(fs.mount + "/filler")
+        let restored = try CLI.run(["--repo", repo, "restore", "--snapshot", id, "--type", "full"])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(TreeComparison.differences(work.sub("snapshotted"), live) == [])
+        #expect(try POSIX.listDirectory(fs.mount).filter { $0.hasPrefix(".snapshot-restore-") } == [])
+        let verify = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
 }
