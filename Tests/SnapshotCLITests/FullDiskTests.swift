@@ -127,4 +127,43 @@ struct FullDiskTests {
         let verify = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
+
+    /// A prune that cannot write the pack it repacks into stops with the repository as it
+    /// was (every snapshot verifies and restores); with room the same prune repacks.
+    @Test func aPruneThatCannotRepackLosesNothing() throws {
+        let fs = try SmallFileSystem(megabytes: 40)
+        let work = TemporaryDirectory("snapshot-fulldisk-prune")
+        let src = work.sub("src"), repo = fs.mount + "/repo"
+        // Two snapshots of one file whose second half changed: once the first is deleted,
+        // its pack holds one half still used and one half not, so prune repacks it.
+        Fixture.write(src + "/big.bin", Fixture.bytes(12_000_000, seed: 7))
+        let first = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "data", "--time", "2026-01-01T00:00:00Z"])
+        try #require(first.status == 0, "\(first.stderr)")
+        var big = Fixture.bytes(12_000_000, seed: 7)
+        big.replaceSubrange(6_000_000..., with: Fixture.bytes(6_000_000, seed: 8))
+        Fixture.write(src + "/big.bin", big)
+        let second = try CLI.run(["--repo", repo, "create", "--path", src, "--type", "data", "--time", "2026-01-02T00:00:00Z"])
+        try #require(second.status == 0, "\(second.stderr)")
+        let kept = second.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let deleted = try CLI.run(["--repo", repo, "delete", "--snapshot", first.stdout.trimmingCharacters(in: .whitespacesAndNewlines)])
+        try #require(deleted.status == 0, "\(deleted.stderr)")
+
+        _ = try CLI.shell("head -c \(max(0, fs.free - 2_000_000)) /dev/zero > filler; sync -f .", in: fs.mount)
+        let full = try CLI.run(["--repo", repo, "prune"])
+        #expect(full.status == 74, "\(full.stdout)\(full.stderr)")
+        let line = full.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!line.contains("\n") && line.contains("No space left on device") && line.contains(repo + "/.store/"), "\(full.stderr)")
+        #expect(try CLI.shell("find .store -name '*.tmp*' | wc -l", in: repo).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        let verify = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        let out = work.sub("out")
+        #expect(try CLI.run(["--repo", repo, "restore", "--snapshot", kept, "--target", out]).status == 0)
+        #expect(try POSIX.readFile(out + "/src/big.bin") == big)
+
+        unlink(fs.mount + "/filler")
+        let pruned = try CLI.run(["--repo", repo, "prune"])
+        #expect(pruned.status == 0 && pruned.stdout.contains("1 repacked"), "\(pruned.stdout)\(pruned.stderr)")
+        let after = try CLI.run(["--repo", repo, "verify", "--all", "--read-data"])
+        #expect(after.status == 0, "\(after.stdout)\(after.stderr)")
+    }
 }
