@@ -37,6 +37,12 @@ public enum RepositoryError: Error, CustomStringConvertible, Sendable {
         return .io(path: path, operation: operation, errno: code)
     }
 
+    /// A write that failed for want of room: a full file system (ENOSPC) or quota (EDQUOT).
+    public var isOutOfSpace: Bool {
+        if case .io(_, _, let code) = self { return code == ENOSPC || code == EDQUOT }
+        return false
+    }
+
     /// True for a failed read of `path` (as opposed to a failure writing the repository).
     public func isReadFailure(of path: String) -> Bool {
         switch self {

@@ -126,6 +126,7 @@ public struct Pruner: Sendable {
             report.reclaimedBytes = result.reclaimed
             report.packsDeleted = result.deleted
             report.packsRepacked = result.repacked
+            if let note = result.notRepacked { report.warnings.append(note) }
         } catch let blocked as UnknownLiveData {
             report.warnings.append("space not reclaimed: \(blocked.reason)")
         }
@@ -232,7 +233,8 @@ public struct Pruner: Sendable {
     }
 
     /// Repacks, rewrites the index, deletes unused packs (see the type's documentation).
-    func reclaim(progress: WorkProgress) throws -> (reclaimed: UInt64, deleted: Int, repacked: Int) {
+    /// `notRepacked` says why the packs due for repacking were left as they were.
+    func reclaim(progress: WorkProgress) throws -> (reclaimed: UInt64, deleted: Int, repacked: Int, notRepacked: String?) {
         progress.phase = "finding used data"
         // First what is live: it fails when a snapshot's trees cannot be found in the index,
         // before anything is deleted — with the index lost, every pack would look orphaned.
@@ -247,27 +249,34 @@ public struct Pruner: Sendable {
             }
             orphaned += size
         }
-        guard !plan.unused.isEmpty || !plan.repack.isEmpty else { return (orphaned, orphans.count, 0) }
-        let obsolete = Set(plan.unused + plan.repack)
+        guard !plan.unused.isEmpty || !plan.repack.isEmpty else { return (orphaned, orphans.count, 0, nil) }
         let locations = repository.index.allLocations()
-        // (3) Live blobs of packs being repacked go to new packs.
+        // (3) Live blobs of packs being repacked go to new packs. When they do not fit (a
+        // full disk or quota) repacking waits for the next prune: the packs this one wrote are
+        // removed and the unused packs are still reclaimed, which is often what makes room.
         progress.phase = "repacking"
-        let writer = repository.makeBlobWriter(compressionLevel: 3)
-        let reader = BlobReader(repository: repository)
-        var moved: [BlobID: BlobLocation] = [:]
-        for (id, loc) in locations where plan.repack.contains(loc.pack) && plan.live.contains(id) {
-            let entry = try repository.readEntry(loc)
-            _ = try reader.read(id)  // never carry damaged data into a new pack
-            try writer.storeCopy(id: id, type: loc.type, entry: entry, rawLength: Int(loc.rawLength))
-            moved[id] = loc
+        var repack = plan.repack
+        var newPacks: [(pack: BlobID, entries: [PackEntry])] = []
+        var notRepacked: String?
+        do {
+            try copyLive(of: Set(plan.repack), live: plan.live, locations: locations)
+            newPacks = repository.index.takeNewPacks()
+        } catch let e as RepositoryError where e.isOutOfSpace {
+            for written in repository.index.takeNewPacks() { try? repository.removePack(written.pack) }
+            let bytes = plan.repack.reduce(UInt64(0)) { $0 + (plan.packSizes[$1] ?? 0) }
+            notRepacked = "\(plan.repack.count) packs (\(String(format: "%.1f MiB", Double(bytes) / 1_048_576))) not repacked: \(e.systemReason); run prune again once there is room"
+            repack = []
         }
-        try writer.flush()
-        let newPacks = repository.index.takeNewPacks()
+        let obsolete = Set(plan.unused + repack)
+        guard !obsolete.isEmpty else { return (orphaned, orphans.count, 0, notRepacked) }
         // (4) One index with every live blob: new packs plus the untouched ones.
         progress.phase = "writing index"
         var byPack: [BlobID: [PackEntry]] = [:]
         for (pack, entries) in newPacks { byPack[pack, default: []] += entries }
-        for (id, loc) in locations where plan.live.contains(id) && !obsolete.contains(loc.pack) {
+        // Packs left unrepacked keep every entry in the index, the unused ones too, so that
+        // the next prune sees them as this one did.
+        let unrepacked = notRepacked == nil ? [] : Set(plan.repack)
+        for (id, loc) in locations where !obsolete.contains(loc.pack) && (plan.live.contains(id) || unrepacked.contains(loc.pack)) {
             byPack[loc.pack, default: []].append(PackEntry(id: id, type: loc.type, offset: loc.offset, length: loc.length, rawLength: loc.rawLength))
         }
         let oldIndexFiles = try repository.indexFileNames()
@@ -281,6 +290,20 @@ public struct Pruner: Sendable {
             try repository.removePack(pack)
         }
         let added = newPacks.reduce(UInt64(0)) { $0 + $1.entries.reduce(0) { $0 + UInt64($1.length) } }
-        return ((reclaimed > added ? reclaimed - added : 0) + orphaned, plan.unused.count + orphans.count, plan.repack.count)
+        return ((reclaimed > added ? reclaimed - added : 0) + orphaned, plan.unused.count + orphans.count, repack.count, notRepacked)
+    }
+
+    /// Copies the live blobs of `packs` into new packs, each checked against its id on the
+    /// way (damaged data is never carried over). The writer is gone when this returns or
+    /// throws, its unfinished pack removed with it.
+    private func copyLive(of packs: Set<BlobID>, live: Set<BlobID>, locations: [BlobID: BlobLocation]) throws {
+        let writer = repository.makeBlobWriter(compressionLevel: 3)
+        let reader = BlobReader(repository: repository)
+        for (id, loc) in locations where packs.contains(loc.pack) && live.contains(id) {
+            let entry = try repository.readEntry(loc)
+            _ = try reader.read(id)
+            try writer.storeCopy(id: id, type: loc.type, entry: entry, rawLength: Int(loc.rawLength))
+        }
+        try writer.flush()
     }
 }
