@@ -76,12 +76,8 @@ import TestSupport
     /// time, in a plain and in an encrypted repository (HMAC ids).
     @Test func aRepositoryHashesPairsAsItHashesOne() throws {
         let dir = TemporaryDirectory()
-        for encrypted in [false, true] {
-            let path = dir.sub(encrypted ? "enc" : "plain")
-            let password = Array("pw".utf8)
-            let repo = encrypted
-                ? try Repository.initialize(at: path, encryption: "aes-256-gcm", password: password)
-                : try Repository.initialize(at: path)
+        for made in try TestRepository.plainAndEncrypted(in: dir) {
+            let (repo, encrypted) = (made.repository, made.encrypted)
             #expect((repo.keys != nil) == encrypted)
             let blobs = [(0, 5), (64, 64), (4097, 100), (65_536, 65_599)].flatMap { [Self.slice(3, $0.0), Self.slice(90, $0.1)] } + [Self.slice(7, 1000)]
             let ids = repo.blobIDs(of: blobs)
@@ -92,8 +88,7 @@ import TestSupport
             }
             try writer.flush()
             try repo.commitIndex()
-            let reopened = try Repository.open(at: path, keyring: encrypted ? Keyring(repositoryPath: path, password: password) : nil)
-            let reader = BlobReader(repository: reopened)
+            let reader = BlobReader(repository: try made.reopen())
             for (blob, id) in zip(blobs, ids) {
                 #expect(try reader.read(id, check: true) == Array(blob))
             }

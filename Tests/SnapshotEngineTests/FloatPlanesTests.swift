@@ -122,12 +122,8 @@ import TestSupport
             // Pieces of a megabyte or more fill the buffer to where the next must flush it.
             blobs += (0..<3).map { k in (Array(Fixture.bytes(1 << 20, seed: seed * 100 + UInt64(k))), .zstd, raw) }
         }
-        for encrypted in [false, true] {
-            let path = dir.sub(encrypted ? "enc" : "plain")
-            let password = Array("pw".utf8)
-            let repo = encrypted
-                ? try Repository.initialize(at: path, encryption: "aes-256-gcm", password: password)
-                : try Repository.initialize(at: path)
+        for made in try TestRepository.plainAndEncrypted(in: dir) {
+            let (repo, encrypted) = (made.repository, made.encrypted)
             let writer = repo.makeBlobWriter(compressionLevel: 3)
             var ids: [BlobID] = []
             for blob in blobs {
@@ -139,7 +135,7 @@ import TestSupport
             }
             try writer.flush()
             try repo.commitIndex()
-            let reopened = try Repository.open(at: path, keyring: encrypted ? Keyring(repositoryPath: path, password: password) : nil)
+            let reopened = try made.reopen()
             let reader = BlobReader(repository: reopened)
             var stored = 0
             for (blob, id) in zip(blobs, ids) {

@@ -4,6 +4,27 @@ import Glibc
 import Foundation
 import SnapshotCore
 
+/// A new plain and a new encrypted repository (aes-256-gcm, password "pw") under `dir`, each
+/// with a way to open it again as a later command would.
+public struct TestRepository {
+    public let encrypted: Bool
+    public let repository: Repository
+    public let reopen: () throws -> Repository
+
+    public static func plainAndEncrypted(in dir: TemporaryDirectory) throws -> [TestRepository] {
+        let password = Array("pw".utf8)
+        return try [false, true].map { encrypted in
+            let path = dir.sub(encrypted ? "enc" : "plain")
+            let repository = encrypted
+                ? try Repository.initialize(at: path, encryption: "aes-256-gcm", password: password)
+                : try Repository.initialize(at: path)
+            return TestRepository(encrypted: encrypted, repository: repository) {
+                try Repository.open(at: path, keyring: encrypted ? Keyring(repositoryPath: path, password: password) : nil)
+            }
+        }
+    }
+}
+
 /// A scratch directory removed when the value is released.
 public final class TemporaryDirectory: @unchecked Sendable {
     public let path: String
