@@ -820,17 +820,18 @@ public final class BlobWriter {
             // Encoded straight into the pack's write buffer where it can be (a plain local
             // repository), else into the compressor's buffer; raw when it does not pay.
             let bound = Compressor.bound(codec: codec, count: data.count)
+            var stored = false
             if repository.keys == nil && pack!.encodesInPlace(upTo: bound) {
                 let before = pack!.size
-                if try pack!.add(id: id, type: type, compression: codec, rawLength: data.count, encodingUpTo: bound, { compressor.encode(data, codec: codec, into: $0) }) {
-                    newStoredBytes += pack!.size - before
-                } else {
-                    codec = PackFormat.compressionRaw
-                    try store(data)
+                stored = try pack!.add(id: id, type: type, compression: codec, rawLength: data.count, encodingUpTo: bound) {
+                    compressor.encode(data, codec: codec, into: $0)
                 }
+                if stored { newStoredBytes += pack!.size - before }
             } else if let payload = compressor.encoded(data, codec: codec) {
                 try store(payload)
-            } else {
+                stored = true
+            }
+            if !stored {
                 codec = PackFormat.compressionRaw
                 try store(data)
             }
