@@ -17,7 +17,6 @@ enum SmallFileSystems {
 /// system of their own (an image on a loop device, so root only), filled up.
 @Suite(.enabled(if: SmallFileSystems.available, "needs root, losetup and mkfs.ext4 for a small file system of its own"))
 struct FullDiskTests {
-
     /// An ext4 file system of `megabytes` MiB mounted at `mount`, for as long as it lives.
     final class SmallFileSystem {
         let dir: TemporaryDirectory
