@@ -10,12 +10,20 @@ enum SmallFileSystems {
     static func installed(_ tool: String) -> Bool {
         ["/usr/sbin/", "/sbin/"].contains { (dir: String) in access(dir + tool, X_OK) == 0 }
     }
-    static let available = getuid() == 0 && installed("losetup") && installed("mkfs.ext4")
+
+    /// Root with the tools, a free loop device and the right to mount (a container's root
+    /// may have neither).
+    static let available: Bool = {
+        guard getuid() == 0, installed("losetup"), installed("mkfs.ext4") else { return false }
+        let probe = TemporaryDirectory("snapshot-mountprobe")
+        let r = try? CLI.shell("losetup --find >/dev/null && mkdir m && mount -t tmpfs -o size=1m none m && umount m", in: probe.path)
+        return r?.status == 0
+    }()
 }
 
 /// A full disk as a user meets it: the repository and a restore target on a small ext4 file
 /// system of their own (an image on a loop device, so root only), filled up.
-@Suite(.enabled(if: SmallFileSystems.available, "needs root, losetup and mkfs.ext4 for a small file system of its own"))
+@Suite(.enabled(if: SmallFileSystems.available, "needs root, losetup, mkfs.ext4, a free loop device and mount, for a small file system of its own"))
 struct FullDiskTests {
     /// An ext4 file system of `megabytes` MiB mounted at `mount`, for as long as it lives.
     final class SmallFileSystem {
