@@ -64,12 +64,16 @@ public struct BlobID: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// hashes its chunks, and a restore checks its blobs, in pairs.
     public static func hashPair(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> (BlobID, BlobID) {
         guard pairsInterleave, a.count > 0, b.count > 0 else { return (hash(a), hash(b)) }
+        return pair { snapshot_sha256_pair(a.baseAddress, a.count, b.baseAddress, b.count, $0, $1) }
+    }
+
+    /// Two ids that `digest` writes, 32 bytes at each of the two places it is given (the
+    /// outputs of a paired hash or MAC).
+    static func pair(_ digest: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void) -> (BlobID, BlobID) {
         var da = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var db = da
         withUnsafeMutableBytes(of: &da) { outA in
-            withUnsafeMutableBytes(of: &db) { outB in
-                snapshot_sha256_pair(a.baseAddress, a.count, b.baseAddress, b.count, outA.baseAddress, outB.baseAddress)
-            }
+            withUnsafeMutableBytes(of: &db) { outB in digest(outA.baseAddress!, outB.baseAddress!) }
         }
         return (withUnsafeBytes(of: &da) { BlobID(bytes: $0) }, withUnsafeBytes(of: &db) { BlobID(bytes: $0) })
     }

@@ -114,14 +114,7 @@ public enum Crypto {
     /// HMAC-SHA256 of `a` and of `b` under a key prepared for pairs (`PairedMACKey`): both
     /// hashed at once, as `BlobID.hashPair` does.
     static func hmacPair(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, key: PairedMACKey) -> (BlobID, BlobID) {
-        var ma = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        var mb = ma
-        withUnsafeMutableBytes(of: &ma) { outA in
-            withUnsafeMutableBytes(of: &mb) { outB in
-                snapshot_hmac_sha256_pair(key.prepared, a.baseAddress, a.count, b.baseAddress, b.count, outA.baseAddress, outB.baseAddress)
-            }
-        }
-        return (withUnsafeBytes(of: &ma) { BlobID(bytes: $0) }, withUnsafeBytes(of: &mb) { BlobID(bytes: $0) })
+        BlobID.pair { snapshot_hmac_sha256_pair(key.prepared, a.baseAddress, a.count, b.baseAddress, b.count, $0, $1) }
     }
 
     /// scrypt; nil when the parameters are out of range (or memory for them is refused).
