@@ -24,6 +24,15 @@ public struct DamagedSnapshot: Sendable, Equatable {
     public var directory: String
     /// What is wrong, naming the file.
     public var problem: String
+    /// The file that is damaged and what is wrong with it (`problem` without the file).
+    public var file: String
+    public var detail: String
+
+    /// The error for a reference to this snapshot: what is wrong and how to mend it.
+    func error(_ context: String = "") -> RepositoryError {
+        let ref = "\(type)/\(id)"
+        return .corrupt(file: file, detail: "\(detail)\(context); `snapshot rebuild-metadata --snapshot \(ref)` rewrites its metadata.json from the manifest, `snapshot delete --snapshot \(ref)` removes it")
+    }
 }
 
 /// The visible part of the repository: `<repo>/<type>/<id>/{metadata.json,manifest.json}` and
@@ -187,12 +196,13 @@ public struct SnapshotCatalog: Sendable {
                 } catch let e as RepositoryError {
                     // Malformed or missing is damage; a resource error (EACCES, EMFILE, EIO)
                     // is not, and stops the command.
+                    let file: String, detail: String
                     switch e {
-                    case .corrupt: break
-                    case .io(_, _, let code) where code == ENOENT: break
+                    case .corrupt(let f, let d): (file, detail) = (f, d)
+                    case .io(_, _, let code) where code == ENOENT: (file, detail) = (snapDir + "/metadata.json", "missing")
                     default: throw e
                     }
-                    damaged.append(DamagedSnapshot(type: t, id: name, directory: snapDir, problem: "\(e)"))
+                    damaged.append(DamagedSnapshot(type: t, id: name, directory: snapDir, problem: "\(e)", file: file, detail: detail))
                 }
             }
         }
@@ -318,18 +328,25 @@ public struct SnapshotCatalog: Sendable {
             }
             return try resolve(rest, type: type)
         }
-        let all = try self.all(type: narrowed)
+        let (all, damaged) = try scan(type: narrowed)
         let what = narrowed.map { "\($0) snapshots" } ?? "snapshots"
         if reference == "latest" {
-            guard let r = all.first(where: { ($0.type != .preRestore && $0.type != .sanitized) || narrowed != nil }) else {
+            // A pre-restore or sanitized copy is only `latest` of its own type.
+            func counts(_ type: SnapshotType) -> Bool { (type != .preRestore && type != .sanitized) || narrowed != nil }
+            let r = all.first(where: { counts($0.type) })
+            // A damaged snapshot newer than every readable one is what `latest` means: an
+            // older snapshot is never put in its place without a word.
+            if let d = damaged.first(where: { counts($0.type) }), r.map({ Self.idOrder(d.id, $0.id) }) ?? true {
+                let older = r.map { "; the newest readable one is \($0.type)/\($0.id)" } ?? ""
+                throw d.error(" (\(d.type)/\(d.id) is the newest of the \(what), so `latest` names it\(older))")
+            }
+            guard let r else {
                 throw RepositoryError.snapshotNotFound(reference: narrowed.map { "\($0)/latest" } ?? reference, detail: "the repository has no \(what)")
             }
             return r
         }
         if let r = all.first(where: { $0.id == reference }) { return r }
-        if let d = try damaged(type: narrowed).first(where: { $0.id == reference }) {
-            throw RepositoryError.corrupt(file: d.directory + "/metadata.json", detail: "snapshot \(d.type)/\(d.id) is damaged (\(d.problem)); `snapshot delete --snapshot \(d.type)/\(d.id)` removes it")
-        }
+        if let d = damaged.first(where: { $0.id == reference }) { throw d.error() }
         let named = all.filter { !$0.metadata.name.isEmpty && $0.metadata.name == reference }
         if named.count == 1 { return named[0] }
         if named.count > 1 {

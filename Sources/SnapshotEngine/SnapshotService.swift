@@ -344,15 +344,15 @@ public struct SnapshotService: Sendable {
         return DeletedSnapshot(snapshotID: found.id, type: found.type, metadata: found.record?.metadata, damaged: found.damaged)
     }
 
-    /// A snapshot by reference, also one whose metadata.json is damaged (by id or TYPE/ID):
-    /// what `delete` and `rebuild-metadata --snapshot` work on.
+    /// A snapshot by reference, also one whose metadata.json is damaged (by id, TYPE/ID or
+    /// `latest` when it is the newest): what `delete` and `rebuild-metadata --snapshot` work on.
     func locate(_ reference: String) throws -> (type: SnapshotType, id: String, directory: String, record: SnapshotRecord?, damaged: String?) {
         do {
             let r = try catalog.resolve(reference)
             return (r.type, r.id, r.directory, r, nil)
         } catch RepositoryError.corrupt(let file, let detail) {
-            let id = reference.split(separator: "/").last.map(String.init) ?? reference
-            guard let d = try catalog.damaged().first(where: { $0.id == id && (!reference.contains("/") || reference == "\($0.type)/\($0.id)") }) else {
+            // The reference named a damaged snapshot: the error names its file.
+            guard let d = try catalog.damaged().first(where: { $0.file == file }) else {
                 throw RepositoryError.corrupt(file: file, detail: detail)
             }
             return (d.type, d.id, d.directory, nil, d.problem)

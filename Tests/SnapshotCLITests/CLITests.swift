@@ -108,6 +108,54 @@ import TestSupport
         try expectVerifies(repo)
     }
 
+    /// `latest` never stands for an older snapshot without a word when the newest is damaged:
+    /// it names the damaged one, the newest readable one and the commands that mend it, and
+    /// `rebuild-metadata` and `delete` take `latest` for it.
+    @Test func latestNamesADamagedNewestSnapshotInsteadOfSkippingIt() throws {
+        let dir = TemporaryDirectory("snapshot-latest")
+        let repo = dir.sub("repo"), src = dir.sub("src")
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--repo", repo] + args) }
+        var ids: [String] = []
+        for (i, time) in ["2026-03-01T02:00:00Z", "2026-03-02T02:00:00Z"].enumerated() {
+            Fixture.write(src + "/day.txt", Array("day \(i)\n".utf8))
+            let r = try run(["create", "--type", "full", "--path", src, "--time", time])
+            #expect(r.status == 0, "\(r.stderr)")
+            ids.append(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let metadata = repo + "/full/\(ids[1])/metadata.json"
+        Fixture.write(metadata, Array("{\"snapshot_id\": garbled".utf8))
+
+        let restore = try run(["restore", "--snapshot", "latest", "--target", dir.sub("out")])
+        #expect(restore.status == 65, "\(restore.stderr)")
+        #expect(restore.stderr.split(separator: "\n").count == 1, "\(restore.stderr)")
+        for part in [metadata, "full/\(ids[1]) is the newest", "the newest readable one is full/\(ids[0])", "rebuild-metadata --snapshot full/\(ids[1])", "delete --snapshot full/\(ids[1])"] {
+            #expect(restore.stderr.contains(part), "\(part): \(restore.stderr)")
+        }
+        #expect(!POSIX.exists(dir.sub("out")))
+        #expect(try run(["restore", "--snapshot", "full/latest", "--target", dir.sub("out")]).status == 65)
+        // By id: the file named once, and the same remedies.
+        let shown = try run(["show", "--snapshot", ids[1]])
+        #expect(shown.status == 65 && shown.stderr.components(separatedBy: "metadata.json").count == 3, "\(shown.stderr)")
+        #expect(shown.stderr.contains("rebuild-metadata --snapshot full/\(ids[1])"), "\(shown.stderr)")
+        // An older snapshot is still had by its id.
+        #expect(try run(["restore", "--snapshot", ids[0], "--target", dir.sub("old")]).status == 0)
+        #expect(try POSIX.readFile(dir.sub("old/src/day.txt")) == Array("day 0\n".utf8))
+
+        // rebuild-metadata takes `latest` for the damaged newest, and then it restores.
+        let rebuilt = try run(["rebuild-metadata", "--snapshot", "latest"])
+        #expect(rebuilt.status == 0 && rebuilt.stdout.contains("full/\(ids[1])"), "\(rebuilt.stdout) \(rebuilt.stderr)")
+        #expect(try run(["restore", "--snapshot", "latest", "--target", dir.sub("out")]).status == 0)
+        #expect(try POSIX.readFile(dir.sub("out/src/day.txt")) == Array("day 1\n".utf8))
+        // So does delete; `latest` is then the older one.
+        Fixture.write(metadata, Array("garbled".utf8))
+        let deleted = try run(["delete", "--snapshot", "latest"])
+        #expect(deleted.status == 0, "\(deleted.stderr)")
+        #expect(!POSIX.exists(repo + "/full/\(ids[1])"))
+        let listed = try #require(try json(try run(["list", "--json"]).stdout) as? [[String: Any]])
+        #expect(listed.compactMap { $0["snapshot_id"] as? String } == [ids[0]])
+        try expectVerifies(repo)
+    }
+
     @Test func aCreateKilledAtRandomPointsLeavesAVerifiableRepository() throws {
         let dir = TemporaryDirectory("snapshot-kill")
         let src = dir.sub("src")
