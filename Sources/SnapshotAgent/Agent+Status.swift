@@ -10,12 +10,18 @@ import Synchronization
 extension Agent {
     // MARK: connection
 
+    /// Logs the connection's changes, not every retry: a broker that stays down is one
+    /// warning, then one every `retryReminder` failed attempts (~5 minutes at the 10 s
+    /// back-off), and a reason that changes; the rest is debug.
     func watchConnection() async {
+        let url = settings.broker.url
+        var up = false, failures = 0, lastReason = ""
         for await event in client.events {
             if Task.isCancelled { break }
             switch event {
             case .connected:
-                logger.info("connected to \(settings.broker.url)")
+                logger.info(failures > 0 ? "connected to \(url) after \(failures) failed attempt\(failures == 1 ? "" : "s")" : "connected to \(url)")
+                (up, failures, lastReason) = (true, 0, "")
                 // Retained state may be gone (a broker without persistence): publish it again.
                 try? await publish(settings.availabilityTopic, "online", retain: true)
                 await publishState()
@@ -28,8 +34,21 @@ extension Agent {
                     try? await publish(settings.replicationTopic, status, retain: true)
                 }
                 await publishDiscovery()
-            case .disconnected(let code, let reason):
-                logger.warning("disconnected from \(settings.broker.url): \(reason) (\(code))")
+            case .disconnected(_, let reason):
+                if up {
+                    logger.warning("disconnected from \(url): \(reason); reconnecting")
+                    (up, lastReason) = (false, "")
+                    continue
+                }
+                failures += 1
+                if reason != lastReason {
+                    logger.warning("cannot connect to \(url): \(reason); retrying every \(Int(Self.reconnectDelay.maximum)) s at most")
+                } else if failures % Self.retryReminder == 0 {
+                    logger.warning("still cannot connect to \(url) after \(failures) attempts: \(reason)")
+                } else {
+                    logger.debug("cannot connect to \(url): \(reason) (attempt \(failures))")
+                }
+                lastReason = reason
             }
         }
     }

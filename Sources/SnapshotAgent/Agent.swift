@@ -84,9 +84,14 @@ public final class Agent: Service, Sendable {
         options.will = MQTTWill(topic: settings.availabilityTopic, payload: Array("offline".utf8), qos: 1, retain: true)
         options.cleanSession = false
         options.sessionExpiry = settings.sessionExpiry
-        options.reconnectDelay = (0.2, 10)
+        options.reconnectDelay = Self.reconnectDelay
         client = try MQTTClient(options: options)
     }
+
+    /// Back-off between connection attempts, doubling from the first to the second.
+    static let reconnectDelay = (minimum: 0.2, maximum: 10.0)
+    /// A broker still down is logged again every this many failed attempts.
+    static let retryReminder = 30
 
     // MARK: Service
 

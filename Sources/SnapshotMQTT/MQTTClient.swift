@@ -50,6 +50,9 @@ public final class MQTTClient: @unchecked Sendable {
     private struct State {
         var running = false
         var connected = false
+        /// The broker refused the last CONNECT and that was reported: the closed socket that
+        /// follows is the same failure, not another one.
+        var refused = false
         var subscriptions: [String: Int] = [:]
         var acks: [Int32: AckSlot] = [:]
         var nextToken: UInt64 = 0
@@ -168,11 +171,14 @@ public final class MQTTClient: @unchecked Sendable {
             let rc = mosquitto_loop(handle, 100, 1)
             if rc != MOSQ_ERR_SUCCESS.rawValue {
                 socketOpen = false
-                let wasConnected = state.withLock { s -> Bool in
-                    defer { Self.disconnected(&s) }
-                    return s.connected
+                let (wasConnected, refused) = state.withLock { s -> (Bool, Bool) in
+                    defer {
+                        Self.disconnected(&s)
+                        s.refused = false
+                    }
+                    return (s.connected, s.refused)
                 }
-                if wasConnected || rc != MOSQ_ERR_NO_CONN.rawValue {
+                if wasConnected || (rc != MOSQ_ERR_NO_CONN.rawValue && !refused) {
                     eventContinuation.yield(.disconnected(code: rc, reason: Self.errorText(rc)))
                 }
                 guard isRunning else { break }
@@ -193,7 +199,11 @@ public final class MQTTClient: @unchecked Sendable {
 
     private func didConnect(_ rc: Int32) {
         guard rc == 0 else {
-            let reason = String(cString: mosquitto_connack_string(rc))
+            // MQTT 5 CONNACK reason codes (0x86 bad user name or password, 0x87 not
+            // authorized) have their own texts; 3.1.1 return codes (1-5) theirs.
+            let text = options.protocolVersion == .v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc)
+            let reason = text.map { String(cString: $0) } ?? "reason code \(rc)"
+            state.withLock { $0.refused = true }
             eventContinuation.yield(.disconnected(code: rc, reason: "connection refused: \(reason)"))
             failConnectWaiters(MQTTError.library(operation: "connect", code: rc, reason: "connection refused: \(reason)"))
             return
