@@ -80,7 +80,7 @@ public struct BlobID: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     /// The SHA-256 of a whole file, read 1 MiB at a time.
     public static func hashFile(_ path: String) throws -> BlobID {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = POSIX.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
         defer { close(fd) }
         let ctx = EVP_MD_CTX_new()!

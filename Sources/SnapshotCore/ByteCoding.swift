@@ -99,7 +99,7 @@ extension String {
     /// `\t`, `\u{1b}`. For logs and one-line error messages that quote outside input, so that
     /// a value cannot forge a line of its own or drive a terminal.
     public var escapingControlCharacters: String {
-        guard unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) else { return self }
+        guard unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) || FileName.escapes.contains($0.value) }) else { return self }
         var out = ""
         for u in unicodeScalars {
             switch u.value {
@@ -107,6 +107,7 @@ extension String {
             case 0x0d: out += "\\r"
             case 0x09: out += "\\t"
             case 0..<0x20, 0x7f, 0x80..<0xa0: out += "\\u{" + String(u.value, radix: 16) + "}"
+            case FileName.escapes: out += "\\x" + String(u.value - FileName.escapeBase, radix: 16, uppercase: true)  // a name's byte that is not UTF-8
             default: out.unicodeScalars.append(u)
             }
         }

@@ -20,7 +20,7 @@ public final class ConfinedDirectory: Sendable {
     /// followed: that is the caller's choice of target).
     public init(_ root: String) throws {
         self.root = root
-        fd = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        fd = FileName.withCString(root) { Glibc.open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: root, operation: "open") }
     }
 
@@ -35,7 +35,7 @@ public final class ConfinedDirectory: Sendable {
 
     /// Opens `path` (flags as for open(2); O_NOFOLLOW and O_CLOEXEC are added).
     public func open(_ path: String, flags: Int32, mode: mode_t = 0) throws -> Int32 {
-        let fd = snapshot_open_beneath(self.fd, try relative(path), flags, UInt32(mode))
+        let fd = FileName.withCString(try relative(path)) { snapshot_open_beneath(self.fd, $0, flags, UInt32(mode)) }
         guard fd >= 0 else { throw Self.error(path, "open") }
         return fd
     }
@@ -46,17 +46,18 @@ public final class ConfinedDirectory: Sendable {
             errno = EXDEV
             return -1
         }
-        return snapshot_open_beneath(fd, rel, flags, UInt32(mode))
+        return FileName.withCString(rel) { snapshot_open_beneath(fd, $0, flags, UInt32(mode)) }
     }
 
-    /// Runs `body` with the descriptor of `path`'s parent directory and its last name.
-    func inParent<T>(_ path: String, _ body: (Int32, String) throws -> T) throws -> T {
+    /// Runs `body` with the descriptor of `path`'s parent directory and its last name (as
+    /// the bytes it stands for: `FileName`).
+    func inParent<T>(_ path: String, _ body: (Int32, UnsafePointer<CChar>) throws -> T) throws -> T {
         let rel = try relative(path)
-        guard let slash = rel.lastIndex(of: "/") else { return try body(fd, rel) }
-        let parent = snapshot_open_beneath(fd, String(rel[..<slash]), O_RDONLY | O_DIRECTORY, 0)
+        guard let slash = rel.lastIndex(of: "/") else { return try FileName.withCString(rel) { try body(fd, $0) } }
+        let parent = FileName.withCString(String(rel[..<slash])) { snapshot_open_beneath(fd, $0, O_RDONLY | O_DIRECTORY, 0) }
         guard parent >= 0 else { throw Self.error(POSIX.parent(of: path), "open") }
         defer { close(parent) }
-        return try body(parent, String(rel[rel.index(after: slash)...]))
+        return try FileName.withCString(String(rel[rel.index(after: slash)...])) { try body(parent, $0) }
     }
 
     static func error(_ path: String, _ operation: String) -> RepositoryError {
@@ -84,7 +85,7 @@ public final class ConfinedDirectory: Sendable {
 
     public func symlink(_ target: String, at path: String) throws {
         try inParent(path) { dir, name in
-            guard symlinkat(target, dir, name) == 0 else { throw Self.error(path, "symlink") }
+            guard FileName.withCString(target, { symlinkat($0, dir, name) }) == 0 else { throw Self.error(path, "symlink") }
         }
     }
 
@@ -112,14 +113,14 @@ public final class ConfinedDirectory: Sendable {
         try inParent(path) { dir, name in try Self.remove(name, in: dir, shown: path) }
     }
 
-    private static func remove(_ name: String, in dir: Int32, shown: String) throws {
+    private static func remove(_ name: UnsafePointer<CChar>, in dir: Int32, shown: String) throws {
         if unlinkat(dir, name, 0) == 0 || errno == ENOENT { return }
         guard errno == EISDIR || errno == EPERM else { throw error(shown, "remove") }
         let sub = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard sub >= 0 else { throw error(shown, "open") }
         defer { close(sub) }
         for child in try POSIX.listDirectory(descriptor: sub, path: shown) {
-            try remove(child, in: sub, shown: shown + "/" + child)
+            try FileName.withCString(child) { try remove($0, in: sub, shown: shown + "/" + child) }
         }
         guard unlinkat(dir, name, AT_REMOVEDIR) == 0 else { throw error(shown, "remove") }
     }

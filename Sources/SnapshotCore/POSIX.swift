@@ -165,7 +165,7 @@ public enum POSIX {
 
     /// Names in a directory, without "." and "..", unsorted.
     public static func listDirectory(_ path: String) throws -> [String] {
-        guard let dir = opendir(path) else { throw RepositoryError.fromErrno(path: path, operation: "open directory") }
+        guard let dir = FileName.withCString(path, { opendir($0) }) else { throw RepositoryError.fromErrno(path: path, operation: "open directory") }
         defer { closedir(dir) }
         return names(in: dir)
     }
@@ -174,7 +174,7 @@ public enum POSIX {
         var names: [String] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                POSIX.string(fromNulTerminated: raw)
+                FileName.decode(UnsafeRawBufferPointer(rebasing: raw[0..<(raw.firstIndex(of: 0) ?? raw.count)]))
             }
             if name != "." && name != ".." { names.append(name) }
         }
@@ -198,7 +198,11 @@ public enum POSIX {
     /// `security.selinux` is left out (labels come from the policy of the machine restored
     /// to). Empty where the file system has none.
     public static func xattrs(_ path: String) -> [Xattr] {
-        xattrs(list: { snapshot_llistxattr(path, $0, $1) }, get: { snapshot_lgetxattr(path, $0, $1, $2) })
+        let bytes = FileName.bytes(path) + [0]
+        return bytes.withUnsafeBytes { raw in
+            let path = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            return xattrs(list: { snapshot_llistxattr(path, $0, $1) }, get: { snapshot_lgetxattr(path, $0, $1, $2) })
+        }
     }
 
     /// The extended attributes of an open file or directory, as `xattrs(_:)`.
@@ -254,15 +258,19 @@ public enum POSIX {
         return bytes
     }
 
-    /// Removes a file or a whole directory tree; a missing path is not an error.
+    /// Removes a file or a whole directory tree; a missing path is not an error. Names that
+    /// are not UTF-8 are removed too (`FileName`).
     public static func removeTree(_ path: String) throws {
         var st = stat()
-        guard lstat(path, &st) == 0 else { return }
+        guard POSIX.lstat(path, &st) == 0 else {
+            if errno == ENOENT || errno == ENOTDIR { return }
+            throw RepositoryError.fromErrno(path: path, operation: "stat")
+        }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             for name in try listDirectory(path) { try removeTree(path + "/" + name) }
-            guard rmdir(path) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
+            guard FileName.withCString(path, { rmdir($0) }) == 0 else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
         } else {
-            guard unlink(path) == 0 || errno == ENOENT else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
+            guard FileName.withCString(path, { unlink($0) }) == 0 || errno == ENOENT else { throw RepositoryError.fromErrno(path: path, operation: "remove") }
         }
     }
 

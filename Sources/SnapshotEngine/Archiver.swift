@@ -265,7 +265,7 @@ public final class Archiver: Sendable {
     /// deep tree holds one descriptor at a time. Below the root a symlink swapped in for the
     /// directory is not followed.
     private func list(_ path: String, relative: String, context: ScanContext, state: inout ScanState) throws -> (entries: [Listed], xattrs: [Xattr]) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (relative.isEmpty ? 0 : O_NOFOLLOW))
+        let fd = POSIX.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (relative.isEmpty ? 0 : O_NOFOLLOW))
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open directory") }
         defer { close(fd) }
         let names = try POSIX.listDirectory(descriptor: fd, path: path)
@@ -279,7 +279,7 @@ public final class Archiver: Sendable {
                 continue
             }
             var st = stat()
-            guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+            guard POSIX.fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
                 state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
                 continue
             }
@@ -503,7 +503,7 @@ public final class Archiver: Sendable {
     /// Reads one file, storing its new chunks; fills `job.node.content` and its extended
     /// attributes, or `job.failure`.
     func read(_ job: FileJob, worker: Worker, policy: ChunkingPolicy, seed: UInt64) throws {
-        let fdOpen = open(job.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        let fdOpen = POSIX.open(job.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fdOpen >= 0 else {
             job.failure = POSIX.errorText(errno)
             return

@@ -42,6 +42,8 @@ public struct Browser: Sendable {
                 out.append(ListedEntry(path: name, type: "dir", mode: Self.modeString(c.rootMode ?? 0o755, kind: .directory), size: 0, mtime: (c.rootMtime ?? Timestamp(seconds: 0)).iso8601))
             }
             try ComponentDigest.walk(c.treeID, prefix: name, loadTree: { id, path in try reader.readTree(id, path: path) }) { path, node in
+                // Shown, and matched against the prefix, as `FileName.display` writes it.
+                let path = FileName.display(path)
                 if clean.isEmpty || path == clean || path.hasPrefix(clean + "/") || clean == name {
                     out.append(ListedEntry(path: path, type: node.kind.name, mode: Self.modeString(node.mode, kind: node.kind), size: node.size, mtime: node.mtime.iso8601))
                 }
@@ -63,7 +65,7 @@ public struct Browser: Sendable {
         var tree = try reader.readTree(c.treeID, path: first)
         var node: Node?
         for (i, part) in parts.dropFirst().enumerated() {
-            guard let n = tree.nodes.first(where: { $0.name == part }) else {
+            guard let n = tree.nodes.first(where: { $0.name == part }) ?? tree.nodes.first(where: { FileName.display($0.name) == part }) else {
                 throw EngineError.pathNotInSnapshot(snapshot: manifest.snapshotID, path: path)
             }
             node = n
@@ -106,13 +108,13 @@ public struct Browser: Sendable {
         var out: [DiffEntry] = []
         for (path, nb) in b {
             if let na = a[path] {
-                if na.sig != nb.sig { out.append(DiffEntry(change: .modified, path: path, size: nb.size, oldSize: na.size)) }
+                if na.sig != nb.sig { out.append(DiffEntry(change: .modified, path: FileName.display(path), size: nb.size, oldSize: na.size)) }
             } else {
-                out.append(DiffEntry(change: .added, path: path, size: nb.size, oldSize: nil))
+                out.append(DiffEntry(change: .added, path: FileName.display(path), size: nb.size, oldSize: nil))
             }
         }
         for (path, na) in a where b[path] == nil {
-            out.append(DiffEntry(change: .removed, path: path, size: na.size, oldSize: nil))
+            out.append(DiffEntry(change: .removed, path: FileName.display(path), size: na.size, oldSize: nil))
         }
         return out.sorted { $0.path < $1.path }
     }

@@ -136,7 +136,7 @@ public final class ChangeWatcher: @unchecked Sendable {
     /// Watches `absolute` and every directory below it (not following links, skipping
     /// excluded ones). A directory that vanished meanwhile is skipped: its removal is an event.
     private func addTree(_ index: Int, absolute: String, relative: String, wd known: Int32? = nil) throws {
-        let wd = known ?? inotify_add_watch(fd, absolute, Self.mask)
+        let wd = known ?? FileName.withCString(absolute) { inotify_add_watch(fd, $0, Self.mask) }
         guard wd >= 0 else {
             if errno == ENOENT || errno == ENOTDIR { return }
             throw Self.watchError(absolute, errno)
@@ -148,7 +148,7 @@ public final class ChangeWatcher: @unchecked Sendable {
             let rel = relative.isEmpty ? name : relative + "/" + name
             if roots[index].excludes.excludes(name: name, relativePath: rel) { continue }
             var st = stat()
-            guard lstat(absolute + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+            guard POSIX.lstat(absolute + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
             try addTree(index, absolute: absolute + "/" + name, relative: rel)
         }
     }
@@ -248,7 +248,7 @@ public final class ChangeWatcher: @unchecked Sendable {
                         let start = base + MemoryLayout<inotify_event>.size
                         let bytes = UnsafeRawBufferPointer(start: start, count: len)
                         let end = bytes.firstIndex(of: 0) ?? len
-                        name = String(decoding: bytes[..<end], as: UTF8.self)
+                        name = FileName.decode(UnsafeRawBufferPointer(rebasing: bytes[..<end]))
                     }
                     handle(wd: wd, mask: mask, cookie: cookie, name: name)
                     offset += MemoryLayout<inotify_event>.size + len

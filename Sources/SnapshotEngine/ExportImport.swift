@@ -86,8 +86,8 @@ extension SnapshotService {
         let restored = try Restorer(repository: repository, progress: progress).restore(record, manifest: manifest, components: [], target: work + "/snapshot", verify: false)
         try POSIX.writeFileAtomically(work + "/snapshot/metadata.json", try record.metadata.jsonBytes() + [0x0a], mode: 0o644)
         progress.phase = "checksums"
-        let sums = try Self.checksums(of: work + "/snapshot").map { "\($0.digest)  \($0.path)\n" }.joined()
-        try POSIX.writeFileAtomically(work + "/snapshot/SHA256SUMS", Array(sums.utf8), mode: 0o644)
+        let sums = try Self.checksums(of: work + "/snapshot").flatMap { Self.checksumLine(digest: $0.digest, path: $0.path) }
+        try POSIX.writeFileAtomically(work + "/snapshot/SHA256SUMS", sums, mode: 0o644)
 
         progress.phase = "archiving"
         let tar = work + "/snapshot.tar"
@@ -199,7 +199,7 @@ extension SnapshotService {
             for name in try POSIX.listDirectory(dir).sorted() {
                 let p = dir + "/" + name, r = rel.isEmpty ? name : rel + "/" + name
                 var st = stat()
-                guard lstat(p, &st) == 0 else { continue }
+                guard POSIX.lstat(p, &st) == 0 else { continue }
                 switch st.st_mode & S_IFMT {
                 case S_IFDIR: try walk(p, r)
                 case S_IFREG where r != "SHA256SUMS": out.append((r, try BlobID.hashFile(p).hex))
@@ -211,14 +211,45 @@ extension SnapshotService {
         return out
     }
 
+    /// One line of SHA256SUMS as `sha256sum` writes it: the name's own bytes (`FileName`),
+    /// and a name holding a backslash, newline or carriage return escaped (`\\`, `\n`, `\r`)
+    /// on a line that starts with a backslash.
+    static func checksumLine(digest: String, path: String) -> [UInt8] {
+        let name = FileName.bytes(path)
+        guard name.contains(where: { $0 == 0x5C || $0 == 0x0A || $0 == 0x0D }) else { return Array("\(digest)  ".utf8) + name + [0x0A] }
+        var line: [UInt8] = [0x5C] + Array("\(digest)  ".utf8)
+        for b in name {
+            switch b {
+            case 0x5C: line += [0x5C, 0x5C]
+            case 0x0A: line += [0x5C, 0x6E]
+            case 0x0D: line += [0x5C, 0x72]
+            default: line.append(b)
+            }
+        }
+        return line + [0x0A]
+    }
+
+    /// SHA256SUMS read back (the format `checksumLine` writes, text or binary mode marks).
     static func parseChecksums(_ bytes: [UInt8], file: String) throws -> [String: String] {
         var out: [String: String] = [:]
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, parts[0].count == 64, parts[1].hasPrefix(" ") else {
-                throw RepositoryError.corrupt(file: file, detail: "snapshot/SHA256SUMS: a line is not `<sha256>  <path>`")
+        func bad() -> RepositoryError { .corrupt(file: file, detail: "snapshot/SHA256SUMS: a line is not `<sha256>  <path>`") }
+        for var line in bytes.split(separator: 0x0A) {
+            let escaped = line.first == 0x5C
+            if escaped { line = line.dropFirst() }
+            guard line.count > 66, line.prefix(64).allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
+                  line.dropFirst(64).first == 0x20, [0x20, 0x2A].contains(line.dropFirst(65).first) else { throw bad() }
+            var name: [UInt8] = []
+            var rest = line.dropFirst(66)[...]
+            while let b = rest.popFirst() {
+                guard escaped && b == 0x5C else { name.append(b); continue }
+                switch rest.popFirst() {
+                case 0x5C: name.append(0x5C)
+                case 0x6E: name.append(0x0A)
+                case 0x72: name.append(0x0D)
+                default: throw bad()
+                }
             }
-            out[String(parts[1].dropFirst())] = String(parts[0])
+            out[FileName.decode(name)] = String(decoding: line.prefix(64), as: UTF8.self)
         }
         return out
     }

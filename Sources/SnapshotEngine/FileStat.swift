@@ -45,9 +45,11 @@ enum FileStat {
     /// The target of the symlink `name` in the directory open as `fd`.
     static func readLink(at fd: Int32, _ name: String) -> String? {
         var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = buf.withUnsafeMutableBytes { readlinkat(fd, name, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+        let n = FileName.withCString(name) { name in
+            buf.withUnsafeMutableBytes { readlinkat(fd, name, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+        }
         guard n >= 0 else { return nil }
-        return String(decoding: buf[0..<n], as: UTF8.self)
+        return FileName.decode(Array(buf[0..<n]))
     }
 
     static func readLink(_ path: String) -> String? { readLink(at: AT_FDCWD, path) }

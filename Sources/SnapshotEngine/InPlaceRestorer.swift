@@ -194,7 +194,7 @@ public struct InPlaceRestorer: Sendable {
     /// The chunk ids a file would get in a snapshot (the repository's chunking policy).
     static func contentIDs(_ path: String, name: String, repository: Repository) throws -> [BlobID] {
         let seed = repository.config.chunkerSeed
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = POSIX.open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open") }
         defer { close(fd) }
         let chunker = Chunker(scheme: repository.config.chunkingPolicy.scheme(forFileNamed: name), seed: seed)
@@ -210,7 +210,7 @@ public struct InPlaceRestorer: Sendable {
         for name in names {
             var st = stat()
             let path = dir + "/" + name
-            guard lstat(path, &st) == 0, let n = FileStat.node(name: name, st) else { continue }
+            guard POSIX.lstat(path, &st) == 0, let n = FileStat.node(name: name, st) else { continue }
             let r = rel.isEmpty ? name : rel + "/" + name
             out[r] = n
             if n.kind == .directory { scan(path, r, into: &out) }

@@ -392,7 +392,7 @@ struct Repairer {
     private func liveTree(_ directory: String, rootIsFile: Bool, into trees: inout [BlobID: [UInt8]]) -> BlobID? {
         func node(_ path: String, name: String) -> Node? {
             var st = stat()
-            guard lstat(path, &st) == 0, var n = FileStat.node(name: name, st) else { return nil }
+            guard POSIX.lstat(path, &st) == 0, var n = FileStat.node(name: name, st) else { return nil }
             if n.kind == .file || n.kind == .directory { n.xattrs = FileStat.xattrs(path) }
             switch n.kind {
             case .directory:
@@ -417,7 +417,7 @@ struct Repairer {
             guard let names = try? POSIX.listDirectory(directory) else { return nil }
             for name in names {
                 var st = stat()
-                guard lstat(directory + "/" + name, &st) == 0 else { return nil }
+                guard POSIX.lstat(directory + "/" + name, &st) == 0 else { return nil }
                 guard FileStat.kind(st.st_mode) != nil else { continue }
                 guard let n = node(directory + "/" + name, name: name) else { return nil }
                 nodes.append(n)
@@ -443,8 +443,8 @@ struct Repairer {
     /// chunk that is one of the damaged blobs.
     private func healFromLive(_ path: String, node: Node, healing: inout Healing) throws -> Bool {
         var st = stat()
-        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_size) == node.size else { return false }
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard POSIX.lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, UInt64(st.st_size) == node.size else { return false }
+        let fd = POSIX.open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         let chunker = Chunker(scheme: repository.config.chunkingPolicy.scheme(forFileNamed: node.name), seed: repository.config.chunkerSeed)

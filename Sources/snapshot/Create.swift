@@ -73,7 +73,7 @@ extension Snapshot {
             let skipped = m.components.sorted { $0.key < $1.key }.flatMap { c in c.value.skipped.map { "\(c.key)/\($0)" } }
             if !skipped.isEmpty {
                 for entry in skipped {
-                    FileHandle.standardError.write(Data("snapshot: warning: not captured: \(entry)\n".utf8))
+                    FileHandle.standardError.write(Data("snapshot: warning: not captured: \(entry.escapingControlCharacters)\n".utf8))
                 }
                 FileHandle.standardError.write(Data("snapshot: warning: snapshot \(record.id) is missing \(skipped.count) unreadable entries\n".utf8))
                 throw ExitCode(1)

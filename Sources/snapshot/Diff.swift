@@ -34,7 +34,7 @@ extension Snapshot {
             }
             for c in changes {
                 let mark = c.change == .added ? "+" : c.change == .removed ? "-" : "M"
-                print("\(mark)  \(c.path)  \(formatBytes(c.size))")
+                print("\(mark)  \(c.path.escapingControlCharacters)  \(formatBytes(c.size))")
             }
             let counts = [DiffEntry.Change.added, .removed, .modified].map { ch in changes.filter { $0.change == ch }.count }
             context.say("\(counts[0]) added, \(counts[1]) removed, \(counts[2]) modified")

@@ -32,7 +32,8 @@ extension Snapshot {
                 return
             }
             for e in entries {
-                print("\(e.mode) \(String(e.size).leftPadded(12)) \(e.mtime) \(e.path)")
+                // One line per entry, whatever its name holds (a newline is written \n).
+                print("\(e.mode) \(String(e.size).leftPadded(12)) \(e.mtime) \(e.path.escapingControlCharacters)")
             }
         }
     }
