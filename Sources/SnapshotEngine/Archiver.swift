@@ -835,10 +835,12 @@ public final class Archiver: Sendable {
             let summary = try state.digests[rootID] ?? ComponentDigest.treeDigest(rootID, path: "", cache: context.digestCache) { id, path in
                 try reader.readTree(id, path: path)
             }
+            // The counts are what the snapshot holds (from its trees): a file that grew or
+            // shrank while it was read counts as read, not as its size when listed, and
+            // where only part of the tree was scanned they cover the whole of it.
+            state.files = summary.files
+            state.bytes = summary.bytes
             if let partial {
-                // Only part of the tree was scanned: the counts come from the whole of it.
-                state.files = summary.files
-                state.bytes = summary.bytes
                 let parentSkipped = (known?.record.metadata.components[source.name]?.skipped ?? []).filter { entry in
                     let path = entry.range(of: ": ").map { String(entry[..<$0.lowerBound]) } ?? entry
                     return partial.isUntouched(path)

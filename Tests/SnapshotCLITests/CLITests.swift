@@ -108,6 +108,26 @@ import TestSupport
         try expectVerifies(repo)
     }
 
+    /// A file whose size changes between its listing and its reading (here a /proc file,
+    /// listed as 0 bytes) is counted in the snapshot's metadata as what was stored.
+    @Test func aFileThatChangedSizeWhileReadIsCountedAsStored() throws {
+        let dir = TemporaryDirectory("snapshot-size")
+        let repo = dir.sub("repo")
+        var st = stat()
+        #expect(stat("/proc/loadavg", &st) == 0 && st.st_size == 0)
+        let created = try CLI.run(["--repo", repo, "create", "--path", "/proc/loadavg", "--json"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let metadata = try #require(try json(created.stdout) as? [String: Any])
+        let bytes = try #require(((metadata["components"] as? [String: Any])?["loadavg"] as? [String: Any])?["bytes"] as? Int)
+        let listed = try #require(try json(try CLI.run(["--repo", repo, "ls", "--snapshot", "latest", "--json"]).stdout) as? [[String: Any]])
+        let size = try #require(listed.first { $0["path"] as? String == "loadavg/loadavg" }?["size"] as? Int)
+        #expect(bytes == size && size > 0, "metadata \(bytes) B, stored \(size) B")
+        #expect(metadata["size_bytes"] as? Int == size)
+        #expect(try CLI.run(["--repo", repo, "restore", "--snapshot", "latest", "--target", dir.sub("out")]).status == 0)
+        #expect(try POSIX.readFile(dir.sub("out/loadavg/loadavg")).count == size)
+        try expectVerifies(repo)
+    }
+
     /// `latest` never stands for an older snapshot without a word when the newest is damaged:
     /// it names the damaged one, the newest readable one and the commands that mend it, and
     /// `rebuild-metadata` and `delete` take `latest` for it.
