@@ -49,7 +49,19 @@ public final class RepositoryLock: Sendable {
 
     /// A lock on any file (`.store/locks/create-<type>`, `.store/locks/commit`).
     public init(path: String, mode: Mode, purpose: String, wait: Double = 0, repository: String) throws {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, RepositoryModes.storeFile)
+        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, RepositoryModes.storeFile)
+        if fd < 0 && mode == .shared && (errno == EROFS || errno == EACCES || errno == EPERM) {
+            // A reader of a repository it may not write (a read-only mount, a backup disk
+            // mounted for a recovery, files it may only read): flock needs no write access.
+            fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd < 0 && errno == ENOENT && Self.isReadOnlyFileSystem(path) {
+                // No lock file and no way to make one: nothing can write through this mount.
+                self.mode = mode
+                remote = nil
+                descriptor = Mutex(-1)
+                return
+            }
+        }
         guard fd >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "open lock") }
         self.mode = mode
         remote = nil
@@ -80,6 +92,12 @@ public final class RepositoryLock: Sendable {
             _ = ftruncate(fd, 0)
             try? POSIX.writeAll(fd, Array(info.utf8), path: path)
         }
+    }
+
+    /// Whether the file system holding `path`'s directory is mounted read-only.
+    static func isReadOnlyFileSystem(_ path: String) -> Bool {
+        var s = statvfs()
+        return statvfs(POSIX.parent(of: path), &s) == 0 && s.f_flag & UInt(ST_RDONLY) != 0
     }
 
     /// False when `holder` (`PID n on host h …`) names a process of this host that is gone

@@ -77,7 +77,11 @@ extension SnapshotService {
         if repository.keys != nil && recipients.isEmpty {
             notice?("warning: \(options.output) holds the snapshot of an encrypted repository in the clear; give --recipient to encrypt it")
         }
-        let work = (isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory()) + "/export-\(getpid())-\(record.id)"
+        // Scratch inside the repository (its file system has the room the snapshot took),
+        // unless it cannot be written (an object store, a read-only mount): then $TMPDIR,
+        // named so that a later create removes it if this process dies.
+        let inRepository = isLocal && access(repositoryPath + "/.store/tmp", W_OK) == 0
+        let work = inRepository ? repositoryPath + "/.store/tmp/export-\(getpid())-\(record.id)" : POSIX.temporaryDirectory() + "/snapshot-\(getpid())-\(BlobID.random().short)"
         try POSIX.removeTree(work)
         try POSIX.makeDirectories(work, mode: RepositoryModes.storeDirectory)
         defer { try? POSIX.removeTree(work) }

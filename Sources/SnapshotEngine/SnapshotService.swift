@@ -104,11 +104,10 @@ public struct SnapshotService: Sendable {
         // Qdrant's snapshots are downloaded beside the repository (same file system), or, for
         // an object store, into the temporary directory.
         let scratch = isLocal ? repositoryPath + "/.store/tmp" : POSIX.temporaryDirectory() + "/snapshot-\(getpid())-\(BlobID.random().short)"
-        if isLocal {
-            try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory)
-        } else {
-            for line in Leftovers.cleanTemporary() { notice?("removed \(line)") }
-        }
+        if isLocal { try POSIX.makeDirectories(repositoryPath, mode: RepositoryModes.directory) }
+        // Scratch directories in $TMPDIR of creates on object stores and of exports from
+        // repositories that could not be written, left by processes that are gone.
+        for line in Leftovers.cleanTemporary() { notice?("removed \(line)") }
         try POSIX.makeDirectories(scratch, mode: RepositoryModes.storeDirectory)
         // The temporary directory's scratch is this create's own: it goes when the create
         // ends, with what is in it (the repository's .store/tmp stays).

@@ -191,3 +191,53 @@ struct FullDiskTests {
         #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
     }
 }
+
+/// A repository on a read-only mount (the backup disk mounted read-only for a recovery):
+/// every reader works, with the lock file there (a read-only descriptor takes the shared
+/// lock) or without one; writers fail with one line naming the file system.
+@Suite(.enabled(if: SmallFileSystems.available, "needs root and the right to mount, for a read-only bind mount"))
+struct ReadOnlyRepositoryTests {
+    @Test func everyReaderWorksOnAReadOnlyMount() throws {
+        let dir = TemporaryDirectory("snapshot-readonly")
+        let src = dir.sub("src"), repo = dir.sub("repo")
+        Fixture.write(src + "/a.txt", Array("alpha\n".utf8))
+        Fixture.write(src + "/logs/b.log", Fixture.text(lines: 2_000))
+        #expect(try CLI.run(["--repo", repo, "create", "--path", src, "--type", "full"]).status == 0)
+        Fixture.write(src + "/a.txt", Array("beta\n".utf8))
+        #expect(try CLI.run(["--repo", repo, "create", "--path", src, "--type", "incremental"]).status == 0)
+        func mounted(_ body: () throws -> Void) throws {
+            let m = try CLI.shell("mount --bind \(repo) \(repo) && mount -o remount,ro,bind \(repo)", in: dir.path)
+            #expect(m.status == 0, "\(m.stderr)")
+            defer { _ = try? CLI.shell("umount \(repo)", in: dir.path) }
+            try body()
+        }
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--repo", repo] + args) }
+        try mounted {
+            #expect(try run(["list"]).status == 0)
+            let verify = try run(["verify", "--all", "--read-data"])
+            #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+            #expect(try run(["cat", "--snapshot", "latest", "src/a.txt"]).stdout == "beta\n")
+            #expect(try run(["diff", "full/latest", "incremental/latest"]).stdout.contains("src/a.txt"))
+            #expect(try run(["test-recovery", "--snapshot", "latest"]).status == 0)
+            let archive = dir.sub("out.tar")
+            let exported = try run(["export", "--snapshot", "latest", "--output", archive])
+            #expect(exported.status == 0, "\(exported.stderr)")
+            #expect(try CLI.run(["--repo", dir.sub("other"), "import", archive]).status == 0)
+            for writer in [["create", "--path", src, "--type", "full"], ["prune"], ["delete", "--snapshot", "full/latest"]] {
+                let r = try run(writer)
+                #expect(r.status == 74 && r.stderr.contains("Read-only file system") && r.stderr.split(separator: "\n").count == 1, "\(writer[0]): \(r.status) \(r.stderr)")
+            }
+        }
+        // No lock file at all (a repository copied without it): readers run without one.
+        try POSIX.removeTree(repo + "/.store/lock")
+        try mounted {
+            let restored = try run(["restore", "--snapshot", "latest", "--target", dir.sub("back")])
+            #expect(restored.status == 0, "\(restored.stderr)")
+            #expect(try POSIX.readFile(dir.sub("back/src/a.txt")) == Array("beta\n".utf8))
+            #expect(try POSIX.readFile(dir.sub("back/src/logs/b.log")) == Fixture.text(lines: 2_000))
+        }
+        #expect(try CLI.run(["--repo", dir.sub("other"), "verify", "--all", "--read-data"]).status == 0)
+        let verify = try run(["verify", "--all", "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
+}
