@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// How a file's bytes are cut into chunks.
 ///
@@ -62,6 +63,47 @@ public struct Chunker: Sendable {
             maskSmall = 0
             maskLarge = 0
         }
+    }
+
+    /// The length of the chunk cut at the start of a run of zeros at least `scheme.maxSize`
+    /// long — the same for every chunk inside a sparse file's holes: the cut depends only on
+    /// the bytes before it. Computed once per gear table and scheme.
+    public var zeroRunLength: Int {
+        if case .fixed(let size) = scheme { return size }
+        let key = ZeroRunKey(gear0: gear[0], scheme: scheme)
+        if let known = Self.zeroRuns.withLock({ $0[key] }) { return known }
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: scheme.maxSize, alignment: 64)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        let n = cut(UnsafeRawBufferPointer(zeros))
+        Self.zeroRuns.withLock { $0[key] = n }
+        return n
+    }
+
+    struct ZeroRunKey: Hashable {
+        let gear0: UInt64
+        let scheme: ChunkingScheme
+    }
+
+    private static let zeroRuns = Mutex<[ZeroRunKey: Int]>([:])
+
+    /// Whether every byte of `data` is zero (eight at a time).
+    public static func isZero(_ data: UnsafeRawBufferPointer) -> Bool {
+        guard let p = data.baseAddress else { return true }
+        let words = data.count / 8
+        var i = 0
+        while i + 4 <= words {
+            let a = p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) | p.loadUnaligned(fromByteOffset: i * 8 + 8, as: UInt64.self)
+            let b = p.loadUnaligned(fromByteOffset: i * 8 + 16, as: UInt64.self) | p.loadUnaligned(fromByteOffset: i * 8 + 24, as: UInt64.self)
+            if a | b != 0 { return false }
+            i += 4
+        }
+        while i < words {
+            if p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+            i += 1
+        }
+        for j in (words * 8)..<data.count where data[j] != 0 { return false }
+        return true
     }
 
     private static func highMask(_ bits: Int) -> UInt64 {
@@ -178,13 +220,22 @@ extension Chunker {
     /// previous version was cut, and has checked that the same bytes are there, saves the
     /// search for the cut: FastCDC's cut depends only on the bytes from the chunk's start
     /// to the cut, so equal bytes cut at the same place.
-    public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try chunks(reading: Self.reading(fd, path: path), buffer: buffer, propose: propose, body)
+    ///
+    /// With `sparse`, the file's holes are not read: the kernel says where its data is
+    /// (`SEEK_DATA`/`SEEK_HOLE`) and the bytes between are zeros written into the buffer —
+    /// the same bytes, so the same chunks, without the kernel zero-filling every page of a
+    /// 10 GiB image that holds 1 MiB.
+    public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, sparse: Bool = false, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try chunks(reading: Self.reading(fd, path: path, sparse: sparse), buffer: buffer, propose: propose, body)
     }
 
-    /// Fills a buffer from `fd` (a read error throws, naming `path`).
-    private static func reading(_ fd: Int32, path: String) -> (UnsafeMutableRawBufferPointer) throws -> Int {
-        { space in
+    /// Fills a buffer from `fd`, from where it is to its end (a read error throws, naming
+    /// `path`); with `sparse`, holes as zeros without reading them.
+    static func reading(_ fd: Int32, path: String, sparse: Bool = false) -> (UnsafeMutableRawBufferPointer) throws -> Int {
+        if sparse, let holes = HoleMap(fd) {
+            return { space in try holes.fill(space, path: path) }
+        }
+        return { space in
             while true {
                 let n = read(fd, space.baseAddress!, space.count)
                 if n >= 0 { return n }
@@ -217,15 +268,20 @@ extension Chunker {
     /// every chunk the buffered bytes allow cutting at once — one or more, in order, at the
     /// same cuts — so that it can hash them in pairs (`BlobID.hashPair`). The chunks are
     /// valid only during the call.
-    public func chunkBatches(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
-        try chunkBatches(reading: Self.reading(fd, path: path), buffer: buffer, body)
+    ///
+    /// With `sparse`, holes are not read (as in `chunks(of:sparse:)`) and a run of zeros is
+    /// cut without the search: where the next `zeroRunLength` bytes are all zero and at least
+    /// a maximum-size chunk is buffered, the cut is there (what the search would find).
+    public func chunkBatches(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, sparse: Bool = false, _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+        try chunkBatches(reading: Self.reading(fd, path: path, sparse: sparse), buffer: buffer, zeroRuns: sparse, body)
     }
 
     /// `chunkBatches(of:)` over the bytes that `fill` supplies.
-    public func chunkBatches(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
+    public func chunkBatches(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, zeroRuns: Bool = false, _ body: ([UnsafeRawBufferPointer]) throws -> Void) throws {
         precondition(buffer.count >= 2 * scheme.maxSize)
         var start = 0, end = 0, eof = false
         var batch: [UnsafeRawBufferPointer] = []
+        let zeroRun = zeroRuns && !scheme.isFixed ? zeroRunLength : 0
         while true {
             try refill(fill, buffer: buffer, start: &start, end: &end, eof: &eof)
             if end == start { return }
@@ -233,7 +289,9 @@ extension Chunker {
             // A cut looks at up to a maximum-size chunk of bytes: cut while that many are
             // buffered (or the file has ended), as `chunks` would before reading more.
             repeat {
-                let n = cut(UnsafeRawBufferPointer(rebasing: buffer[start..<end]))
+                let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
+                let n = zeroRun > 0 && available.count >= scheme.maxSize && Self.isZero(UnsafeRawBufferPointer(rebasing: available[0..<zeroRun]))
+                    ? zeroRun : cut(available)
                 batch.append(UnsafeRawBufferPointer(rebasing: buffer[start..<start + n]))
                 start += n
             } while start < end && (eof || end - start >= scheme.maxSize)
@@ -257,6 +315,63 @@ extension Chunker {
                 return
             }
             end += n
+        }
+    }
+}
+
+/// Reads a sparse file as `read(2)` would, from its current offset to the end it had when
+/// opened, writing zeros for its holes instead of reading them. Where the file system does
+/// not report holes, `SEEK_DATA` finds data everywhere and every byte is read.
+final class HoleMap {
+    /// Linux `SEEK_DATA` and `SEEK_HOLE` (not exported by Glibc's module map).
+    static let seekData: Int32 = 3
+    static let seekHole: Int32 = 4
+
+    private let fd: Int32
+    private var position: off_t
+    private let size: off_t
+    /// The data extent at or after `position`: [dataStart, dataEnd); stale once passed.
+    private var dataStart: off_t = -1
+    private var dataEnd: off_t = -1
+
+    init?(_ fd: Int32) {
+        var st = stat()
+        let at = lseek(fd, 0, SEEK_CUR)
+        guard at >= 0, fstat(fd, &st) == 0 else { return nil }
+        self.fd = fd
+        position = at
+        size = st.st_size
+    }
+
+    func fill(_ space: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
+        guard position < size, space.count > 0 else { return 0 }
+        if position >= dataEnd {
+            let data = lseek(fd, position, Self.seekData)
+            if data < 0 {
+                // ENXIO: no data from here to the end (a hole to the end of the file).
+                guard errno == ENXIO else { throw RepositoryError.fromErrno(path: path, operation: "read") }
+                (dataStart, dataEnd) = (size, size)
+            } else {
+                let hole = lseek(fd, data, Self.seekHole)
+                guard hole >= 0 else { throw RepositoryError.fromErrno(path: path, operation: "read") }
+                (dataStart, dataEnd) = (data, min(hole, size))
+            }
+        }
+        if position < dataStart {
+            let n = Int(min(off_t(space.count), min(dataStart, size) - position))
+            space.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: n)
+            position += off_t(n)
+            return n
+        }
+        let want = Int(min(off_t(space.count), dataEnd - position))
+        while true {
+            let n = pread(fd, space.baseAddress!, want, position)
+            if n > 0 {
+                position += off_t(n)
+                return n
+            }
+            if n == 0 { return 0 }  // shorter than when it was opened
+            if errno != EINTR { throw RepositoryError.fromErrno(path: path, operation: "read") }
         }
     }
 }

@@ -74,6 +74,9 @@ public final class Repository: Sendable {
     private let remotePacks = Mutex<[BlobID: Int]?>(nil)
     /// On an object store: windows of packs read ahead (see `readRemoteEntry`).
     private let windows = Mutex(WindowCache())
+    /// Ids of all-zero blobs by length: a sparse file's holes are cut into chunks of a few
+    /// lengths (`Chunker.zeroRunLength`), each hashed once.
+    private let zeroIDs = Mutex<[Int: BlobID]>([:])
 
     struct WindowCache {
         var windows: [(pack: BlobID, start: Int, bytes: [UInt8], lastUse: UInt64)] = []
@@ -135,6 +138,29 @@ public final class Repository: Sendable {
         }
         if i < blobs.count { ids.append(blobID(blobs[i])) }
         return ids
+    }
+
+    /// The id of `length` zero bytes.
+    public func zeroBlobID(length: Int) -> BlobID {
+        if let id = zeroIDs.withLock({ $0[length] }) { return id }
+        let id = blobID([UInt8](repeating: 0, count: length))
+        zeroIDs.withLock {
+            if $0.count >= 64 { $0.removeAll() }
+            $0[length] = id
+        }
+        return id
+    }
+
+    /// `blobIDs(of:)` for the chunks of a sparse file: all-zero ones (its holes) take the id
+    /// known for their length, the others are hashed in pairs.
+    public func blobIDs(ofSparse blobs: [UnsafeRawBufferPointer]) -> [BlobID] {
+        var ids = [BlobID?](repeating: nil, count: blobs.count)
+        var data: [UnsafeRawBufferPointer] = [], at: [Int] = []
+        for (i, b) in blobs.enumerated() {
+            if b.count > 0 && Chunker.isZero(b) { ids[i] = zeroBlobID(length: b.count) } else { data.append(b); at.append(i) }
+        }
+        for (i, id) in zip(at, blobIDs(of: data)) { ids[i] = id }
+        return ids.map { $0! }
     }
 
     /// The ids of two blobs, hashed at once where the CPU can (`BlobID.hashPair`).

@@ -562,7 +562,7 @@ public final class Archiver: Sendable {
         }
         do {
             if let propose {
-                try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer, propose: propose) { data in
+                try chunker.chunks(of: fdOpen, path: job.path, buffer: worker.buffer, sparse: job.node.sparse, propose: propose) { data in
                     if cancellation.isCancelled { throw EngineError.cancelled }
                     let id: BlobID
                     if let known = checked, known.length == data.count {
@@ -576,9 +576,12 @@ public final class Archiver: Sendable {
                 }
             } else {
                 // Chunks hashed in pairs where the CPU can (BlobID.hashPair).
-                try chunker.chunkBatches(of: fdOpen, path: job.path, buffer: worker.buffer) { chunks in
+                // A sparse file's holes are neither read nor searched for cuts nor hashed
+                // chunk by chunk (Chunker.chunkBatches(sparse:), blobIDs(ofSparse:)).
+                let sparse = job.node.sparse
+                try chunker.chunkBatches(of: fdOpen, path: job.path, buffer: worker.buffer, sparse: sparse) { chunks in
                     if cancellation.isCancelled { throw EngineError.cancelled }
-                    for (chunk, id) in zip(chunks, repository.blobIDs(of: chunks)) { try take(chunk, id: id) }
+                    for (chunk, id) in zip(chunks, sparse ? repository.blobIDs(ofSparse: chunks) : repository.blobIDs(of: chunks)) { try take(chunk, id: id) }
                 }
             }
         } catch let e as RepositoryError where e.isReadFailure(of: job.path) {

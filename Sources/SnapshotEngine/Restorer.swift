@@ -300,7 +300,14 @@ public final class Restorer: Sendable {
         defer { close(fd) }
         var offset = 0
         var end = 0
+        // A hole's chunks are known by their ids (zeros of a zero run's length): not read.
+        let holes = job.node.sparse ? zeroRunIDs() : [:]
         for id in job.node.content {
+            if let length = holes[id] {
+                offset += length
+                progress.bytesDone.add(length, ordering: .relaxed)
+                continue
+            }
             let data = try reader.read(id)
             if !Self.isZero(data) {
                 end = offset + data.count
@@ -330,19 +337,19 @@ public final class Restorer: Sendable {
     }
 
     static func isZero(_ data: [UInt8]) -> Bool {
-        data.withUnsafeBytes { raw in
-            let words = raw.count / 8
-            let p = raw.baseAddress!
-            var acc: UInt64 = 0
-            var i = 0
-            while i < words {
-                acc |= p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)
-                if acc != 0 { return false }
-                i += 1
-            }
-            for j in (words * 8)..<raw.count where raw[j] != 0 { return false }
-            return true
+        data.withUnsafeBytes { Chunker.isZero($0) }
+    }
+
+    /// The ids of the all-zero chunks that runs of zeros are cut into (one length per
+    /// chunking scheme of the repository), with their lengths.
+    private func zeroRunIDs() -> [BlobID: Int] {
+        let policy = repository.config.chunkingPolicy, seed = repository.config.chunkerSeed
+        var out: [BlobID: Int] = [:]
+        for scheme in [policy.defaultScheme, policy.fixedScheme] {
+            let length = Chunker(scheme: scheme, seed: seed).zeroRunLength
+            out[repository.zeroBlobID(length: length)] = length
         }
+        return out
     }
 
     /// Owner (as root), permission bits and timestamps; symlinks get owner and mtime only.
