@@ -157,7 +157,8 @@ public enum MQTTError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         switch self {
-        case .library(let op, let code, let reason): return "mqtt \(op): \(reason) (\(code))"
+        // libmosquitto's own code adds nothing a user can act on to its text.
+        case .library(let op, _, let reason): return "mqtt \(op): \(reason)"
         case .timeout(let what): return "mqtt: timed out \(what)"
         case .stopped: return "mqtt: client stopped"
         }
