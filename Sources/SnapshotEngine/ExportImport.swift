@@ -70,6 +70,8 @@ extension SnapshotService {
         let format = try ArchiveFormat(name: options.output, encrypted: !options.recipient.isEmpty)
         let recipients = try Age.recipients(options.recipient)
         let output = POSIX.absolute(options.output, relativeTo: workingDirectory)
+        // Before any work: the archive's directory is there and writable.
+        guard access(POSIX.parent(of: output), W_OK) == 0 else { throw RepositoryError.fromErrno(path: output, operation: "create") }
         let (repository, lock) = try open(.shared, purpose: "export")
         defer { lock.release() }
         let record = try catalog.resolve(options.snapshot)
@@ -110,7 +112,7 @@ extension SnapshotService {
         let temporary = output + ".tmp-\(getpid())"
         defer { unlink(temporary) }
         if recipients.isEmpty {
-            guard rename(archive, temporary) == 0 || Self.copy(archive, temporary) else { throw RepositoryError.fromErrno(path: temporary, operation: "create") }
+            guard rename(archive, temporary) == 0 || Self.copy(archive, temporary) else { throw RepositoryError.fromErrno(path: output, operation: "create") }
         } else {
             progress.phase = "encrypting"
             try Age.encrypt(input: archive, output: temporary, recipients: recipients)

@@ -310,6 +310,11 @@ import TestSupport
         let age = try CLI.run(["--repo", other, "--config", p.config, "import", p.dir.sub("exports/b.tar.zst.age")])
         #expect(age.status == 65 && age.stderr.contains("age-encrypted: decrypt it first"), "\(age.stderr)")
         #expect(try CLI.run(["--repo", other, "--config", p.config, "export", "--snapshot", "latest", "--output", p.dir.sub("x.zip")]).status == 64)
+        // An archive into a directory that is not there: one line naming the archive, before
+        // any work (nothing left in the repository's scratch).
+        let nowhere = try CLI.run(["--repo", other, "--config", p.config, "export", "--snapshot", "latest", "--output", p.dir.sub("missing/x.tar")])
+        #expect(nowhere.status == 74 && nowhere.stderr == "snapshot: error: create \(p.dir.sub("missing/x.tar")): No such file or directory\n", "\(nowhere.stderr)")
+        #expect(try POSIX.listDirectory(other + "/.store/tmp").isEmpty)
         #expect(try CLI.run(["--repo", other, "--config", p.config, "list", "--json"]).stdout.components(separatedBy: "\"snapshot_id\"").count == 4)
         #expect(try CLI.run(["--repo", other, "--config", p.config, "verify", "--all", "--read-data"]).status == 0)
         try p.expectVerifies()
