@@ -18,18 +18,8 @@ import TestSupport
     static var iterations: Int { Int(ProcessInfo.processInfo.environment["FUZZ_ITERATIONS"] ?? "") ?? 400 }
     static var seed: UInt64 { UInt64(ProcessInfo.processInfo.environment["FUZZ_SEED"] ?? "") ?? 20261128 }
 
-    /// SplitMix64: the same seed gives the same cases.
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(next() % UInt64(n)) }
-    }
+    /// The same seed gives the same cases.
+    typealias Random = SplitMix
 
     /// Bytes that break parsers: JSON and YAML syntax, escapes, huge numbers, varint and
     /// length prefixes at their limits, NUL, invalid UTF-8, path tricks.

@@ -1,10 +1,11 @@
 @testable import SnapshotCore
 import Testing
+import TestSupport
 
 /// Names that are not UTF-8 travel as strings and come back as the same bytes.
 @Suite struct FileNameTests {
     @Test func everyByteStringComesBackAsItWas() {
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix(state: 7)
         // Random names biased towards the bytes that matter: high bytes, lead bytes,
         // continuation bytes and the 0xF4 0x8F 0xBE/0xBF prefixes of the escape range.
         let alphabet: [UInt8] = [0x41, 0x2E, 0x80, 0x8F, 0xBE, 0xBF, 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xED, 0xA0, 0xF0, 0x9F, 0xF4, 0xF5, 0xFE, 0xFF, 0xC0]
@@ -32,18 +33,5 @@ import Testing
         #expect(FileName.decode(Array("ok-ü.txt".utf8)) == "ok-ü.txt")
         // Messages show them the same way, and control characters as before.
         #expect((FileName.decode([0x61, 0x0A, 0xFF])).escapingControlCharacters == "a\\n\\xFF")
-    }
-}
-
-/// A small deterministic generator for the tests above.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
