@@ -121,3 +121,21 @@ extension POSIX {
         FileName.withCString(name) { Glibc.fstatat(dir, $0, &st, flags) }
     }
 }
+
+/// A file system object by device and inode: the same directory whatever path names it.
+public struct FileIdentity: Hashable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+
+    public init(_ st: stat) {
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+    }
+
+    /// What `path` names (a symlink followed), or nil when there is nothing.
+    public init?(path: String) {
+        var st = stat()
+        guard FileName.withCString(path, { stat($0, &st) }) == 0 else { return nil }
+        self.init(st)
+    }
+}

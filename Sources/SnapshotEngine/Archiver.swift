@@ -244,6 +244,9 @@ public final class Archiver: Sendable {
         /// other names waiting for it to be read.
         var firstOfInode: [String: FileJob] = [:]
         var sameInode: [ObjectIdentifier: [FileJob]] = [:]
+        /// The repository's own directory, when a component's tree holds it: left out, or
+        /// every snapshot would hold a copy of all the packs before it.
+        var repositoryRoot: FileIdentity?
 
         init(reader: BlobReader, treeWriter: BlobWriter, pipeline: ReadPipeline, digestCache: DigestCache) {
             self.reader = reader
@@ -281,6 +284,11 @@ public final class Archiver: Sendable {
             var st = stat()
             guard POSIX.fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
                 state.skipped.append("\(childRel): \(POSIX.errorText(errno))")
+                continue
+            }
+            if (st.st_mode & S_IFMT) == S_IFDIR, FileIdentity(st) == context.repositoryRoot {
+                progress.note("\(childRel): the repository itself, left out")
+                if progress.isTracing { state.excluded.append(childRel) }
                 continue
             }
             var link: String?
@@ -756,6 +764,7 @@ public final class Archiver: Sendable {
         let context = ScanContext(
             reader: reader, treeWriter: treeWriter, pipeline: ReadPipeline(archiver: self, request: request),
             digestCache: digestCache ?? DigestCache())
+        context.repositoryRoot = repository.isLocal ? FileIdentity(path: repository.path) : nil
         var pipelineClosed = false
         defer { if !pipelineClosed { context.pipeline.abandon() } }
         for source in request.sources {

@@ -54,6 +54,7 @@ public final class ChangeWatcher: @unchecked Sendable {
     }
 
     public let roots: [Root]
+    private let leftOut: FileIdentity?
     private let fd: Int32
     /// Written to by `stop()` to end a blocked `next`.
     private let wake: (read: Int32, write: Int32)
@@ -80,8 +81,11 @@ public final class ChangeWatcher: @unchecked Sendable {
 
     /// Starts watching every directory under the roots. Throws naming the directory when the
     /// kernel refuses a watch (most often `fs.inotify.max_user_watches`).
-    public init(roots: [Root]) throws {
+    /// - Parameter leavingOut: a directory not to watch wherever it appears (the repository,
+    ///   when a component's tree holds it: each snapshot written there would start the next).
+    public init(roots: [Root], leavingOut: FileIdentity? = nil) throws {
         self.roots = roots
+        self.leftOut = leavingOut
         fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         guard fd >= 0 else { throw EngineError.watch("inotify_init1: \(POSIX.errorText(errno)) (fs.inotify.max_user_instances?)") }
         var p: [Int32] = [0, 0]
@@ -148,7 +152,7 @@ public final class ChangeWatcher: @unchecked Sendable {
             let rel = relative.isEmpty ? name : relative + "/" + name
             if roots[index].excludes.excludes(name: name, relativePath: rel) { continue }
             var st = stat()
-            guard POSIX.lstat(absolute + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+            guard POSIX.lstat(absolute + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, FileIdentity(st) != leftOut else { continue }
             try addTree(index, absolute: absolute + "/" + name, relative: rel)
         }
     }

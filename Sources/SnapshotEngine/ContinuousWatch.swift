@@ -105,7 +105,7 @@ public final class ContinuousWatch: @unchecked Sendable {
 
     /// Watches and snapshots until `stop`. Throws when the watch cannot be set up.
     public func run() throws {
-        let watcher = try ChangeWatcher(roots: sources.map { ChangeWatcher.Root(name: $0.name, path: $0.path, excludes: $0.excludes) })
+        let watcher = try ChangeWatcher(roots: sources.map { ChangeWatcher.Root(name: $0.name, path: $0.path, excludes: $0.excludes) }, leavingOut: FileIdentity(path: service.repositoryPath))
         let stoppedEarly = state.withLock { s -> Bool in
             s.watcher = watcher
             return s.stopped

@@ -309,4 +309,33 @@ struct ContinuousTests {
         #expect(FileStatLink.target(h.repo + "/continuous/latest") == "2026-11-28_10-20-00")
         try h.expectVerifies()
     }
+
+    @Test("a repository inside a watched tree is neither watched nor snapshotted")
+    func theRepositoryInsideAWatchedTreeIsLeftOut() throws {
+        let dir = TemporaryDirectory("snapshot-watch-repo")
+        let tree = dir.sub("tree"), repo = dir.sub("tree/snapshots")
+        write(tree + "/data/a.txt", "a\n")
+        try Repository.initialize(at: repo)
+        let watcher = try ChangeWatcher(roots: [ChangeWatcher.Root(name: "all", path: tree, excludes: [])], leavingOut: FileIdentity(path: repo))
+        defer { watcher.stop() }
+        // A snapshot's writes into the repository, then a change of the data: only the
+        // second is seen (the first would start another snapshot, and that one the next).
+        write(repo + "/.store/data/00/pack", "pack\n")
+        write(tree + "/data/b.txt", "b\n")
+        var seen = ComponentChanges()
+        while !seen.paths.contains("data/b.txt") {
+            #expect(watcher.wait(timeout: 10))
+            if let c = watcher.take()["all"] { seen.merge(c) }
+        }
+        #expect(seen.paths.allSatisfy { !$0.hasPrefix("snapshots") }, "\(seen.paths)")
+        // And a create of that tree holds the data, not the repository.
+        let repository = try Repository.open(at: repo)
+        for _ in 0..<2 {
+            let record = try Archiver(repository: repository).create(CreateRequest(type: .full, sources: [FileSource(name: "all", path: tree)]))
+            let listed = try Browser(repository: repository).list(try SnapshotCatalog(repositoryPath: repo).readManifest(record)).map(\.path)
+            #expect(listed == ["all", "all/data", "all/data/a.txt", "all/data/b.txt"], "\(listed)")
+        }
+        let report = Verifier(repository: try Repository.open(at: repo)).verify(try SnapshotCatalog(repositoryPath: repo).all(), readData: true)
+        #expect(report.ok, "\(report)")
+    }
 }
