@@ -268,18 +268,7 @@ public struct CommandParser: Sendable {
         return nil
     }
 
-    /// realpath of the longest existing prefix, with the rest appended.
-    static func resolveExisting(_ path: String) -> String {
-        var existing = path
-        var rest: [String] = []
-        while !existing.isEmpty && existing != "/" && !POSIX.exists(existing) {
-            rest.insert(POSIX.lastComponent(existing), at: 0)
-            existing = POSIX.parent(of: existing)
-        }
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let base = realpath(existing, &buf) != nil ? buf.withUnsafeBytes { POSIX.string(fromNulTerminated: $0) } : existing
-        return rest.isEmpty ? base : (base == "/" ? "" : base) + "/" + rest.joined(separator: "/")
-    }
+    static func resolveExisting(_ path: String) -> String { POSIX.resolveExisting(path) }
 
     static func describe(_ e: DecodingError) -> String {
         switch e {

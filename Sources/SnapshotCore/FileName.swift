@@ -106,6 +106,28 @@ public enum FileName {
 }
 
 extension POSIX {
+    /// realpath of the longest existing prefix of an absolute path, with the rest appended:
+    /// where a path leads, also before it exists.
+    public static func resolveExisting(_ path: String) -> String {
+        var existing = path
+        var rest: [String] = []
+        while !existing.isEmpty && existing != "/" && FileIdentity(path: existing) == nil {
+            rest.insert(POSIX.lastComponent(existing), at: 0)
+            existing = POSIX.parent(of: existing)
+        }
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let resolved = buf.withUnsafeMutableBytes { out in
+            FileName.withCString(existing) { realpath($0, out.baseAddress!.assumingMemoryBound(to: CChar.self)) } != nil
+        }
+        let base = resolved ? FileName.decode(Array(buf.prefix { $0 != 0 })) : existing
+        return rest.isEmpty ? base : (base == "/" ? "" : base) + "/" + rest.joined(separator: "/")
+    }
+
+    /// Whether `path` is `directory` or lies below it (both resolved by the caller).
+    public static func isWithin(_ path: String, _ directory: String) -> Bool {
+        path == directory || path.hasPrefix(directory == "/" ? "/" : directory + "/")
+    }
+
     /// open(2) of a path that may hold a name's escaped bytes (`FileName`).
     public static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
         FileName.withCString(path) { Glibc.open($0, flags, mode) }

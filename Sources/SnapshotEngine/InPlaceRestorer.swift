@@ -143,6 +143,15 @@ public struct InPlaceRestorer: Sendable {
                 out.append(Target(name: name, manifest: c, kind: c.kind, destination: c.kind == .mqtt ? "broker" : "", excludes: []))
             }
         }
+        // A files component is swapped in whole: one whose directory holds the repository
+        // (or lies in it) would take the repository away with its old copy.
+        let repository = POSIX.resolveExisting(POSIX.absolute(service.repositoryPath))
+        for t in out where t.kind == .files && service.isLocal {
+            let destination = POSIX.resolveExisting(POSIX.absolute(t.destination))
+            if POSIX.isWithin(repository, destination) || POSIX.isWithin(destination, repository) {
+                throw EngineError.usage("component \(t.name): \(t.destination) \(POSIX.isWithin(repository, destination) ? "holds" : "lies in") the repository \(service.repositoryPath), and an in-place restore swaps the whole directory; restore it with --target DIR, or keep the repository outside the components' directories")
+            }
+        }
         return out
     }
 

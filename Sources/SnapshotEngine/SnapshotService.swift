@@ -222,6 +222,7 @@ public struct SnapshotService: Sendable {
             throw EngineError.unknownComponent(name, known: Array(manifest.components.keys))
         }
         let dir = POSIX.absolute(target, relativeTo: workingDirectory)
+        try refuseOverRepository(target: dir, manifest: manifest, components: options.component, repository: repository)
         if options.dryRun {
             let entries = try Browser(repository: repository).list(manifest).filter { e in
                 options.component.isEmpty || options.component.contains { e.path == $0 || e.path.hasPrefix($0 + "/") }
@@ -234,6 +235,25 @@ public struct SnapshotService: Sendable {
             ok: result.mismatches.isEmpty, snapshotID: record.id, target: dir, files: result.files, bytes: result.bytes,
             seconds: (result.seconds * 1000).rounded() / 1000, mismatches: result.mismatches)
         return (summary, [])
+    }
+
+    /// A restore never writes into the repository: refused when a component's directory
+    /// under `target` is the repository or lies in it, or holds it while the snapshot has
+    /// entries where the repository is (an old snapshot of a tree that held it).
+    func refuseOverRepository(target: String, manifest: SnapshotManifest, components: [String], repository: Repository) throws {
+        guard isLocal else { return }
+        let repo = POSIX.resolveExisting(POSIX.absolute(repositoryPath))
+        for name in components.isEmpty ? manifest.components.keys.sorted() : components {
+            let destination = POSIX.resolveExisting(target + "/" + name)
+            var clash = POSIX.isWithin(destination, repo)
+            if !clash && POSIX.isWithin(repo, destination) {
+                let inside = name + String(repo.dropFirst(destination.count))
+                clash = (try? Browser(repository: repository).node(manifest, path: inside)) != nil
+            }
+            if clash {
+                throw EngineError.usage("restore --target \(target): \(name) would be written \(POSIX.isWithin(destination, repo) ? "into" : "over") the repository \(repositoryPath); choose a target outside it")
+            }
+        }
     }
 
     /// Restores over the live component locations (see `InPlaceRestorer`), or with

@@ -128,6 +128,43 @@ import TestSupport
         try expectVerifies(repo)
     }
 
+    /// A component whose directory holds the repository (`path: .` beside `./snapshots`):
+    /// snapshots leave the repository out, an in-place restore is refused before anything
+    /// changes (it would swap the repository away with the directory), and so is a restore
+    /// whose target would put files into the repository.
+    @Test func aRestoreNeverWritesIntoOrSwapsAwayTheRepository() throws {
+        let dir = TemporaryDirectory("snapshot-around")
+        let root = dir.sub("agents"), repo = dir.sub("agents/snapshots")
+        Fixture.write(root + "/data/a.txt", Array("a\n".utf8))
+        Fixture.write(dir.sub("snapshots.yaml"), Array("""
+            root: \(root)
+            repository: \(repo)
+            components:
+              all: {path: .}
+            types:
+              full: [all]
+
+            """.utf8))
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", dir.sub("snapshots.yaml")] + args) }
+        for _ in 0..<2 { #expect(try run(["create", "--type", "full"]).status == 0) }
+        let listed = try run(["ls", "--snapshot", "latest"]).stdout
+        #expect(!listed.contains("snapshots") && listed.contains("all/data/a.txt"), "\(listed)")
+
+        Fixture.write(root + "/data/a.txt", Array("changed\n".utf8))
+        let inPlace = try run(["restore", "--snapshot", "latest"])
+        #expect(inPlace.status == 64 && inPlace.stderr.contains("holds the repository \(repo)") && inPlace.stderr.split(separator: "\n").count == 1, "\(inPlace.stderr)")
+        #expect(try POSIX.readFile(root + "/data/a.txt") == Array("changed\n".utf8))
+        let into = try run(["restore", "--snapshot", "latest", "--target", repo + "/restored"])
+        #expect(into.status == 64 && into.stderr.contains("into the repository"), "\(into.stderr)")
+        #expect(!POSIX.exists(repo + "/restored"))
+        // Elsewhere it restores; the repository is whole.
+        #expect(try run(["restore", "--snapshot", "latest", "--target", dir.sub("out")]).status == 0)
+        #expect(try POSIX.readFile(dir.sub("out/all/data/a.txt")) == Array("a\n".utf8))
+        let listing = try run(["list", "--json"])
+        #expect(listing.stdout.components(separatedBy: "\"snapshot_id\"").count == 3, "\(listing.stdout)")
+        try expectVerifies(repo)
+    }
+
     /// `latest` never stands for an older snapshot without a word when the newest is damaged:
     /// it names the damaged one, the newest readable one and the commands that mend it, and
     /// `rebuild-metadata` and `delete` take `latest` for it.
