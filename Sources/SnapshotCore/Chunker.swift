@@ -226,7 +226,7 @@ extension Chunker {
     /// the same bytes, so the same chunks, without the kernel zero-filling every page of a
     /// 10 GiB image that holds 1 MiB.
     public func chunks(of fd: Int32, path: String, buffer: UnsafeMutableRawBufferPointer, sparse: Bool = false, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try chunks(reading: Self.reading(fd, path: path, sparse: sparse), buffer: buffer, propose: propose, body)
+        try chunks(reading: Self.reading(fd, path: path, sparse: sparse), buffer: buffer, zeroRuns: sparse, propose: propose, body)
     }
 
     /// Fills a buffer from `fd`, from where it is to its end (a read error throws, naming
@@ -246,9 +246,11 @@ extension Chunker {
 
     /// Chunks the bytes that `fill` supplies (it fills the space it is given from the start
     /// and returns how many bytes it wrote, 0 at the end), as `chunks(of:)` chunks a file.
-    public func chunks(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    /// With `zeroRuns`, a run of zeros is cut without the search (see `chunkBatches`).
+    public func chunks(reading fill: (UnsafeMutableRawBufferPointer) throws -> Int, buffer: UnsafeMutableRawBufferPointer, zeroRuns: Bool = false, propose: ((UnsafeRawBufferPointer) throws -> Int?)? = nil, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         precondition(buffer.count >= 2 * scheme.maxSize)
         var start = 0, end = 0, eof = false
+        let zeroRun = zeroRuns && !scheme.isFixed ? zeroRunLength : 0
         while true {
             try refill(fill, buffer: buffer, start: &start, end: &end, eof: &eof)
             if end == start { return }
@@ -257,7 +259,7 @@ extension Chunker {
             if let propose, let proposed = try propose(available), proposed > 0, proposed <= available.count {
                 n = proposed
             } else {
-                n = cut(available)
+                n = cutOrZeroRun(available, zeroRun)
             }
             try body(UnsafeRawBufferPointer(rebasing: available[0..<n]))
             start += n
@@ -289,14 +291,20 @@ extension Chunker {
             // A cut looks at up to a maximum-size chunk of bytes: cut while that many are
             // buffered (or the file has ended), as `chunks` would before reading more.
             repeat {
-                let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
-                let n = zeroRun > 0 && available.count >= scheme.maxSize && Self.isZero(UnsafeRawBufferPointer(rebasing: available[0..<zeroRun]))
-                    ? zeroRun : cut(available)
+                let n = cutOrZeroRun(UnsafeRawBufferPointer(rebasing: buffer[start..<end]), zeroRun)
                 batch.append(UnsafeRawBufferPointer(rebasing: buffer[start..<start + n]))
                 start += n
             } while start < end && (eof || end - start >= scheme.maxSize)
             try body(batch)
         }
+    }
+
+    /// `cut(available)`, or `zeroRun` (> 0) where the bytes start with that many zeros and a
+    /// maximum-size chunk is there: the cut the search would find in a run of zeros.
+    @inline(__always)
+    private func cutOrZeroRun(_ available: UnsafeRawBufferPointer, _ zeroRun: Int) -> Int {
+        if zeroRun > 0 && available.count >= scheme.maxSize && Self.isZero(UnsafeRawBufferPointer(rebasing: available[0..<zeroRun])) { return zeroRun }
+        return cut(available)
     }
 
     /// Moves the unread bytes `start..<end` to the buffer's front and fills it up, unless at

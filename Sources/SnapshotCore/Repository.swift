@@ -163,6 +163,19 @@ public final class Repository: Sendable {
         return ids.map { $0! }
     }
 
+    /// `blobIDs(_:_:)` for two chunks of a sparse file: all-zero ones take the id known for
+    /// their length.
+    public func blobIDs(sparse a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> (BlobID, BlobID) {
+        let za = a.count > 0 && Chunker.isZero(a), zb = b.count > 0 && Chunker.isZero(b)
+        if !za && !zb { return blobIDs(a, b) }
+        return (za ? zeroBlobID(length: a.count) : blobID(a), zb ? zeroBlobID(length: b.count) : blobID(b))
+    }
+
+    /// `blobID` for a chunk of a sparse file (an all-zero one takes the id known for its length).
+    public func blobID(sparse data: UnsafeRawBufferPointer) -> BlobID {
+        data.count > 0 && Chunker.isZero(data) ? zeroBlobID(length: data.count) : blobID(data)
+    }
+
     /// The ids of two blobs, hashed at once where the CPU can (`BlobID.hashPair`).
     public func blobIDs(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> (BlobID, BlobID) {
         guard let keys else { return BlobID.hashPair(a, b) }

@@ -545,7 +545,7 @@ public final class Archiver: Sendable {
         job.previous = []
         var checked: (length: Int, id: BlobID)?
         let propose: ((UnsafeRawBufferPointer) throws -> Int?)? = previous == nil ? nil : { available in
-            checked = previous!.propose(available, hash: { self.repository.blobIDs($0, $1) })
+            checked = previous!.propose(available, hash: { job.node.sparse ? self.repository.blobIDs(sparse: $0, $1) : self.repository.blobIDs($0, $1) })
             return checked?.length
         }
         /// Adds a chunk to the file, storing it if no writer has claimed its id yet.
@@ -576,7 +576,7 @@ public final class Archiver: Sendable {
                     if let known = checked, known.length == data.count {
                         id = known.id
                     } else {
-                        id = repository.blobID(data)
+                        id = job.node.sparse ? repository.blobID(sparse: data) : repository.blobID(data)
                         previous?.cut(id)
                     }
                     checked = nil

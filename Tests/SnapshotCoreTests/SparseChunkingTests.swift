@@ -38,6 +38,17 @@ import TestSupport
         return out
     }
 
+    /// The same, one chunk at a time (as a changed file is cut against its parent's cuts).
+    func singleChunks(_ path: String, _ chunker: Chunker, sparse: Bool) throws -> [[UInt8]] {
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        var out: [[UInt8]] = []
+        try chunker.chunks(of: fd, path: path, buffer: buffer, sparse: sparse) { out.append(Array($0)) }
+        return out
+    }
+
     @Test func holesAreCutAndHashedAsIfEveryByteWereRead() throws {
         let dir = TemporaryDirectory("snapshot-holes")
         let path = sparseFile(dir)
@@ -50,6 +61,7 @@ import TestSupport
             let plain = try chunks(path, chunker, sparse: false), sparse = try chunks(path, chunker, sparse: true)
             #expect(plain.count == sparse.count && plain == sparse, "\(scheme): \(plain.map(\.count)) against \(sparse.map(\.count))")
             #expect(plain.reduce(0) { $0 + $1.count } == 24 << 20)
+            #expect(try singleChunks(path, chunker, sparse: true) == plain)
             // The length every chunk inside a run of zeros gets is the one a cut finds.
             let zeros = [UInt8](repeating: 0, count: scheme.maxSize)
             #expect(zeros.withUnsafeBytes { chunker.cut($0) } == chunker.zeroRunLength)
@@ -61,6 +73,14 @@ import TestSupport
                     return sparse ? t.repository.blobIDs(ofSparse: buffers) : t.repository.blobIDs(of: buffers)
                 }
                 #expect(ids(plain, false) == ids(sparse, true), "encrypted: \(t.encrypted)")
+                // One or two at a time, as a changed file's chunks are hashed.
+                for i in stride(from: 0, to: plain.count - 1, by: 2) {
+                    plain[i].withUnsafeBytes { a in plain[i + 1].withUnsafeBytes { b in
+                        let (x, y) = t.repository.blobIDs(sparse: a, b)
+                        #expect(x == t.repository.blobID(a) && y == t.repository.blobID(b))
+                        #expect(t.repository.blobID(sparse: a) == t.repository.blobID(a))
+                    } }
+                }
                 #expect(t.repository.zeroBlobID(length: 4096) == t.repository.blobID([UInt8](repeating: 0, count: 4096)))
             }
         }
