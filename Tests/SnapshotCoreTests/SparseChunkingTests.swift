@@ -9,8 +9,9 @@ import TestSupport
 /// and yet it is cut into exactly the chunks, with exactly the ids, that reading every byte
 /// gives.
 @Suite struct SparseChunkingTests {
-    /// A 24 MiB file: a hole first, random data at an odd offset, 3 MiB of zeros written as
-    /// data, a hole, a few bytes, and a hole to the end.
+    /// A 24 MiB file: a hole first, 3 MiB of random data at an odd offset (cut by the search
+    /// in several places), 3 MiB of zeros written as data, a hole, a few bytes, and a hole to
+    /// the end.
     func sparseFile(_ dir: TemporaryDirectory) -> String {
         let path = dir.sub("image")
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
@@ -18,7 +19,7 @@ import TestSupport
         func put(_ bytes: [UInt8], at offset: Int) {
             _ = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
         }
-        put(Fixture.bytes(100_000, seed: 3), at: (5 << 20) + 123)
+        put(Fixture.bytes(3 << 20, seed: 3), at: (2 << 20) + 123)
         put([UInt8](repeating: 0, count: 3 << 20), at: 6 << 20)
         put(Array("a few bytes".utf8), at: (15 << 20) + 7)
         #expect(ftruncate(fd, 24 << 20) == 0)
@@ -73,6 +74,13 @@ import TestSupport
                     return sparse ? t.repository.blobIDs(ofSparse: buffers) : t.repository.blobIDs(of: buffers)
                 }
                 #expect(ids(plain, false) == ids(sparse, true), "encrypted: \(t.encrypted)")
+                // A zero chunk beside a data chunk of another length, either way round.
+                let zeros = [UInt8](repeating: 0, count: 1000), data = Fixture.bytes(3000, seed: 9)
+                zeros.withUnsafeBytes { z in data.withUnsafeBytes { d in
+                    #expect(t.repository.blobIDs(sparse: z, d) == (t.repository.blobID(z), t.repository.blobID(d)))
+                    #expect(t.repository.blobIDs(sparse: d, z) == (t.repository.blobID(d), t.repository.blobID(z)))
+                    #expect(t.repository.blobIDs(ofSparse: [z, d, z]) == [t.repository.blobID(z), t.repository.blobID(d), t.repository.blobID(z)])
+                } }
                 // One or two at a time, as a changed file's chunks are hashed.
                 for i in stride(from: 0, to: plain.count - 1, by: 2) {
                     plain[i].withUnsafeBytes { a in plain[i + 1].withUnsafeBytes { b in
