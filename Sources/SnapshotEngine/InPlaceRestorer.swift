@@ -96,10 +96,15 @@ public struct InPlaceRestorer: Sendable {
     /// staged copy, in place of the snapshot's; returns a note per file kept.
     func keepFilesInUse(destination: String, staged: String) throws -> [String] {
         var notes: [String] = []
-        for file in filesInUse where file.hasPrefix(destination + "/") || file == destination {
+        // Compared where they lead: the destination may be a link's target, the file named
+        // through the link.
+        let target = POSIX.resolveExisting(destination)
+        for file in filesInUse {
+            let resolved = POSIX.resolveExisting(file)
+            guard POSIX.isWithin(resolved, target) else { continue }
             var st = stat()
-            guard lstat(file, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
-            let inStaged = staged + file.dropFirst(destination.count)
+            guard lstat(resolved, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            let inStaged = staged + resolved.dropFirst(target.count)
             try POSIX.makeDirectories(POSIX.parent(of: inStaged), mode: 0o700)
             try POSIX.writeFileAtomically(inStaged, try POSIX.readFile(file), mode: st.st_mode & 0o7777)
             notes.append("kept the live \(file): this run uses it (the snapshot's copy was not put over it)")
@@ -115,6 +120,15 @@ public struct InPlaceRestorer: Sendable {
         var excludes: [String]
     }
 
+    /// A component's path that is a symlink (`/var/lib/app -> /mnt/ssd/app`) stands for its
+    /// target, as `create` read it: the swap happens there, beside the data on its own disk,
+    /// and the link stays as it was.
+    static func followingLink(_ path: String) -> String {
+        var st = stat()
+        guard POSIX.lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFLNK else { return path }
+        return POSIX.resolveExisting(POSIX.absolute(path))
+    }
+
     /// Where each selected component goes back to: the configured path of the component of
     /// the same name, else (unless `configuredOnly`) the path it was captured from.
     func targets(_ manifest: SnapshotManifest, components: [String], configuredOnly: Bool) throws -> [Target] {
@@ -126,12 +140,12 @@ public struct InPlaceRestorer: Sendable {
             }
             switch (c.kind, service.config.component(name)) {
             case (.files, .files(let path, let exclude)?):
-                out.append(Target(name: name, manifest: c, kind: .files, destination: path, excludes: exclude))
+                out.append(Target(name: name, manifest: c, kind: .files, destination: Self.followingLink(path), excludes: exclude))
             case (.files, _):
                 guard !configuredOnly else {
                     throw EngineError.unsafePath("\(c.source) (component \(name) is not a configured files component)")
                 }
-                out.append(Target(name: name, manifest: c, kind: .files, destination: c.source, excludes: []))
+                out.append(Target(name: name, manifest: c, kind: .files, destination: Self.followingLink(c.source), excludes: []))
             case (.qdrant, .qdrant(let url, _, _)?):
                 out.append(Target(name: name, manifest: c, kind: .qdrant, destination: url, excludes: []))
             case (.qdrant, _):

@@ -165,6 +165,40 @@ import TestSupport
         try expectVerifies(repo)
     }
 
+    /// A component whose path is a symlink (`data -> disk/data`, as `/var/lib/app ->
+    /// /mnt/ssd/app`) is restored in place where the link leads, as create read it: the link
+    /// stays a link, the data comes back on its own disk, and a secret this run uses, named
+    /// through the link, is kept live.
+    @Test func anInPlaceRestoreOfALinkedComponentRestoresWhereTheLinkLeads() throws {
+        let dir = TemporaryDirectory("snapshot-linked")
+        Fixture.write(dir.sub("disk/data/f.txt"), Array("v1\n".utf8))
+        Fixture.write(dir.sub("disk/data/mqtt.pass"), Array("old-secret\n".utf8), mode: 0o600)
+        #expect(symlink("disk/data", dir.sub("data")) == 0)
+        Fixture.write(dir.sub("snapshots.yaml"), Array("""
+            root: \(dir.path)
+            repository: \(dir.sub("repo"))
+            components:
+              data: {path: data}
+            types:
+              full: [data]
+            mqtt:
+              username: agent
+              password_file: data/mqtt.pass
+
+            """.utf8))
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", dir.sub("snapshots.yaml")] + args) }
+        #expect(try run(["create", "--type", "full"]).status == 0)
+        Fixture.write(dir.sub("disk/data/f.txt"), Array("v2\n".utf8))
+        Fixture.write(dir.sub("disk/data/mqtt.pass"), Array("new-secret\n".utf8), mode: 0o600)
+        let restored = try run(["restore", "--snapshot", "latest"])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(FileStatLink.target(dir.sub("data")) == "disk/data")
+        #expect(try POSIX.readFile(dir.sub("disk/data/f.txt")) == Array("v1\n".utf8))
+        #expect(try POSIX.readFile(dir.sub("disk/data/mqtt.pass")) == Array("new-secret\n".utf8))
+        #expect(try POSIX.listDirectory(dir.sub("disk")) == ["data"])
+        try expectVerifies(dir.sub("repo"))
+    }
+
     /// `latest` never stands for an older snapshot without a word when the newest is damaged:
     /// it names the damaged one, the newest readable one and the commands that mend it, and
     /// `rebuild-metadata` and `delete` take `latest` for it.
