@@ -165,6 +165,13 @@ public struct InPlaceRestorer: Sendable {
             if POSIX.isWithin(repository, destination) || POSIX.isWithin(destination, repository) {
                 throw EngineError.usage("component \(t.name): \(t.destination) \(POSIX.isWithin(repository, destination) ? "holds" : "lies in") the repository \(service.repositoryPath), and an in-place restore swaps the whole directory; restore it with --target DIR, or keep the repository outside the components' directories")
             }
+            // A mount point cannot be exchanged with a staged copy (EBUSY): said before the
+            // hooks run and the copy is staged, not after.
+            var here = stat(), above = stat()
+            if POSIX.lstat(t.destination, &here) == 0, (here.st_mode & S_IFMT) == S_IFDIR,
+                POSIX.lstat(POSIX.parent(of: t.destination), &above) == 0, here.st_dev != above.st_dev {
+                throw EngineError.usage("component \(t.name): \(t.destination) is a mount point, which an in-place restore cannot swap whole; restore it with --target DIR and copy back what you need")
+            }
         }
         return out
     }

@@ -241,3 +241,40 @@ struct ReadOnlyRepositoryTests {
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
     }
 }
+
+/// A component that is a mount point (a data disk mounted at its directory) cannot be
+/// exchanged with a staged copy: the in-place restore says so before anything runs or is
+/// staged, and a restore with --target still works.
+@Suite(.enabled(if: SmallFileSystems.available, "needs root and the right to mount, for a mount point of its own"))
+struct MountPointComponentTests {
+    @Test func aMountPointIsRefusedBeforeAnythingRuns() throws {
+        let dir = TemporaryDirectory("snapshot-mountpoint")
+        let data = dir.sub("data")
+        try POSIX.makeDirectories(data)
+        let m = try CLI.shell("mount -t tmpfs -o size=4m none data", in: dir.path)
+        #expect(m.status == 0, "\(m.stderr)")
+        defer { _ = try? CLI.shell("umount \(data)", in: dir.path) }
+        Fixture.write(data + "/f.txt", Array("v1\n".utf8))
+        Fixture.write(dir.sub("snapshots.yaml"), Array("""
+            root: \(dir.path)
+            repository: \(dir.sub("repo"))
+            components:
+              data: {path: data}
+            types:
+              full: [data]
+
+            """.utf8))
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", dir.sub("snapshots.yaml")] + args) }
+        #expect(try run(["create", "--type", "full"]).status == 0)
+        Fixture.write(data + "/f.txt", Array("v2\n".utf8))
+        let inPlace = try run(["restore", "--snapshot", "latest"])
+        #expect(inPlace.status == 64 && inPlace.stderr.contains("\(data) is a mount point") && inPlace.stderr.split(separator: "\n").count == 1, "\(inPlace.stderr)")
+        #expect(try POSIX.readFile(data + "/f.txt") == Array("v2\n".utf8))
+        // Nothing ran: no pre-restore snapshot was taken.
+        #expect(try run(["list", "--json"]).stdout.components(separatedBy: "\"snapshot_id\"").count == 2)
+        #expect(try run(["restore", "--snapshot", "latest", "--target", dir.sub("out")]).status == 0)
+        #expect(try POSIX.readFile(dir.sub("out/data/f.txt")) == Array("v1\n".utf8))
+        let verify = try run(["verify", "--all", "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
+}
