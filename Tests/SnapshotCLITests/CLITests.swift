@@ -136,16 +136,8 @@ import TestSupport
         let dir = TemporaryDirectory("snapshot-around")
         let root = dir.sub("agents"), repo = dir.sub("agents/snapshots")
         Fixture.write(root + "/data/a.txt", Array("a\n".utf8))
-        Fixture.write(dir.sub("snapshots.yaml"), Array("""
-            root: \(root)
-            repository: \(repo)
-            components:
-              all: {path: .}
-            types:
-              full: [all]
-
-            """.utf8))
-        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", dir.sub("snapshots.yaml")] + args) }
+        let config = dir.config(component: "all", path: ".", root: root, repository: repo)
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", config] + args) }
         for _ in 0..<2 { #expect(try run(["create", "--type", "full"]).status == 0) }
         let listed = try run(["ls", "--snapshot", "latest"]).stdout
         #expect(!listed.contains("snapshots") && listed.contains("all/data/a.txt"), "\(listed)")
@@ -174,19 +166,8 @@ import TestSupport
         Fixture.write(dir.sub("disk/data/f.txt"), Array("v1\n".utf8))
         Fixture.write(dir.sub("disk/data/mqtt.pass"), Array("old-secret\n".utf8), mode: 0o600)
         #expect(symlink("disk/data", dir.sub("data")) == 0)
-        Fixture.write(dir.sub("snapshots.yaml"), Array("""
-            root: \(dir.path)
-            repository: \(dir.sub("repo"))
-            components:
-              data: {path: data}
-            types:
-              full: [data]
-            mqtt:
-              username: agent
-              password_file: data/mqtt.pass
-
-            """.utf8))
-        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", dir.sub("snapshots.yaml")] + args) }
+        let config = dir.config(extra: "mqtt: {username: agent, password_file: data/mqtt.pass}")
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", config] + args) }
         #expect(try run(["create", "--type", "full"]).status == 0)
         Fixture.write(dir.sub("disk/data/f.txt"), Array("v2\n".utf8))
         Fixture.write(dir.sub("disk/data/mqtt.pass"), Array("new-secret\n".utf8), mode: 0o600)

@@ -255,16 +255,8 @@ struct MountPointComponentTests {
         #expect(m.status == 0, "\(m.stderr)")
         defer { _ = try? CLI.shell("umount \(data)", in: dir.path) }
         Fixture.write(data + "/f.txt", Array("v1\n".utf8))
-        Fixture.write(dir.sub("snapshots.yaml"), Array("""
-            root: \(dir.path)
-            repository: \(dir.sub("repo"))
-            components:
-              data: {path: data}
-            types:
-              full: [data]
-
-            """.utf8))
-        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", dir.sub("snapshots.yaml")] + args) }
+        let config = dir.config()
+        func run(_ args: [String]) throws -> CLI.Result { try CLI.run(["--config", config] + args) }
         #expect(try run(["create", "--type", "full"]).status == 0)
         Fixture.write(data + "/f.txt", Array("v2\n".utf8))
         let inPlace = try run(["restore", "--snapshot", "latest"])

@@ -26,27 +26,19 @@ import TestSupport
         return path
     }
 
-    /// Every chunk of `path` (bytes), cut as a create cuts a file.
-    func chunks(_ path: String, _ chunker: Chunker, sparse: Bool) throws -> [[UInt8]] {
+    /// Every chunk of `path` (bytes), cut as a create cuts a file: in batches, or one at a
+    /// time (as a changed file is cut against its parent's cuts).
+    func chunks(_ path: String, _ chunker: Chunker, sparse: Bool, oneByOne: Bool = false) throws -> [[UInt8]] {
         let fd = open(path, O_RDONLY)
         defer { close(fd) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
         defer { buffer.deallocate() }
         var out: [[UInt8]] = []
-        try chunker.chunkBatches(of: fd, path: path, buffer: buffer, sparse: sparse) { batch in
-            out += batch.map { Array($0) }
+        if oneByOne {
+            try chunker.chunks(of: fd, path: path, buffer: buffer, sparse: sparse) { out.append(Array($0)) }
+        } else {
+            try chunker.chunkBatches(of: fd, path: path, buffer: buffer, sparse: sparse) { batch in out += batch.map { Array($0) } }
         }
-        return out
-    }
-
-    /// The same, one chunk at a time (as a changed file is cut against its parent's cuts).
-    func singleChunks(_ path: String, _ chunker: Chunker, sparse: Bool) throws -> [[UInt8]] {
-        let fd = open(path, O_RDONLY)
-        defer { close(fd) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * chunker.scheme.maxSize, alignment: 4096)
-        defer { buffer.deallocate() }
-        var out: [[UInt8]] = []
-        try chunker.chunks(of: fd, path: path, buffer: buffer, sparse: sparse) { out.append(Array($0)) }
         return out
     }
 
@@ -62,7 +54,7 @@ import TestSupport
             let plain = try chunks(path, chunker, sparse: false), sparse = try chunks(path, chunker, sparse: true)
             #expect(plain.count == sparse.count && plain == sparse, "\(scheme): \(plain.map(\.count)) against \(sparse.map(\.count))")
             #expect(plain.reduce(0) { $0 + $1.count } == 24 << 20)
-            #expect(try singleChunks(path, chunker, sparse: true) == plain)
+            #expect(try chunks(path, chunker, sparse: true, oneByOne: true) == plain)
             // The length every chunk inside a run of zeros gets is the one a cut finds.
             let zeros = [UInt8](repeating: 0, count: scheme.maxSize)
             #expect(zeros.withUnsafeBytes { chunker.cut($0) } == chunker.zeroRunLength)

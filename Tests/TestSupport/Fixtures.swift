@@ -40,6 +40,23 @@ public final class TemporaryDirectory: @unchecked Sendable {
 
     public func sub(_ name: String) -> String { path + "/" + name }
 
+    /// Writes `snapshots.yaml` here — root this directory (or `root`), repository `repo/`
+    /// here (or `repository`), one files component `name` at `componentPath` in type `type`,
+    /// then `extra` (YAML, top level) — and returns its path.
+    public func config(component name: String = "data", path componentPath: String = "data", type: String = "full", root: String? = nil, repository: String? = nil, extra: String = "") -> String {
+        let file = sub("snapshots.yaml")
+        Fixture.write(file, Array("""
+            root: \(root ?? path)
+            repository: \(repository ?? sub("repo"))
+            components:
+              \(name): {path: \(componentPath)}
+            types:
+              \(type): [\(name)]
+            \(extra)
+            """.utf8))
+        return file
+    }
+
     deinit { try? POSIX.removeTree(path) }
 }
 
