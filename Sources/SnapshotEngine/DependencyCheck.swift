@@ -40,7 +40,13 @@ extension SnapshotService {
         for (name, source) in config.components {
             switch source {
             case .files(let path, _):
-                add("component \(name)", access(path, R_OK) == 0, access(path, R_OK) == 0 ? "\(path) readable" : "\(path): \(POSIX.errorText(errno))")
+                let readable = access(path, R_OK) == 0
+                var detail = readable ? "\(path) readable" : "\(path): \(POSIX.errorText(errno))"
+                // Backups work; an in-place restore would be refused: said here, ahead of need.
+                if readable, let why = InPlaceRestorer.inPlaceObstacle(InPlaceRestorer.followingLink(path), repositoryPath: isLocal ? repositoryPath : nil) {
+                    detail += "; no in-place restore: \(why)"
+                }
+                add("component \(name)", readable, detail)
             case .command(let command, _, _, let optional):
                 let tool = String(command.split(separator: " ").first ?? "")
                 let found = Self.findTool(tool)

@@ -157,23 +157,32 @@ public struct InPlaceRestorer: Sendable {
                 out.append(Target(name: name, manifest: c, kind: c.kind, destination: c.kind == .mqtt ? "broker" : "", excludes: []))
             }
         }
-        // A files component is swapped in whole: one whose directory holds the repository
-        // (or lies in it) would take the repository away with its old copy.
-        let repository = POSIX.resolveExisting(POSIX.absolute(service.repositoryPath))
-        for t in out where t.kind == .files && service.isLocal {
-            let destination = POSIX.resolveExisting(POSIX.absolute(t.destination))
-            if POSIX.isWithin(repository, destination) || POSIX.isWithin(destination, repository) {
-                throw EngineError.usage("component \(t.name): \(t.destination) \(POSIX.isWithin(repository, destination) ? "holds" : "lies in") the repository \(service.repositoryPath), and an in-place restore swaps the whole directory; restore it with --target DIR, or keep the repository outside the components' directories")
-            }
-            // A mount point cannot be exchanged with a staged copy (EBUSY): said before the
-            // hooks run and the copy is staged, not after.
-            var here = stat(), above = stat()
-            if POSIX.lstat(t.destination, &here) == 0, (here.st_mode & S_IFMT) == S_IFDIR,
-                POSIX.lstat(POSIX.parent(of: t.destination), &above) == 0, here.st_dev != above.st_dev {
-                throw EngineError.usage("component \(t.name): \(t.destination) is a mount point, which an in-place restore cannot swap whole; restore it with --target DIR and copy back what you need")
+        // Said before the hooks run and anything is staged, not when the swap fails.
+        for t in out where t.kind == .files {
+            if let why = Self.inPlaceObstacle(t.destination, repositoryPath: service.isLocal ? service.repositoryPath : nil) {
+                throw EngineError.usage("component \(t.name): \(why)")
             }
         }
         return out
+    }
+
+    /// Why a files component's directory cannot be restored in place, or nil. Its swap
+    /// would take a repository that it holds (or lies in) away with its old copy, and a
+    /// mount point cannot be exchanged with a staged copy at all (EBUSY).
+    static func inPlaceObstacle(_ destination: String, repositoryPath: String?) -> String? {
+        if let repositoryPath {
+            let repository = POSIX.resolveExisting(POSIX.absolute(repositoryPath))
+            let resolved = POSIX.resolveExisting(POSIX.absolute(destination))
+            if POSIX.isWithin(repository, resolved) || POSIX.isWithin(resolved, repository) {
+                return "\(destination) \(POSIX.isWithin(repository, resolved) ? "holds" : "lies in") the repository \(repositoryPath), and an in-place restore swaps the whole directory; restore it with --target DIR, or keep the repository outside the components' directories"
+            }
+        }
+        var here = stat(), above = stat()
+        if POSIX.lstat(destination, &here) == 0, (here.st_mode & S_IFMT) == S_IFDIR,
+            POSIX.lstat(POSIX.parent(of: destination), &above) == 0, here.st_dev != above.st_dev {
+            return "\(destination) is a mount point, which an in-place restore cannot swap whole; restore it with --target DIR and copy back what you need"
+        }
+        return nil
     }
 
     /// What a restore would change, comparing the snapshot's entries with the live ones by

@@ -145,6 +145,7 @@ import TestSupport
         Fixture.write(root + "/data/a.txt", Array("changed\n".utf8))
         let inPlace = try run(["restore", "--snapshot", "latest"])
         #expect(inPlace.status == 64 && inPlace.stderr.contains("holds the repository \(repo)") && inPlace.stderr.split(separator: "\n").count == 1, "\(inPlace.stderr)")
+        #expect(try run(["check-dependencies"]).stdout.contains("no in-place restore: \(root) holds the repository \(repo)"))
         #expect(try POSIX.readFile(root + "/data/a.txt") == Array("changed\n".utf8))
         let into = try run(["restore", "--snapshot", "latest", "--target", repo + "/restored"])
         #expect(into.status == 64 && into.stderr.contains("into the repository"), "\(into.stderr)")

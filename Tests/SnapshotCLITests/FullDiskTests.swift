@@ -262,6 +262,9 @@ struct MountPointComponentTests {
         let inPlace = try run(["restore", "--snapshot", "latest"])
         #expect(inPlace.status == 64 && inPlace.stderr.contains("\(data) is a mount point") && inPlace.stderr.split(separator: "\n").count == 1, "\(inPlace.stderr)")
         #expect(try POSIX.readFile(data + "/f.txt") == Array("v2\n".utf8))
+        // check-dependencies says so ahead of need, the component itself being fine.
+        let check = try run(["check-dependencies"])
+        #expect(check.stdout.contains("ok   component data: \(data) readable; no in-place restore: \(data) is a mount point"), "\(check.stdout)")
         // Nothing ran: no pre-restore snapshot was taken.
         #expect(try run(["list", "--json"]).stdout.components(separatedBy: "\"snapshot_id\"").count == 2)
         #expect(try run(["restore", "--snapshot", "latest", "--target", dir.sub("out")]).status == 0)
