@@ -260,15 +260,13 @@ public struct CommandParser: Sendable {
     /// the symlinks of its existing part); nil otherwise.
     func confine(_ target: String, within roots: [String]) -> String? {
         guard target.hasPrefix("/") else { return nil }
-        let resolved = Self.resolveExisting(POSIX.absolute(target))
+        let resolved = POSIX.resolveExisting(POSIX.absolute(target))
         for root in roots {
-            let r = Self.resolveExisting(POSIX.absolute(root))
+            let r = POSIX.resolveExisting(POSIX.absolute(root))
             if resolved == r || resolved.hasPrefix(r == "/" ? "/" : r + "/") { return resolved }
         }
         return nil
     }
-
-    static func resolveExisting(_ path: String) -> String { POSIX.resolveExisting(path) }
 
     static func describe(_ e: DecodingError) -> String {
         switch e {

@@ -309,7 +309,7 @@ public final class Restorer: Sendable {
                 continue
             }
             let data = try reader.read(id)
-            if !Self.isZero(data) {
+            if !data.withUnsafeBytes({ Chunker.isZero($0) }) {
                 end = offset + data.count
                 try data.withUnsafeBytes { raw in
                     var done = 0
@@ -334,10 +334,6 @@ public final class Restorer: Sendable {
         }
         try applyMetadata(path: job.path, node: job.node, fd: fd, dir: job.dir)
         progress.filesDone.add(1, ordering: .relaxed)
-    }
-
-    static func isZero(_ data: [UInt8]) -> Bool {
-        data.withUnsafeBytes { Chunker.isZero($0) }
     }
 
     /// The ids of the all-zero chunks that runs of zeros are cut into (one length per
