@@ -87,6 +87,47 @@ import TestSupport
         try h.expectVerifies()
     }
 
+    /// A restore reads each pack once and hands what it has read back to the page cache as it
+    /// goes: after restoring large files, few of their packs' pages are still cached (all of
+    /// them were before), and the files come back whole.
+    @Test func aRestoreLeavesThePacksItReadOutOfThePageCache() throws {
+        let h = try EngineHarness()
+        for i in 0..<3 { Fixture.write(h.source + "/big\(i)", Fixture.bytes((8 << 20) + i * 4099, seed: UInt64(i))) }
+        let record = try h.create()
+        let data = h.repoPath + "/.store/data"
+        let packs = try POSIX.listDirectory(data).flatMap { d in try POSIX.listDirectory(data + "/" + d).map { data + "/" + d + "/" + $0 } }
+        // On tmpfs the cache is where the files live: nothing to hand back.
+        let mounts = String(decoding: try POSIX.readFile("/proc/self/mounts"), as: UTF8.self).split(separator: "\n").map { $0.split(separator: " ") }
+        let fileSystem = mounts.filter { $0.count > 2 && (data.hasPrefix($0[1] + "/") || $0[1] == "/") }.max { $0[1].count < $1[1].count }
+        guard fileSystem?[2] != "tmpfs" else { return }
+        func cachedPages() -> (cached: Int, total: Int) {
+            var cached = 0, total = 0
+            for path in packs {
+                let fd = open(path, O_RDONLY)
+                defer { close(fd) }
+                var st = stat()
+                guard fd >= 0, fstat(fd, &st) == 0, st.st_size > 0 else { continue }
+                let size = Int(st.st_size), page = sysconf(Int32(_SC_PAGESIZE))
+                guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { continue }
+                defer { munmap(map, size) }
+                var resident = [UInt8](repeating: 0, count: (size + page - 1) / page)
+                guard mincore(map, size, &resident) == 0 else { continue }
+                cached += resident.filter { $0 & 1 != 0 }.count
+                total += resident.count
+            }
+            return (cached, total)
+        }
+        // Read once through the cache, as a verify would: every page is cached.
+        for path in packs { _ = try POSIX.readFile(path) }
+        let before = cachedPages()
+        #expect(before.total >= 6000 && before.cached == before.total)
+        let result = try h.restore(record.id, to: h.dir.sub("out"))
+        #expect(result.mismatches.isEmpty && result.files == 3)
+        let after = cachedPages()
+        #expect(after.cached * 10 < after.total, "\(after.cached) of \(after.total) pack pages still cached")
+        try h.expectVerifies()
+    }
+
     @Test func fullRereadsEverything() throws {
         let h = try EngineHarness()
         Fixture.fidelityTree(at: h.source)
