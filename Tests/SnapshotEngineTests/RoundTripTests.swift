@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import SnapshotCore
-import SnapshotEngine
+@testable import SnapshotEngine
 import Testing
 import TestSupport
 
@@ -100,9 +100,10 @@ import TestSupport
         let mounts = String(decoding: try POSIX.readFile("/proc/self/mounts"), as: UTF8.self).split(separator: "\n").map { $0.split(separator: " ") }
         let fileSystem = mounts.filter { $0.count > 2 && (data.hasPrefix($0[1] + "/") || $0[1] == "/") }.max { $0[1].count < $1[1].count }
         guard fileSystem?[2] != "tmpfs" else { return }
-        func cachedPages() -> (cached: Int, total: Int) {
+        /// Pages of the packs (or of the entry at `location` only) in the page cache, of all.
+        func cachedPages(_ location: BlobLocation? = nil) -> (cached: Int, total: Int) {
             var cached = 0, total = 0
-            for path in packs {
+            for path in packs where location.map({ path.hasSuffix($0.pack.hex) }) ?? true {
                 let fd = open(path, O_RDONLY)
                 defer { close(fd) }
                 var st = stat()
@@ -112,8 +113,9 @@ import TestSupport
                 defer { munmap(map, size) }
                 var resident = [UInt8](repeating: 0, count: (size + page - 1) / page)
                 guard mincore(map, size, &resident) == 0 else { continue }
-                cached += resident.filter { $0 & 1 != 0 }.count
-                total += resident.count
+                let pages = location.map { Int($0.offset) / page ... (Int($0.offset) + Int($0.length) - 1) / page } ?? 0...(resident.count - 1)
+                cached += resident[pages].filter { $0 & 1 != 0 }.count
+                total += pages.count
             }
             return (cached, total)
         }
@@ -125,6 +127,21 @@ import TestSupport
         #expect(result.mismatches.isEmpty && result.files == 3)
         let after = cachedPages()
         #expect(after.cached * 10 < after.total, "\(after.cached) of \(after.total) pack pages still cached")
+
+        // As the reads go, not once the file is written: a file's first entries are handed
+        // back while its last one, just read, is still cached (whole pages only: one shared
+        // with a neighbour stays).
+        for path in packs { _ = try POSIX.readFile(path) }
+        let repository = try h.open()
+        let locations = try h.node(record, "src/big0").content.map { try #require(repository.location(of: $0)) }
+        #expect(locations.count >= 8)
+        var trail = Restorer.ReadTrail(repository: repository)
+        for location in locations { trail.reading(location) }
+        #expect(cachedPages(locations[0]).cached <= 1)
+        let last = cachedPages(locations[locations.count - 1])
+        #expect(last.total > 8 && last.cached == last.total)
+        trail.release()
+        #expect(cachedPages(locations[locations.count - 1]).cached <= 1)
         try h.expectVerifies()
     }
 
