@@ -604,10 +604,10 @@ public final class Repository: Sendable {
         return Array(bytes[0..<(end - start)])
     }
 
-    /// Hands `length` bytes of `pack` from `offset` back to the kernel's page cache: a restore
-    /// reads each pack once, and the pages it frees are the ones its next reads then fill,
-    /// instead of new ones (on the virtual machines measured, a new page-cache page costs
-    /// more than the copy out of it). Local repositories only; best effort.
+    /// Drops `length` bytes of `pack` from `offset` out of the page cache: a restore reads
+    /// each pack once, and the pages it frees are the ones its next reads then fill, instead
+    /// of new ones (on the virtual machines measured, a new page-cache page costs more than
+    /// the copy out of it). Local repositories only; best effort.
     public func dropCachedPages(of pack: BlobID, offset: Int, length: Int) {
         guard isLocal, length > 0 else { return }
         _ = try? withPackDescriptor(pack) { fd in posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_DONTNEED) }

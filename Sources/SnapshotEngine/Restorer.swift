@@ -288,10 +288,10 @@ public final class Restorer: Sendable {
         progress.filesDone.add(1, ordering: .relaxed)
     }
 
-    /// The stretch of a pack that a large file's reads have gone through, handed back to the
+    /// The stretch of a pack that a large file's reads have gone through, dropped from the
     /// page cache 2 MiB at a time as the reads move on (`Repository.dropCachedPages`). Small
-    /// files are left alone: their reads jump between packs, a call per file would cost more
-    /// than it saves.
+    /// files are left alone: their reads jump between packs, and a call per file would cost
+    /// more than it saves.
     struct ReadTrail {
         let repository: Repository
         var pack: BlobID?

@@ -87,7 +87,7 @@ import TestSupport
         try h.expectVerifies()
     }
 
-    /// A restore reads each pack once and hands what it has read back to the page cache as it
+    /// A restore reads each pack once and drops what it has read from the page cache as it
     /// goes: after restoring large files, few of their packs' pages are still cached (all of
     /// them were before), and the files come back whole.
     @Test func aRestoreLeavesThePacksItReadOutOfThePageCache() throws {
@@ -128,9 +128,9 @@ import TestSupport
         let after = cachedPages()
         #expect(after.cached * 10 < after.total, "\(after.cached) of \(after.total) pack pages still cached")
 
-        // As the reads go, not once the file is written: a file's first entries are handed
-        // back while its last one, just read, is still cached (whole pages only: one shared
-        // with a neighbour stays).
+        // As the reads go, not once the file is written: a file's first entries are dropped
+        // while its last one, just read, is still cached (whole pages only: one shared with a
+        // neighbour stays).
         for path in packs { _ = try POSIX.readFile(path) }
         let repository = try h.open()
         let locations = try h.node(record, "src/big0").content.map { try #require(repository.location(of: $0)) }
