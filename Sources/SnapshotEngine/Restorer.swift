@@ -259,7 +259,7 @@ public final class Restorer: Sendable {
                 try reader.check(w.data, id: w.id, at: w.location)
             }
         }
-        var trail = ReadTrail(repository: repository)
+        var trail = PackReadTrail(repository: repository)
         for id in job.node.content {
             guard let location = repository.location(of: id) else {
                 throw RepositoryError.missingBlob(id: id, context: "not in any index")
@@ -286,44 +286,6 @@ public final class Restorer: Sendable {
         try file.finish()
         try applyMetadata(path: job.path, node: job.node, fd: file.fd, dir: job.dir)
         progress.filesDone.add(1, ordering: .relaxed)
-    }
-
-    /// The stretch of a pack that a large file's reads have gone through, dropped from the
-    /// page cache 2 MiB at a time as the reads move on (`Repository.dropCachedPages`). Small
-    /// files are left alone: their reads jump between packs, and a call per file would cost
-    /// more than it saves.
-    struct ReadTrail {
-        let repository: Repository
-        var pack: BlobID?
-        var start = 0
-        var end = 0
-        static let step = 2 << 20
-        /// Entries up to this far past the trail's end extend it (readahead read the gap).
-        static let gap = 1 << 20
-
-        init(repository: Repository) { self.repository = repository }
-
-        /// Notes an entry about to be read; releases what lies behind the reads.
-        mutating func reading(_ location: BlobLocation) {
-            let offset = Int(location.offset), next = offset + Int(location.length)
-            if pack == location.pack && offset >= end && offset - end <= Self.gap {
-                // What is behind the entry before this one is done with.
-                if end - start >= Self.step {
-                    repository.dropCachedPages(of: location.pack, offset: start, length: end - start)
-                    start = end
-                }
-                end = next
-                return
-            }
-            release()
-            (pack, start, end) = (location.pack, offset, next)
-        }
-
-        /// Releases the whole trail (the file is written).
-        mutating func release() {
-            if let pack { repository.dropCachedPages(of: pack, offset: start, length: end - start) }
-            pack = nil
-        }
     }
 
     /// Files below this size are written through the page cache, larger ones with O_DIRECT.

@@ -184,7 +184,10 @@ public final class Verifier: Sendable {
             }
             // Decoded one by one, checked against their ids two at a time (BlobID.hashPair).
             var waiting: (id: BlobID, location: BlobLocation, data: [UInt8])?
+            var trail = PackReadTrail(repository: repository)
+            defer { trail.release() }
             for (blob, loc) in item.toRead.sorted(by: { $0.1.offset < $1.1.offset }) {
+                trail.reading(loc)
                 do {
                     let data = try reader.read(blob, at: loc, check: false)
                     if let w = waiting {

@@ -89,7 +89,7 @@ import TestSupport
 
     /// A restore reads each pack once and drops what it has read from the page cache as it
     /// goes: after restoring large files, few of their packs' pages are still cached (all of
-    /// them were before), and the files come back whole.
+    /// them were before), and the files come back whole; `verify --read-data` the same.
     @Test func aRestoreLeavesThePacksItReadOutOfThePageCache() throws {
         let h = try EngineHarness()
         for i in 0..<3 { Fixture.write(h.source + "/big\(i)", Fixture.bytes((8 << 20) + i * 4099, seed: UInt64(i))) }
@@ -137,7 +137,7 @@ import TestSupport
             for path in packs { _ = try POSIX.readFile(path) }
             let locations = try h.node(record, "src/big\(i)").content.map { try #require(repository.location(of: $0)) }
             #expect(locations.count >= 8)
-            var trail = Restorer.ReadTrail(repository: repository)
+            var trail = PackReadTrail(repository: repository)
             for location in locations { trail.reading(location) }
             let first = locations[0]
             #expect(cachedPages((first.pack, Int(first.offset), Int(first.offset + first.length))).cached <= 1)
@@ -151,7 +151,12 @@ import TestSupport
         // The stretch is the file's last entries since the last 2 MiB dropped: its last chunk
         // at least (the chunker's cuts differ per repository).
         #expect(largestStretch > 8)
+
+        // So does `verify --read-data`, pack by pack.
+        for path in packs { _ = try POSIX.readFile(path) }
         try h.expectVerifies()
+        let verified = cachedPages()
+        #expect(verified.cached * 10 < verified.total, "\(verified.cached) of \(verified.total) pack pages still cached after verify")
     }
 
     @Test func fullRereadsEverything() throws {
