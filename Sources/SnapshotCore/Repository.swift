@@ -920,7 +920,14 @@ public final class BlobWriter {
     private func finishPack() throws {
         guard let p = pack else { return }
         pack = nil
-        try p.finish()
+        do {
+            try p.finish()
+        } catch {
+            // Its last writes (a full disk), its fsync or its rename failed: nothing of it is
+            // kept (it was no longer `pack`, which the deinit would discard).
+            p.discard()
+            throw error
+        }
         repository.index.packFinished(p.id, entries: p.entries)
     }
 

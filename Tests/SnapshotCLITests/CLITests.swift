@@ -110,6 +110,25 @@ import TestSupport
 
     /// A file whose size changes between its listing and its reading (here a /proc file,
     /// listed as 0 bytes) is counted in the snapshot's metadata as what was stored.
+    /// A pack whose last write fails (here the file size limit, `ulimit -f`, as a full disk
+    /// would at that point) is removed: no `.tmp` pack is left and nothing is committed.
+    @Test func aPackThatFailsAsItIsFinishedIsRemoved() throws {
+        let dir = TemporaryDirectory()
+        let src = dir.sub("src"), repo = dir.sub("repo")
+        // One pack of ~1.5 MiB: its first MiB goes out as it fills, the rest as it is finished.
+        Fixture.write(src + "/data.bin", Fixture.bytes(1_500_000, seed: 3))
+        #expect(try CLI.run(["--repo", repo, "init"]).status == 0)
+        // SIGXFSZ ignored (kept across exec), so that a write past the limit fails with EFBIG;
+        // bash's `ulimit -f` counts KiB (dash's 512-byte blocks): 1,228,800 bytes.
+        let r = try CLI.capture("/bin/bash", ["-c", "trap '' XFSZ; ulimit -f 1200; exec '\(CLI.binary)' --repo repo create --path src --type data"], in: dir.path, environment: [:])
+        #expect(r.status != 0 && r.stderr.contains("File too large") && r.stderr.contains(repo + "/.store/data/"), "\(r.status): \(r.stderr)")
+        let leftovers = try CLI.shell("find .store -name '*.tmp*' | wc -l", in: repo)
+        #expect(leftovers.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        let list = try CLI.run(["--repo", repo, "list", "--json"])
+        #expect(list.status == 0 && !list.stdout.contains("\"id\""), "\(list.stdout)")
+        #expect(try CLI.run(["--repo", repo, "verify", "--all", "--read-data"]).status == 0)
+    }
+
     @Test func aFileThatChangedSizeWhileReadIsCountedAsStored() throws {
         let dir = TemporaryDirectory("snapshot-size")
         let repo = dir.sub("repo")
