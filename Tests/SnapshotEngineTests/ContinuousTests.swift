@@ -67,12 +67,14 @@ final class WatchHarness: @unchecked Sendable {
         }.start()
     }
 
-    /// Stops the watch and waits for its thread to end.
+    /// Stops the watch and waits for its thread to end; lets go of the watch, whose event
+    /// handler holds this harness (else neither is freed, nor the scratch directory removed).
     func stop() {
         watch?.stop()
         cond.lock()
-        defer { cond.unlock() }
         while running { _ = cond.wait(until: Date().addingTimeInterval(60)) }
+        cond.unlock()
+        watch = nil
     }
 
     private func waitFor(_ what: String, _ done: () -> Bool) {
